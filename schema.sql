@@ -1,0 +1,128 @@
+-- Periodya ledger schema. Plain SQL, idempotent: `periodya migrate` may run it any number of times.
+-- Everything lives in the `periodya` schema. The projection tables after the @projections marker are
+-- written with unqualified names so that replay can build them again in a scratch schema.
+
+CREATE SCHEMA IF NOT EXISTS periodya;
+SET search_path = periodya;
+
+-- The event log ------------------------------------------------------------------------------------
+-- seq:  global sequence, assigned at INSERT time (NOT commit time).
+-- tx:   the writing transaction's id. Readers order by (tx, seq) and only read rows whose tx is below
+--       the snapshot horizon pg_snapshot_xmin(pg_current_snapshot()), so an event whose transaction
+--       commits late can never be skipped by a follower (see DESIGN.md, "The event store").
+-- hash: sha256 chain along each stream, tamper evidence (see periodya/eventstore/hashing.py).
+CREATE TABLE IF NOT EXISTS events (
+    seq            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tx             xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    stream_id      text        NOT NULL CHECK (stream_id <> '' AND position(E'\n' IN stream_id) = 0),
+    stream_version bigint      NOT NULL CHECK (stream_version >= 1),
+    event_type     text        NOT NULL CHECK (event_type ~ '^[A-Za-z][A-Za-z0-9_.]*$'),
+    data           jsonb       NOT NULL,
+    metadata       jsonb       NOT NULL DEFAULT '{}',
+    recorded_at    timestamptz NOT NULL DEFAULT now(),
+    prev_hash      bytea       NOT NULL,
+    hash           bytea       NOT NULL,
+    UNIQUE (stream_id, stream_version)
+);
+CREATE INDEX IF NOT EXISTS events_tx_seq ON events (tx, seq);
+CREATE INDEX IF NOT EXISTS events_recorded_at ON events (recorded_at);
+
+-- Append-only, enforced by the database itself.
+CREATE OR REPLACE FUNCTION events_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'events are append-only: % refused', TG_OP
+        USING ERRCODE = 'PE001';
+END $$;
+CREATE OR REPLACE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events
+    FOR EACH ROW EXECUTE FUNCTION events_refuse_change();
+CREATE OR REPLACE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION events_refuse_change();
+
+-- hash = sha256(prev_hash || canonical bytes); the canonical bytes are documented in hashing.py and
+-- recomputed there by `verify`. Kept in one SQL function so append and verify cannot drift apart.
+CREATE OR REPLACE FUNCTION event_hash(p_prev bytea, p_stream text, p_version bigint, p_type text,
+                                      p_recorded_at timestamptz, p_data text, p_metadata text)
+RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+    SELECT sha256(p_prev || convert_to(
+        p_stream || E'\n' || p_version::text || E'\n' || p_type || E'\n'
+        || (extract(epoch FROM p_recorded_at) * 1000000)::bigint::text || E'\n'
+        || p_data || E'\n' || p_metadata, 'UTF8'))
+$$;
+
+-- Take transaction-scoped advisory locks on every key, in ascending order (a stable order, so two
+-- transactions locking overlapping sets cannot deadlock). Advisory locks assign no transaction id.
+CREATE OR REPLACE FUNCTION lock_keys(p_keys bigint[]) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    k bigint;
+BEGIN
+    FOREACH k IN ARRAY (SELECT coalesce(array_agg(DISTINCT x ORDER BY x), '{}') FROM unnest(p_keys) x) LOOP
+        PERFORM pg_advisory_xact_lock(k);
+    END LOOP;
+END $$;
+
+-- Append events to one or more streams atomically, in ONE round trip.
+--   p_lock_keys: advisory-lock keys of every stream AND every other resource (ledger accounts) the
+--                calling transaction will write. They are all taken, in sorted order, BEFORE the first
+--                write: a transaction gets its xid at its first write, so taking locks first makes any
+--                two transactions sharing a key get their xids in commit order ("lock before you write").
+--   p_streams / p_expected: one entry per stream; expected -1 = any, 0 = stream must not exist,
+--                n = the stream's current version must be exactly n.
+--   p_ev_stream (1-based index into p_streams), p_types, p_data, p_metadata: one entry per event,
+--                data and metadata as canonical JSON text (the hash is computed over that text).
+-- A version mismatch raises SQLSTATE PE409 with DETAIL 'stream|expected|actual' and writes nothing.
+CREATE OR REPLACE FUNCTION append_events(
+    p_lock_keys bigint[], p_streams text[], p_expected bigint[],
+    p_ev_stream int[], p_types text[], p_data text[], p_metadata text[])
+RETURNS TABLE (seq bigint, tx bigint, stream_id text, stream_version bigint, recorded_at timestamptz)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    i int;
+    v_versions bigint[] := '{}';
+    v_hashes bytea[] := '{}';
+    v_version bigint;
+    v_hash bytea;
+    v_prev bytea;
+    v_now timestamptz := now();
+    v_s int;
+BEGIN
+    PERFORM lock_keys(p_lock_keys);
+
+    FOR i IN 1 .. coalesce(array_length(p_streams, 1), 0) LOOP
+        SELECT e.stream_version, e.hash INTO v_version, v_hash
+          FROM events e WHERE e.stream_id = p_streams[i]
+         ORDER BY e.stream_version DESC LIMIT 1;
+        v_version := coalesce(v_version, 0);
+        v_hash := coalesce(v_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);
+        IF p_expected[i] <> -1 AND p_expected[i] <> v_version THEN
+            RAISE EXCEPTION 'wrong expected version for stream %', p_streams[i]
+                USING ERRCODE = 'PE409', DETAIL = p_streams[i] || '|' || p_expected[i] || '|' || v_version;
+        END IF;
+        v_versions := v_versions || v_version;
+        v_hashes := v_hashes || v_hash;
+    END LOOP;
+
+    FOR i IN 1 .. coalesce(array_length(p_types, 1), 0) LOOP
+        v_s := p_ev_stream[i];
+        v_versions[v_s] := v_versions[v_s] + 1;
+        v_prev := v_hashes[v_s];
+        v_hashes[v_s] := event_hash(v_prev, p_streams[v_s], v_versions[v_s], p_types[i], v_now,
+                                    p_data[i], p_metadata[i]);
+        RETURN QUERY
+            INSERT INTO events AS e (stream_id, stream_version, event_type, data, metadata, recorded_at,
+                                     prev_hash, hash)
+            VALUES (p_streams[v_s], v_versions[v_s], p_types[i], p_data[i]::jsonb, p_metadata[i]::jsonb,
+                    v_now, v_prev, v_hashes[v_s])
+            RETURNING e.seq, e.tx::text::bigint, e.stream_id, e.stream_version, e.recorded_at;
+    END LOOP;
+END $$;
+
+-- Checkpoints of catch-up followers (committed in the same transaction as the view they guard).
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name       text PRIMARY KEY,
+    tx         xid8 NOT NULL DEFAULT '0',
+    seq        bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- @projections ------------------------------------------------------------------------------------

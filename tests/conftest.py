@@ -1,0 +1,78 @@
+"""Test harness: a real PostgreSQL for every integration test.
+
+DATABASE_URL when set, else the embedded server the project starts itself (data kept in a temp dir
+and reused across runs). A template database is migrated once per session; each test gets a fresh
+database cloned from it, so tests are isolated and can run the real schema, triggers and all.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import asyncpg
+import pytest
+
+from periodya import db
+from periodya.eventstore import EventStore
+
+TEMPLATE = "periodya_test_template"
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlparse(url)
+    return urlunparse(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    data = Path(os.environ.get("PERIODYA_TEST_DATA_DIR", Path(tempfile.gettempdir()) / "periodya-test-pg"))
+    return db.start_embedded(data)
+
+
+@pytest.fixture(scope="session")
+async def template_url(server_url: str) -> str:
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {TEMPLATE}")
+    finally:
+        await admin.close()
+    url = with_database(server_url, TEMPLATE)
+    conn = await asyncpg.connect(url)
+    try:
+        await db.migrate(conn)
+    finally:
+        await conn.close()
+    return url
+
+
+@pytest.fixture
+async def database_url(server_url: str, template_url: str) -> AsyncIterator[str]:
+    name = "t_" + uuid.uuid4().hex[:16]
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        yield with_database(server_url, name)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await db.connect_pool(database_url, min_size=2, max_size=40)
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+def store(pool: asyncpg.Pool) -> EventStore:
+    return EventStore(pool)

@@ -1,0 +1,59 @@
+"""Bad configuration is one line on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "periodya", *args], capture_output=True, text=True,
+                          env=full_env, timeout=60)
+
+
+@pytest.mark.parametrize(("url", "fragment"), [
+    ("not a url", "DATABASE_URL"),
+    ("mysql://root@localhost/x", "postgresql://"),
+    ("postgresql://u@localhost:99999/x", "malformed"),
+    ("postgresql://postgres@127.0.0.1:1/x", "unreachable"),
+])
+def test_bad_database_url(url: str, fragment: str) -> None:
+    result = run_cli("migrate", env={"DATABASE_URL": url})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+
+
+def test_bad_threshold() -> None:
+    result = run_cli("migrate", env={"PERIODYA_SENT_STUCK_MINUTES": "soon"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "periodya: error: PERIODYA_SENT_STUCK_MINUTES must be a number of minutes, got 'soon'"]
+
+
+async def test_missing_schema_then_migrate_twice(server_url: str) -> None:
+    import asyncpg
+
+    from tests.conftest import with_database
+
+    admin = await asyncpg.connect(server_url)
+    await admin.execute("DROP DATABASE IF EXISTS cli_empty WITH (FORCE)")
+    await admin.execute("CREATE DATABASE cli_empty")
+    try:
+        url = with_database(server_url, "cli_empty")
+        missing = run_cli("verify", env={"DATABASE_URL": url})
+        assert missing.returncode == 2 and "Traceback" not in missing.stderr
+        assert "run `periodya migrate` first" in missing.stderr
+        for _ in range(2):
+            migrated = run_cli("migrate", env={"DATABASE_URL": url})
+            assert migrated.returncode == 0, migrated.stderr
+        verified = run_cli("verify", env={"DATABASE_URL": url})
+        assert verified.returncode == 0 and "ok" in verified.stdout
+    finally:
+        await admin.execute("DROP DATABASE IF EXISTS cli_empty WITH (FORCE)")
+        await admin.close()

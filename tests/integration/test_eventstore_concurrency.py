@@ -1,0 +1,171 @@
+"""Optimistic concurrency and commit-order safety of the event store, on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import asyncpg
+import pytest
+
+from periodya.errors import ConcurrencyConflict
+from periodya.eventstore import ANY, NO_STREAM, START, EventStore, NewEvent, StreamAppend
+from periodya.eventstore.follower import Follower
+
+
+async def test_sixteen_writers_race_for_each_version(store: EventStore, pool: asyncpg.Pool) -> None:
+    """16 writers append 3 events each with the same expected version, for 10 rounds: one wins each."""
+    writers, rounds = 16, 10
+
+    async def write(writer: int, expected: int) -> int:
+        events = [NewEvent("Wrote", {"writer": writer, "part": p}, {"round": expected}) for p in range(3)]
+        await store.append([StreamAppend("race", expected, events)])
+        return writer
+
+    version = 0
+    for _ in range(rounds):
+        results = await asyncio.gather(*(write(w, version) for w in range(writers)), return_exceptions=True)
+        winners = [r for r in results if isinstance(r, int)]
+        conflicts = [r for r in results if isinstance(r, ConcurrencyConflict)]
+        assert len(winners) == 1, results
+        assert len(conflicts) == writers - 1
+        assert all(c.stream_id == "race" and c.expected == version and c.actual == version + 3 for c in conflicts)
+        version += 3
+
+    events = await store.read_stream("race")
+    assert [e.stream_version for e in events] == list(range(1, rounds * 3 + 1))  # no gaps
+    per_writer_round = Counter((e.metadata["round"], e.data["writer"]) for e in events)
+    assert set(per_writer_round.values()) == {3}  # nothing half-written
+    assert await pool.fetchval("SELECT count(*) FROM events") == rounds * 3
+
+
+async def test_no_stream_and_exact_versions(store: EventStore) -> None:
+    await store.append([StreamAppend("s", NO_STREAM, [NewEvent("A", {})])])
+    with pytest.raises(ConcurrencyConflict):
+        await store.append([StreamAppend("s", NO_STREAM, [NewEvent("A", {})])])
+    with pytest.raises(ConcurrencyConflict):
+        await store.append([StreamAppend("s", 5, [NewEvent("A", {})])])
+    await store.append([StreamAppend("s", 1, [NewEvent("B", {})])])
+    await store.append([StreamAppend("s", ANY, [NewEvent("C", {})])])
+    assert [e.type for e in await store.read_stream("s")] == ["A", "B", "C"]
+
+
+async def test_multi_stream_append_is_atomic(store: EventStore) -> None:
+    await store.append([StreamAppend("b", NO_STREAM, [NewEvent("A", {})])])
+    with pytest.raises(ConcurrencyConflict) as info:
+        await store.append([StreamAppend("a", NO_STREAM, [NewEvent("A", {})]),
+                            StreamAppend("b", NO_STREAM, [NewEvent("A", {})])])
+    assert info.value.stream_id == "b"
+    assert await store.read_stream("a") == []  # the first stream's events were not written either
+
+
+async def test_late_commit_is_not_skipped_by_a_follower(store: EventStore, pool: asyncpg.Pool) -> None:
+    """T1 takes the lower sequence number but commits after T2. A naive ORDER BY seq reader skips it;
+    the snapshot-horizon reader and the follower see both exactly once, in the same order every time."""
+    follower = Follower(store, START, poll_interval=0.05)
+    await follower.start()
+    seen: list[int] = []
+
+    async def follow() -> None:
+        async for batch in follower.batches():
+            seen.extend(e.seq for e in batch)
+            if len(seen) >= 2:
+                return
+
+    follow_task = asyncio.create_task(follow())
+    naive_checkpoint = 0
+    naive_seen: list[int] = []
+
+    async def naive_read() -> None:
+        nonlocal naive_checkpoint
+        rows = await pool.fetch("SELECT seq FROM events WHERE seq > $1 ORDER BY seq", naive_checkpoint)
+        for r in rows:
+            naive_seen.append(r["seq"])
+            naive_checkpoint = r["seq"]
+
+    async with pool.acquire() as c1:
+        tx1 = c1.transaction()
+        await tx1.start()
+        late = await store.append([StreamAppend("late", NO_STREAM, [NewEvent("Late", {})])], conn=c1)
+        early = await store.append([StreamAppend("early", NO_STREAM, [NewEvent("Early", {})])])
+        assert late[0].seq < early[0].seq
+        await naive_read()
+        assert await store.read_all(START) == []  # T1 still open: nothing is below the horizon yet
+        await asyncio.sleep(0.2)
+        assert seen == []
+        await tx1.commit()
+    await store.notify()
+    await asyncio.wait_for(follow_task, 5)
+    await follower.stop()
+    await naive_read()
+
+    assert naive_seen == [early[0].seq]  # the naive reader skipped the late event for good
+    expected = [late[0].seq, early[0].seq]
+    assert seen == expected
+    for _ in range(3):
+        assert [e.seq for e in await store.read_all(START)] == expected
+    first = await store.read_all(START, limit=1)
+    assert [e.seq for e in await store.read_all(first[-1].position)] == [early[0].seq]
+
+
+async def _wait_for_advisory_waiter(pool: asyncpg.Pool) -> None:
+    for _ in range(200):
+        if await pool.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the second transaction never waited on the advisory lock")
+
+
+async def _shared_stream_order(store: EventStore, pool: asyncpg.Pool, *, late_locks: bool) -> list[int]:
+    """T1 holds the lock of stream S; T2 appends to A and S; T1 writes S and commits first.
+    Returns the stream versions of S in the order "read all" returns them."""
+    async with pool.acquire() as c1, pool.acquire() as c2:
+        t1 = c1.transaction()
+        await t1.start()
+        await store.lock(c1, ["stream:S"])  # T1 holds S, but has no transaction id yet
+
+        async def t2() -> None:
+            async with c2.transaction():
+                if late_locks:  # the mistake: write A (taking an xid) before locking S
+                    await store.append([StreamAppend("A", ANY, [NewEvent("Other", {})])], conn=c2)
+                    await store.append([StreamAppend("S", ANY, [NewEvent("Second", {})])], conn=c2)
+                else:
+                    await store.append([StreamAppend("A", ANY, [NewEvent("Other", {})]),
+                                        StreamAppend("S", ANY, [NewEvent("Second", {})])], conn=c2)
+
+        task = asyncio.create_task(t2())
+        await _wait_for_advisory_waiter(pool)
+        await store.append([StreamAppend("S", ANY, [NewEvent("First", {})])], conn=c1)
+        await t1.commit()
+        await asyncio.wait_for(task, 5)
+    return [e.stream_version for e in await store.read_all(START) if e.stream_id == "S"]
+
+
+async def test_shared_stream_reads_back_in_commit_order(store: EventStore, pool: asyncpg.Pool) -> None:
+    assert await _shared_stream_order(store, pool, late_locks=False) == [1, 2]
+
+
+async def test_late_locking_would_break_commit_order(store: EventStore, pool: asyncpg.Pool) -> None:
+    """Shows the previous test can fail: locking after the first write reads S back out of order."""
+    assert await _shared_stream_order(store, pool, late_locks=True) == [2, 1]
+
+
+async def test_shared_account_lock_orders_transactions(store: EventStore, pool: asyncpg.Pool) -> None:
+    """The same guarantee for a ledger account shared by two different streams."""
+    async with pool.acquire() as c1, pool.acquire() as c2:
+        t1 = c1.transaction()
+        await t1.start()
+        await store.lock(c1, ["account:payable:p1"])
+
+        async def t2() -> None:
+            async with c2.transaction():
+                await store.append([StreamAppend("payout-2", NO_STREAM, [NewEvent("Second", {})])],
+                                   conn=c2, lock_names=["account:payable:p1"])
+
+        task = asyncio.create_task(t2())
+        await _wait_for_advisory_waiter(pool)
+        await store.append([StreamAppend("payout-1", NO_STREAM, [NewEvent("First", {})])], conn=c1,
+                           lock_names=["account:payable:p1"])
+        await t1.commit()
+        await asyncio.wait_for(task, 5)
+    assert [e.type for e in await store.read_all(START)] == ["First", "Second"]
