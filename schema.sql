@@ -125,4 +125,100 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- Idempotency of platform commands: (scope, key) -> the first response. Not a projection (it
+-- caches answers, not facts), so replay leaves it alone.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    scope         text NOT NULL,
+    key           text NOT NULL,
+    request_hash  text NOT NULL,
+    status        int  NOT NULL,
+    response      jsonb NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, key)
+);
+
 -- @projections ------------------------------------------------------------------------------------
+-- Every table below is a projection: rebuilt from the log by the apply functions in
+-- periodya/projections, inline in the appending transaction and again by replay.
+
+-- Ledger: one row per group, one per entry. Balances: credits minus debits per (account, currency).
+CREATE TABLE IF NOT EXISTS ledger_groups (
+    group_id    text PRIMARY KEY,
+    kind        text NOT NULL,
+    subject     text NOT NULL,
+    seq         bigint NOT NULL,
+    recorded_at timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ledger_entries (
+    group_id text   NOT NULL,
+    line     int    NOT NULL,
+    account  text   NOT NULL,
+    currency text   NOT NULL,
+    debit    bigint NOT NULL CHECK (debit >= 0),
+    credit   bigint NOT NULL CHECK (credit >= 0),
+    PRIMARY KEY (group_id, line)
+);
+CREATE INDEX IF NOT EXISTS ledger_entries_account ON ledger_entries (account, currency);
+
+-- no_overdraft is the database's backstop; commands check the balance first, under the account lock.
+CREATE TABLE IF NOT EXISTS balances (
+    account    text    NOT NULL,
+    currency   text    NOT NULL,
+    balance    bigint  NOT NULL,
+    debits     bigint  NOT NULL,
+    credits    bigint  NOT NULL,
+    protected  boolean NOT NULL,
+    last_seq   bigint  NOT NULL,
+    updated_at timestamptz NOT NULL,
+    PRIMARY KEY (account, currency),
+    CONSTRAINT no_overdraft CHECK (NOT protected OR balance >= 0),
+    CONSTRAINT balance_is_credits_minus_debits CHECK (balance = credits - debits)
+);
+
+CREATE TABLE IF NOT EXISTS escrows (
+    escrow_id  text PRIMARY KEY,
+    currency   text   NOT NULL,
+    funded     bigint NOT NULL,
+    released   bigint NOT NULL,
+    refunded   bigint NOT NULL,
+    version    bigint NOT NULL,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS payouts (
+    payout_id          text PRIMARY KEY,
+    payee_id           text    NOT NULL,
+    amount             bigint  NOT NULL,
+    currency           text    NOT NULL,
+    destination        text    NOT NULL,
+    status             text    NOT NULL,
+    provider_payout_id text,
+    provider_status    text,
+    ledger_finalized   boolean NOT NULL,
+    funds_returned     boolean NOT NULL,
+    quarantine_reason  text,
+    attempts           int     NOT NULL,
+    last_error         text,
+    next_attempt_at    timestamptz,
+    version            bigint  NOT NULL,
+    created_at         timestamptz NOT NULL,
+    updated_at         timestamptz NOT NULL,
+    status_changed_at  timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS payouts_provider_id ON payouts (provider_payout_id);
+CREATE INDEX IF NOT EXISTS payouts_status_changed ON payouts (status, status_changed_at);
+CREATE INDEX IF NOT EXISTS payouts_payee ON payouts (payee_id, created_at);
+
+-- The payout outbox: one task per payout. PENDING -> SENDING -> SENT -> DONE, or FAILED.
+CREATE TABLE IF NOT EXISTS outbox (
+    payout_id       text PRIMARY KEY,
+    status          text NOT NULL,
+    attempts        int  NOT NULL,
+    last_error      text,
+    next_attempt_at timestamptz,
+    created_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at NULLS FIRST, created_at) WHERE status = 'PENDING';
+CREATE INDEX IF NOT EXISTS outbox_sending ON outbox (updated_at) WHERE status = 'SENDING';

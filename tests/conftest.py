@@ -76,3 +76,29 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture
 def store(pool: asyncpg.Pool) -> EventStore:
     return EventStore(pool)
+
+
+SERVICE_TOKEN = "test-service-token"
+CRON_SECRET = "test-cron-secret"
+
+
+@pytest.fixture
+def settings(database_url: str):  # type: ignore[no-untyped-def]
+    from periodya.config import Settings
+
+    return Settings.from_env({"DATABASE_URL": database_url, "PERIODYA_SERVICE_TOKEN": SERVICE_TOKEN,
+                              "PERIODYA_CRON_SECRET": CRON_SECRET})
+
+
+@pytest.fixture
+async def api(settings, pool: asyncpg.Pool):  # type: ignore[no-untyped-def]
+    """A real HTTP server on a loopback port, and a client that sends the service token."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from periodya.http.app import create_app
+
+    server = TestServer(create_app(settings, pool))
+    client = TestClient(server, headers={"Authorization": f"Bearer {SERVICE_TOKEN}"})
+    await client.start_server()
+    yield client
+    await client.close()

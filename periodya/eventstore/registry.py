@@ -1,28 +1,20 @@
 """Events as pydantic models registered by type name, with upcasters for old schema versions.
 
-A model declares `event_type` (its stored name) and `schema_version`. Stored metadata carries
+Models derive from periodya.domain.events.Event. A model declares `event_type` (its stored name) and
+`schema_version`. Stored metadata carries
 `schemaVersion`; reading an older version runs the registered upcasters in order on the raw data.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
-
+from periodya.domain.events import Event
 from periodya.errors import UnknownEventType
 from periodya.eventstore.model import NewEvent, RecordedEvent
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-class Event(BaseModel):
-    """Base of every domain event: immutable, strict about unknown fields."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    event_type: ClassVar[str]
-    schema_version: ClassVar[int] = 1
 
 
 E = TypeVar("E", bound=type[Event])
@@ -58,7 +50,7 @@ class EventRegistry:
     def to_new(self, event: Event, metadata: dict[str, Any] | None = None) -> NewEvent:
         meta = dict(metadata or {})
         meta["schemaVersion"] = event.schema_version
-        return NewEvent(event.event_type, event.model_dump(mode="json"), meta)
+        return NewEvent(event.event_type, event.model_dump(mode="json", by_alias=True), meta)
 
     def decode(self, recorded: RecordedEvent) -> Event:
         model = self.model_for(recorded.type)

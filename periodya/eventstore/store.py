@@ -11,6 +11,7 @@ Concurrency model (DESIGN.md, "The event store"):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -53,6 +54,8 @@ class EventStore:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self._wake_pending = False
+        self._wake_tasks: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
     async def _conn(self, conn: asyncpg.Connection | None) -> AsyncIterator[asyncpg.Connection]:
@@ -147,6 +150,26 @@ class EventStore:
                 "SELECT (SELECT coalesce(max(seq), 0) FROM events) AS seq, "
                 "(SELECT count(*) FROM events WHERE tx >= pg_snapshot_xmin(pg_current_snapshot())) AS pending")
         return {"seq": row["seq"], "pendingBehindHorizon": row["pending"]}
+
+    def wake(self) -> None:
+        """Schedule one NOTIFY for followers, coalescing bursts of commits into a single hint.
+
+        Sent after commit from its own tiny transaction rather than inside the writer's: NOTIFY in a
+        transaction serialises commits on the notification queue lock, a global bottleneck."""
+        if self._wake_pending:
+            return
+        self._wake_pending = True
+        task = asyncio.get_running_loop().create_task(self._send_wake())
+        self._wake_tasks.add(task)
+        task.add_done_callback(self._wake_tasks.discard)
+
+    async def _send_wake(self) -> None:
+        await asyncio.sleep(0.002)
+        self._wake_pending = False
+        try:
+            await self.notify()
+        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+            pass  # only a hint: followers poll anyway
 
     async def notify(self) -> None:
         """Wake followers. Only a hint (empty payload); followers poll anyway. Sent after commit."""

@@ -1,0 +1,104 @@
+"""Escrow: funded once, then released to payees (minus the platform fee) or refunded. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from periodya.domain import accounts
+from periodya.domain.decision import Decision, group_id
+from periodya.domain.errors import InsufficientFunds, InvalidState, ValidationFailed
+from periodya.domain.events import EscrowFunded, EscrowRefunded, EscrowReleased, Event
+from periodya.domain.ledger import transfer
+from periodya.domain.money import check_amount, check_currency
+
+
+def stream(escrow_id: str) -> str:
+    return f"escrow-{escrow_id}"
+
+
+@dataclass(frozen=True)
+class EscrowState:
+    escrow_id: str
+    currency: str
+    funded: int = 0
+    released: int = 0
+    refunded: int = 0
+    version: int = 0
+
+    @property
+    def balance(self) -> int:
+        return self.funded - self.released - self.refunded
+
+
+@dataclass(frozen=True)
+class FundEscrow:
+    escrow_id: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class ReleaseEscrow:
+    escrow_id: str
+    payee_id: str
+    amount: int
+    fee_amount: int
+
+
+@dataclass(frozen=True)
+class RefundEscrow:
+    escrow_id: str
+    amount: int
+
+
+def evolve(state: EscrowState | None, event: Event) -> EscrowState | None:
+    if isinstance(event, EscrowFunded):
+        return EscrowState(event.escrow_id, event.currency, funded=event.amount, version=1)
+    assert state is not None, "escrow events before EscrowFunded"
+    if isinstance(event, EscrowReleased):
+        return replace(state, released=state.released + event.amount + event.fee_amount, version=state.version + 1)
+    if isinstance(event, EscrowRefunded):
+        return replace(state, refunded=state.refunded + event.amount, version=state.version + 1)
+    return state
+
+
+def decide_fund(state: EscrowState | None, cmd: FundEscrow) -> Decision:
+    if state is not None:
+        raise InvalidState(f"escrow {cmd.escrow_id}", "funded", "fund", "an escrow is funded once")
+    check_amount(cmd.amount)
+    check_currency(cmd.currency)
+    sid = stream(cmd.escrow_id)
+    group = transfer(group_id(sid, 1, "escrow_funded"), "escrow_funded", cmd.currency,
+                     (accounts.CASH, accounts.escrow(cmd.escrow_id), cmd.amount))
+    return Decision((EscrowFunded(escrow_id=cmd.escrow_id, amount=cmd.amount, currency=cmd.currency),), (group,))
+
+
+def decide_release(state: EscrowState | None, cmd: ReleaseEscrow) -> Decision:
+    if state is None:
+        raise InvalidState(f"escrow {cmd.escrow_id}", "absent", "release")
+    check_amount(cmd.amount)
+    check_amount(cmd.fee_amount, field="feeAmount", allow_zero=True)
+    if not cmd.payee_id:
+        raise ValidationFailed("payeeId must not be empty")
+    total = cmd.amount + cmd.fee_amount
+    if total > state.balance:
+        raise InsufficientFunds(accounts.escrow(cmd.escrow_id), state.balance, total, state.currency)
+    esc = accounts.escrow(cmd.escrow_id)
+    group = transfer(group_id(stream(cmd.escrow_id), state.version + 1, "escrow_released"), "escrow_released",
+                     state.currency, (esc, accounts.payable(cmd.payee_id), cmd.amount),
+                     (esc, accounts.REVENUE, cmd.fee_amount))
+    event = EscrowReleased(escrow_id=cmd.escrow_id, payee_id=cmd.payee_id, amount=cmd.amount,
+                           fee_amount=cmd.fee_amount, currency=state.currency)
+    return Decision((event,), (group,))
+
+
+def decide_refund(state: EscrowState | None, cmd: RefundEscrow) -> Decision:
+    if state is None:
+        raise InvalidState(f"escrow {cmd.escrow_id}", "absent", "refund")
+    check_amount(cmd.amount)
+    if cmd.amount > state.balance:
+        raise InsufficientFunds(accounts.escrow(cmd.escrow_id), state.balance, cmd.amount, state.currency)
+    group = transfer(group_id(stream(cmd.escrow_id), state.version + 1, "escrow_refunded"), "escrow_refunded",
+                     state.currency, (accounts.escrow(cmd.escrow_id), accounts.CASH, cmd.amount))
+    event = EscrowRefunded(escrow_id=cmd.escrow_id, amount=cmd.amount, currency=state.currency)
+    return Decision((event,), (group,))

@@ -1,0 +1,124 @@
+"""One command, one transaction: lock, load, decide, append events, apply projections inline.
+
+Lock order (deadlock freedom): a command first locks its single aggregate stream (and, for
+idempotent HTTP commands, its idempotency key before that), then, after reading the state it needs to
+name them, every ledger account it will post to, sorted. Nobody ever holds an account lock while
+waiting for a stream lock, so no cycle can form. All locks come before the first write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+
+from periodya.catalog import REGISTRY
+from periodya.domain import accounts, escrow, payout
+from periodya.domain.decision import Decision, posted
+from periodya.domain.errors import OverdraftRefused
+from periodya.errors import ConcurrencyConflict
+from periodya.eventstore import NO_STREAM, EventStore, RecordedEvent, StreamAppend
+from periodya.eventstore.store import stream_lock
+from periodya.projections import apply_all
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Meta:
+    """Who asked and why: copied into every event's metadata."""
+
+    actor: str
+    request_id: str | None = None
+    reason: str | None = None
+    causation_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_metadata(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"actor": self.actor, **self.extra}
+        for key, value in (("requestId", self.request_id), ("reason", self.reason),
+                           ("causationId", self.causation_id)):
+            if value is not None:
+                out[key] = value
+        return out
+
+
+class UnitOfWork:
+    def __init__(self, store: EventStore, conn: asyncpg.Connection, meta: Meta) -> None:
+        self.store, self.conn, self.meta = store, conn, meta
+        self.recorded: list[RecordedEvent] = []
+
+    async def lock(self, names: Iterable[str]) -> None:
+        await self.store.lock(self.conn, names)
+
+    async def lock_accounts(self, pairs: Iterable[tuple[str, str]]) -> None:
+        await self.lock(accounts.lock_name(a, c) for a, c in pairs)
+
+    async def load_payout(self, payout_id: str) -> payout.PayoutState | None:
+        sid = payout.stream(payout_id)
+        await self.lock([stream_lock(sid)])
+        state: payout.PayoutState | None = None
+        for ev in await self.store.read_stream(sid, conn=self.conn):
+            state = payout.evolve(state, REGISTRY.decode(ev))
+        return state
+
+    async def load_escrow(self, escrow_id: str) -> escrow.EscrowState | None:
+        sid = escrow.stream(escrow_id)
+        await self.lock([stream_lock(sid)])
+        state: escrow.EscrowState | None = None
+        for ev in await self.store.read_stream(sid, conn=self.conn):
+            state = escrow.evolve(state, REGISTRY.decode(ev))
+        return state
+
+    async def balance(self, account: str, currency: str) -> int:
+        value = await self.conn.fetchval(
+            "SELECT balance FROM balances WHERE account = $1 AND currency = $2", account, currency)
+        return int(value or 0)
+
+    async def commit(self, stream_id: str, expected_version: int, decision: Decision) -> list[RecordedEvent]:
+        """Append the decision's events and ledger groups atomically, then project them inline.
+
+        The accounts of every group are locked (sorted) before the append's first write."""
+        if decision.is_noop:
+            return []
+        await self.lock_accounts(pair for g in decision.groups for pair in g.accounts())
+        meta = self.meta.as_metadata()
+        appends = [StreamAppend(stream_id, expected_version or NO_STREAM,
+                                [REGISTRY.to_new(e, meta) for e in decision.events])]
+        appends += [StreamAppend(f"ledger-{g.group_id}", NO_STREAM, [REGISTRY.to_new(posted(g, stream_id), meta)])
+                    for g in decision.groups]
+        recorded = await self.store.append(appends, conn=self.conn)
+        try:
+            await apply_all(self.conn, recorded)
+        except asyncpg.CheckViolationError as exc:
+            if exc.constraint_name != "no_overdraft":
+                raise
+            # The decide step checked the balance under the account lock, so this is a bug guard.
+            raise OverdraftRefused(f"the database refused an overdraft: {exc.detail}") from None
+        self.recorded.extend(recorded)
+        return recorded
+
+
+async def run_command(store: EventStore, meta: Meta, body: Callable[[UnitOfWork], Awaitable[T]],
+                      *, attempts: int = MAX_ATTEMPTS) -> T:
+    """Run `body` in one transaction; on a version conflict, retry it from scratch (bounded).
+
+    A conflict means another writer got there first; re-reading the state and deciding again is
+    always safe because nothing of the failed attempt was written. After `attempts`, the conflict
+    propagates (HTTP 409 CONCURRENCY_CONFLICT)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            async with store.pool.acquire() as conn, conn.transaction():
+                uow = UnitOfWork(store, conn, meta)
+                result = await body(uow)
+            if uow.recorded:
+                store.wake()
+            return result
+        except ConcurrencyConflict:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")

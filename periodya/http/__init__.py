@@ -1,0 +1,1 @@
+"""aiohttp application: routes, auth, problem+json errors. Views parse, call a handler, serialise."""

@@ -1,0 +1,31 @@
+"""The aiohttp application factory."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from periodya.config import Settings
+from periodya.eventstore import EventStore
+from periodya.http import auth, platform_routes
+from periodya.http.middleware import request_context
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+
+
+async def _liveness(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
+    """Build the app around an open pool (the caller owns the pool's lifetime)."""
+    app = web.Application(middlewares=[request_context, auth.auth_middleware], client_max_size=256 * 1024)
+    app[SETTINGS] = settings
+    app[POOL] = pool
+    app[platform_routes.STORE] = EventStore(pool)
+    app[auth.SERVICE_TOKEN] = settings.service_token
+    app[auth.CRON_SECRET] = settings.cron_secret
+    app.router.add_get("/livez", _liveness)
+    app.add_routes(platform_routes.routes)
+    return app

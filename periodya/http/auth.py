@@ -1,0 +1,76 @@
+"""Bearer authentication by route family (API.md, Authentication).
+
+* /api/escrows*, /api/payouts*, /api/payees*: the platform backend's service token.
+* /api/admin/**: a live admin session with role platform_admin; the cron secret is accepted only on
+  POST /api/admin/ops/run/*. Admin sessions are checked by the verifier registered on the app.
+Secrets are compared in constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from periodya.http.middleware import Handler
+from periodya.http.problems import Forbidden, Unauthenticated
+
+
+@dataclass(frozen=True)
+class Principal:
+    actor: str
+    kind: str  # "service" | "cron" | "admin"
+
+
+SessionVerifier = Callable[[web.Request, str], Awaitable[Principal]]
+SESSION_VERIFIER = web.AppKey("session_verifier", object)
+SERVICE_TOKEN = web.AppKey("service_token", object)
+CRON_SECRET = web.AppKey("cron_secret", object)
+_PLATFORM = ("/api/escrows", "/api/payouts", "/api/payees")
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _matches(token: str, secret: object) -> bool:
+    return isinstance(secret, str) and bool(secret) and hmac.compare_digest(token.encode(), secret.encode())
+
+
+async def authenticate(request: web.Request) -> Principal | None:
+    path = request.path
+    if path.startswith(_PLATFORM):
+        token = bearer(request)
+        if token is None or not _matches(token, request.app[SERVICE_TOKEN]):
+            raise Unauthenticated("a valid service token is required")
+        return Principal("service:platform", "service")
+    if path.startswith("/api/admin/"):
+        token = bearer(request)
+        if token is None:
+            raise Unauthenticated("a bearer token is required")
+        if request.method == "POST" and path.startswith("/api/admin/ops/run/") and _matches(
+                token, request.app[CRON_SECRET]):
+            return Principal("cron", "cron")
+        verifier = request.app.get(SESSION_VERIFIER)
+        if verifier is None:
+            raise Unauthenticated("admin sessions are not available")
+        principal: Principal = await verifier(request, token)  # type: ignore[operator]
+        if principal.kind != "admin":
+            raise Forbidden("the platform_admin role is required")
+        return principal
+    return None
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    principal = await authenticate(request)
+    if principal is not None:
+        request["actor"] = principal.actor
+        request["principal"] = principal
+        structlog.contextvars.bind_contextvars(actor=principal.actor)
+    return await handler(request)

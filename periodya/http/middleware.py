@@ -1,0 +1,51 @@
+"""Request ids, structured access logs, and the error boundary: every failure leaves as problem+json."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from periodya.errors import PeriodyaError
+from periodya.http.problems import from_error, problem
+from periodya.logging import get_logger
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID = web.AppKey("request_id_header", str)
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+log = get_logger("periodya.http")
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+    request["request_id"] = request_id
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    response = await _guarded(request, handler, request_id)
+    response.headers["X-Request-Id"] = request_id
+    log.debug("request", method=request.method, path=request.path, status=response.status,
+              ms=round((time.perf_counter() - started) * 1000, 2), actor=request.get("actor"))
+    return response
+
+
+async def _guarded(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except PeriodyaError as exc:
+        return from_error(exc, request_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(exc.status, "HTTP_ERROR")
+        return problem(exc.status, code, exc.reason, exc.text or exc.reason, requestId=request_id)
+    except Exception:  # the boundary: log it with the request id, never leak a trace to the client
+        log.exception("unhandled error", method=request.method, path=request.path)
+        return problem(500, "INTERNAL", "Internal error", "an internal error occurred; quote the request id",
+                       requestId=request_id)

@@ -1,0 +1,71 @@
+"""RFC 9457 problem+json responses, and the one mapping from typed errors to HTTP statuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from periodya.domain.errors import (
+    InsufficientFunds,
+    InvalidState,
+    NotFound,
+    OverdraftRefused,
+    UnbalancedGroup,
+    ValidationFailed,
+)
+from periodya.errors import ConcurrencyConflict, PeriodyaError
+
+CONTENT_TYPE = "application/problem+json"
+
+
+class Unauthenticated(PeriodyaError):
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(PeriodyaError):
+    code = "FORBIDDEN"
+
+
+class BadRequest(PeriodyaError):
+    """Malformed input: unparseable JSON, wrong types, missing fields, a bad header."""
+
+    code = "VALIDATION_FAILED"
+
+    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.errors = errors or []
+
+
+_STATUS: list[tuple[type[PeriodyaError], int, str]] = [
+    (BadRequest, 400, "Invalid request"),
+    (ValidationFailed, 422, "Invalid request"),
+    (UnbalancedGroup, 422, "Ledger group does not balance"),
+    (Unauthenticated, 401, "Authentication required"),
+    (Forbidden, 403, "Forbidden"),
+    (NotFound, 404, "Not found"),
+    (InvalidState, 409, "Not allowed in the current state"),
+    (InsufficientFunds, 409, "Insufficient funds"),
+    (OverdraftRefused, 409, "Insufficient funds"),
+    (ConcurrencyConflict, 409, "Concurrent modification"),
+]
+
+
+def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> web.Response:
+    body = {"type": f"https://periodya.dev/problems/{code.lower().replace('_', '-')}", "title": title,
+            "status": status, "detail": detail, "code": code, **extra}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return web.Response(status=status, body=orjson.dumps(body), content_type=CONTENT_TYPE, headers=headers)
+
+
+def from_error(exc: PeriodyaError, request_id: str | None) -> web.Response:
+    for kind, status, title in _STATUS:
+        if isinstance(exc, kind):
+            extra: dict[str, Any] = {"requestId": request_id}
+            if isinstance(exc, BadRequest) and exc.errors:
+                extra["errors"] = exc.errors
+            return problem(status, exc.code, title, str(exc), **extra)
+    if exc.code == "IDEMPOTENCY_KEY_REUSED":
+        return problem(409, exc.code, "Idempotency key reused", str(exc), requestId=request_id)
+    return problem(400, exc.code, "Request refused", str(exc), requestId=request_id)

@@ -1,0 +1,71 @@
+"""Request bodies. Strict: integers must be JSON integers, unknown fields are refused."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic.alias_generators import to_camel
+
+from periodya.http.problems import BadRequest
+
+Id = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Currency = Annotated[StrictStr, Field(pattern=r"^[A-Z]{3}$")]
+Amount = Annotated[StrictInt, Field(gt=0, lt=2**62)]
+Fee = Annotated[StrictInt, Field(ge=0, lt=2**62)]
+Reason = Annotated[StrictStr, Field(min_length=1, max_length=1000)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=False, frozen=True)
+
+
+class CreateEscrow(Body):
+    escrow_id: Id
+    amount: Amount
+    currency: Currency
+
+
+class ReleaseEscrow(Body):
+    payee_id: Id
+    amount: Amount
+    fee_amount: Fee = 0
+
+
+class RefundEscrow(Body):
+    amount: Amount
+
+
+class CreatePayout(Body):
+    payee_id: Id
+    amount: Amount
+    currency: Currency
+    destination: Annotated[StrictStr, Field(min_length=1, max_length=256)]
+
+
+B = TypeVar("B", bound=BaseModel)
+
+
+async def read_json(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw:
+        raise BadRequest("a JSON body is required")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+async def parse(request: web.Request, model: type[B], *, optional: bool = False) -> tuple[B, Any]:
+    """Parse and validate the body; returns the model and the raw JSON (for idempotency hashing)."""
+    raw = await request.read()
+    data: Any = {} if optional and not raw.strip() else await read_json(request)
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    try:
+        return model.model_validate(data), data
+    except ValidationError as exc:
+        errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        raise BadRequest("; ".join(f"{e['field']}: {e['message']}" for e in errors), errors) from None

@@ -1,0 +1,24 @@
+"""Projections: views built from events. Each module has one `apply(conn, events)` taking a batch in
+commit-safe order; the same function runs inline in the appending transaction and in replay."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from periodya.eventstore.model import RecordedEvent
+from periodya.projections import balances, escrows, ledger, outbox, payouts
+
+PROJECTIONS = {
+    "ledger": ledger,
+    "balances": balances,
+    "escrows": escrows,
+    "payouts": payouts,
+    "outbox": outbox,
+}
+
+
+async def apply_all(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+    for projection in PROJECTIONS.values():
+        await projection.apply(conn, events)

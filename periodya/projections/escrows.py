@@ -1,0 +1,40 @@
+"""Escrow view: funded, released (including fees), refunded, folded with the domain's evolve."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import astuple
+
+import asyncpg
+
+from periodya.catalog import REGISTRY
+from periodya.domain import escrow
+from periodya.eventstore.model import RecordedEvent
+
+TABLES = ("escrows",)
+TYPES = frozenset({"EscrowFunded", "EscrowReleased", "EscrowRefunded"})
+_UPSERT = """
+INSERT INTO escrows (escrow_id, currency, funded, released, refunded, version, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (escrow_id) DO UPDATE SET funded = EXCLUDED.funded, released = EXCLUDED.released,
+    refunded = EXCLUDED.refunded, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at"""
+
+
+async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+    mine = [e for e in events if e.type in TYPES]
+    if not mine:
+        return
+    ids = sorted({e.data["escrowId"] for e in mine})
+    rows = await conn.fetch("SELECT * FROM escrows WHERE escrow_id = ANY($1::text[])", ids)
+    states: dict[str, escrow.EscrowState | None] = {
+        r["escrow_id"]: escrow.EscrowState(r["escrow_id"], r["currency"], r["funded"], r["released"],
+                                           r["refunded"], r["version"]) for r in rows}
+    created = {r["escrow_id"]: r["created_at"] for r in rows}
+    updated = {}
+    for ev in mine:
+        eid = ev.data["escrowId"]
+        states[eid] = escrow.evolve(states.get(eid), REGISTRY.decode(ev))
+        created.setdefault(eid, ev.recorded_at)
+        updated[eid] = ev.recorded_at
+    await conn.executemany(_UPSERT, [(*astuple(states[i]), created[i], updated[i])  # type: ignore[arg-type]
+                                     for i in sorted(updated)])

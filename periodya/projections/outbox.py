@@ -1,0 +1,80 @@
+"""The payout outbox: one task per payout, the work list of the outbox and repair runners.
+
+    PENDING --claim--> SENDING --accepted--> SENT --finalized / provider failed--> DONE
+    SENDING --retryable failure / requeue--> PENDING (next_attempt_at)
+    any --quarantined / abandoned--> FAILED (never sent again)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import astuple, dataclass, replace
+from datetime import datetime
+
+import asyncpg
+
+from periodya.eventstore.model import RecordedEvent
+
+TABLES = ("outbox",)
+PREFIX = "payout-"
+PENDING, SENDING, SENT, DONE, FAILED = "PENDING", "SENDING", "SENT", "DONE", "FAILED"
+
+
+@dataclass(frozen=True)
+class OutboxTask:
+    payout_id: str
+    status: str
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def step(task: OutboxTask | None, ev: RecordedEvent) -> OutboxTask | None:
+    """The task after one payout event. Pure; `None` until the payout is requested."""
+    d, at = ev.data, ev.recorded_at
+    if ev.type == "PayoutRequested":
+        return OutboxTask(d["payoutId"], PENDING, 0, None, None, at, at)
+    if task is None:
+        return None
+    t = replace(task, updated_at=at)
+    if task.status == FAILED and ev.type not in ("PayoutCancelled",):
+        return t  # a failed task is never revived (quarantine, abandonment)
+    match ev.type:
+        case "PayoutSendStarted":
+            return replace(t, status=SENDING, attempts=d["attempt"], next_attempt_at=None)
+        case "PayoutSent" | "PayoutProviderPaid":
+            return replace(t, status=SENT if task.status in (PENDING, SENDING) else task.status, last_error=None)
+        case "PayoutSendFailed":
+            return replace(t, status=PENDING, last_error=d["error"], next_attempt_at=datetime.fromisoformat(
+                d["nextAttemptAt"]))
+        case "PayoutRequeued":
+            return replace(t, status=PENDING, next_attempt_at=None, last_error=d["reason"])
+        case "PayoutFinalized" | "PayoutProviderFailed":
+            return replace(t, status=DONE)
+        case "PayoutSendAbandoned":
+            return replace(t, status=FAILED, last_error=d["error"])
+        case "PayoutQuarantined":
+            return replace(t, status=FAILED, last_error=f"quarantined: {d['reason']}")
+    return t
+
+
+_UPSERT = """
+INSERT INTO outbox (payout_id, status, attempts, last_error, next_attempt_at, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (payout_id) DO UPDATE SET status = EXCLUDED.status, attempts = EXCLUDED.attempts,
+    last_error = EXCLUDED.last_error, next_attempt_at = EXCLUDED.next_attempt_at, updated_at = EXCLUDED.updated_at"""
+
+
+async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+    mine = [e for e in events if e.stream_id.startswith(PREFIX)]
+    if not mine:
+        return
+    ids = sorted({e.stream_id[len(PREFIX):] for e in mine})
+    rows = await conn.fetch("SELECT * FROM outbox WHERE payout_id = ANY($1::text[])", ids)
+    tasks: dict[str, OutboxTask | None] = {r["payout_id"]: OutboxTask(**dict(r)) for r in rows}
+    for ev in mine:
+        pid = ev.stream_id[len(PREFIX):]
+        tasks[pid] = step(tasks.get(pid), ev)
+    await conn.executemany(_UPSERT, [astuple(t) for t in tasks.values() if t is not None])

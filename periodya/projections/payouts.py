@@ -1,0 +1,51 @@
+"""Payout status view, folded with the domain's own `evolve` so the view cannot disagree with it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import astuple, fields
+from datetime import datetime
+
+import asyncpg
+
+from periodya.catalog import REGISTRY
+from periodya.domain import payout
+from periodya.eventstore.model import RecordedEvent
+
+TABLES = ("payouts",)
+PREFIX = "payout-"
+_FIELDS = [f.name for f in fields(payout.PayoutState)]
+_COLUMNS = [*_FIELDS, "created_at", "updated_at", "status_changed_at"]
+_UPSERT = (
+    f"INSERT INTO payouts ({', '.join(_COLUMNS)}) VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))}) "
+    "ON CONFLICT (payout_id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS if c not in ("payout_id", "created_at")))
+
+
+def payout_id_of(event: RecordedEvent) -> str | None:
+    return event.stream_id[len(PREFIX):] if event.stream_id.startswith(PREFIX) else None
+
+
+async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+    mine = [e for e in events if e.stream_id.startswith(PREFIX)]
+    if not mine:
+        return
+    ids = sorted({e.stream_id[len(PREFIX):] for e in mine})
+    rows = await conn.fetch("SELECT * FROM payouts WHERE payout_id = ANY($1::text[])", ids)
+    states: dict[str, payout.PayoutState | None] = {
+        r["payout_id"]: payout.PayoutState(**{f: r[f] for f in _FIELDS}) for r in rows}
+    times: dict[str, list[datetime]] = {
+        r["payout_id"]: [r["created_at"], r["updated_at"], r["status_changed_at"]] for r in rows}
+    touched: set[str] = set()
+    for ev in mine:
+        pid = ev.stream_id[len(PREFIX):]
+        before = states.get(pid)
+        after = payout.evolve(before, REGISTRY.decode(ev))
+        assert after is not None
+        states[pid] = after
+        t = times.setdefault(pid, [ev.recorded_at, ev.recorded_at, ev.recorded_at])
+        t[1] = ev.recorded_at
+        if before is None or before.status != after.status:
+            t[2] = ev.recorded_at
+        touched.add(pid)
+    await conn.executemany(_UPSERT, [(*astuple(states[p]), *times[p]) for p in sorted(touched)])  # type: ignore[arg-type]
