@@ -37,7 +37,7 @@ def stream_lock(stream_id: str) -> str:
     return f"stream:{stream_id}"
 
 
-def _row_to_event(row: asyncpg.Record) -> RecordedEvent:
+def row_to_event(row: asyncpg.Record) -> RecordedEvent:
     return RecordedEvent(row["seq"], row["tx"], row["stream_id"], row["stream_version"], row["event_type"],
                          row["data"], row["metadata"], row["recorded_at"])
 
@@ -124,14 +124,14 @@ class EventStore:
             rows = await c.fetch(
                 f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2 "
                 "ORDER BY stream_version", stream_id, after_version)
-        return [_row_to_event(r) for r in rows]
+        return [row_to_event(r) for r in rows]
 
     async def read_all(self, after: Position = START, limit: int = 1000, *,
                        conn: asyncpg.Connection | None = None) -> list[RecordedEvent]:
         """One page of events after `after`, in commit-safe (tx, seq) order, below the snapshot horizon."""
         async with self._conn(conn) as c:
             rows = await c.fetch(_READ_ALL, str(after.tx), after.seq, limit)
-        return [_row_to_event(r) for r in rows]
+        return [row_to_event(r) for r in rows]
 
     async def iter_all(self, after: Position = START, page: int = 1000) -> AsyncIterator[RecordedEvent]:
         """Every event after `after` that is below the horizon now, page by page."""
