@@ -125,6 +125,41 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- Admin users, sessions and login throttling (periodya/admin). NOT projections: sessions and throttle
+-- rows are ephemeral state, not facts, so replay leaves them alone. Creating a user is ALSO appended to
+-- the log (stream admin-user-<user_id>, AdminUserCreated, no hash) so it shows in the audit trail.
+CREATE TABLE IF NOT EXISTS admin_users (
+    user_id       text PRIMARY KEY,
+    email         text        NOT NULL UNIQUE,  -- stored lower-cased
+    password_hash text        NOT NULL,         -- argon2id (PHC string)
+    roles         text[]      NOT NULL DEFAULT '{}',
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    disabled      boolean     NOT NULL DEFAULT false
+);
+-- token_hash = sha256(opaque token): the token itself is never stored. Verification is one lookup by
+-- primary key; last_seen_at is written at most once a minute.
+CREATE TABLE IF NOT EXISTS admin_sessions (
+    token_hash   bytea       PRIMARY KEY CHECK (length(token_hash) = 32),
+    user_id      text        NOT NULL REFERENCES admin_users (user_id),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL,
+    revoked_at   timestamptz,
+    last_seen_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS admin_sessions_user ON admin_sessions (user_id, expires_at);
+-- One row per failed login (and per attempt in flight, deleted when it succeeds), keyed by the email
+-- tried and the remote address; the throttle counts rows inside a sliding window. Here, not in memory,
+-- so the limit holds across processes.
+CREATE TABLE IF NOT EXISTS login_failures (
+    attempt_id  bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    email       text        NOT NULL,
+    remote_addr text        NOT NULL,
+    failed_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS login_failures_email ON login_failures (email, failed_at);
+CREATE INDEX IF NOT EXISTS login_failures_remote ON login_failures (remote_addr, failed_at);
+CREATE INDEX IF NOT EXISTS login_failures_at ON login_failures (failed_at);
+
 -- Idempotency of platform commands: (scope, key) -> the first response. Not a projection (it
 -- caches answers, not facts), so replay leaves it alone.
 CREATE TABLE IF NOT EXISTS idempotency_keys (
@@ -222,3 +257,20 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at NULLS FIRST, created_at) WHERE status = 'PENDING';
 CREATE INDEX IF NOT EXISTS outbox_sending ON outbox (updated_at) WHERE status = 'SENDING';
+
+-- Provider webhooks as received (after signature verification) and whether the webhooks runner has
+-- applied them. The runner's work list is `applied_seq IS NULL`, in the order they arrived.
+CREATE TABLE IF NOT EXISTS provider_events (
+    event_id           text PRIMARY KEY,
+    type               text   NOT NULL,
+    provider_payout_id text,
+    payout_id          text,
+    status             text,
+    received_seq       bigint NOT NULL,
+    received_at        timestamptz NOT NULL,
+    applied_seq        bigint,
+    outcome            text
+);
+CREATE INDEX IF NOT EXISTS provider_events_pending ON provider_events (received_seq) WHERE applied_seq IS NULL;
+CREATE INDEX IF NOT EXISTS provider_events_pending_payout ON provider_events (payout_id, received_seq)
+    WHERE applied_seq IS NULL;

@@ -148,7 +148,30 @@ class PayoutCancelled(Event):
     reason: str
 
 
+# --- provider webhooks --------------------------------------------------------------------------------
+class ProviderEventReceived(Event):
+    """A provider webhook whose signature verified, stored once per provider event id."""
+
+    event_type = "ProviderEventReceived"
+    event_id: str
+    type: str
+    provider_payout_id: str | None
+    payout_id: str | None
+    status: str | None
+    failure_code: str | None = None
+    failure_message: str | None = None
+    created: int | None = None
+
+
+class ProviderEventApplied(Event):
+    """The webhooks runner acted on a stored provider event (or decided it needs no action)."""
+
+    event_type = "ProviderEventApplied"
+    outcome: str
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
+    ProviderEventReceived, ProviderEventApplied,
     LedgerGroupPosted, EscrowFunded, EscrowReleased, EscrowRefunded, PayoutRequested, PayoutSendStarted,
     PayoutSent, PayoutSendFailed, PayoutSendAbandoned, PayoutRequeued, PayoutProviderPaid, PayoutFinalized,
     PayoutProviderFailed, PayoutReversed, PayoutQuarantined, PayoutCancelled,

@@ -8,7 +8,7 @@ waiting for a stream lock, so no cycle can form. All locks come before the first
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -18,8 +18,10 @@ from periodya.catalog import REGISTRY
 from periodya.domain import accounts, escrow, payout
 from periodya.domain.decision import Decision, posted
 from periodya.domain.errors import OverdraftRefused
+from periodya.domain.events import Event
 from periodya.errors import ConcurrencyConflict
-from periodya.eventstore import NO_STREAM, EventStore, RecordedEvent, StreamAppend
+from periodya.eventstore import NO_STREAM, EventStore, NewEvent, RecordedEvent, StreamAppend
+from periodya.eventstore.hashing import lock_key
 from periodya.eventstore.store import stream_lock
 from periodya.projections import apply_all
 
@@ -55,6 +57,15 @@ class UnitOfWork:
     async def lock(self, names: Iterable[str]) -> None:
         await self.store.lock(self.conn, names)
 
+    async def try_lock(self, names: Iterable[str]) -> bool:
+        """Like `lock`, but give up at once (False) if another transaction holds any of `names`.
+        The runners' SKIP LOCKED: overlapping runs pass over each other's items instead of waiting."""
+        keys = sorted({lock_key(n) for n in names})
+        for key in keys:
+            if not await self.conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", key):
+                return False
+        return True
+
     async def lock_accounts(self, pairs: Iterable[tuple[str, str]]) -> None:
         await self.lock(accounts.lock_name(a, c) for a, c in pairs)
 
@@ -79,11 +90,16 @@ class UnitOfWork:
             "SELECT balance FROM balances WHERE account = $1 AND currency = $2", account, currency)
         return int(value or 0)
 
-    async def commit(self, stream_id: str, expected_version: int, decision: Decision) -> list[RecordedEvent]:
-        """Append the decision's events and ledger groups atomically, then project them inline.
+    def new_event(self, event: Event) -> NewEvent:
+        """An event for an extra stream of this commit, carrying this command's metadata."""
+        return REGISTRY.to_new(event, self.meta.as_metadata())
+
+    async def commit(self, stream_id: str, expected_version: int, decision: Decision,
+                     also: Sequence[StreamAppend] = ()) -> list[RecordedEvent]:
+        """Append the decision's events and ledger groups (and `also`) atomically, then project them inline.
 
         The accounts of every group are locked (sorted) before the append's first write."""
-        if decision.is_noop:
+        if decision.is_noop and not also:
             return []
         await self.lock_accounts(pair for g in decision.groups for pair in g.accounts())
         meta = self.meta.as_metadata()
@@ -91,6 +107,9 @@ class UnitOfWork:
                                 [REGISTRY.to_new(e, meta) for e in decision.events])]
         appends += [StreamAppend(f"ledger-{g.group_id}", NO_STREAM, [REGISTRY.to_new(posted(g, stream_id), meta)])
                     for g in decision.groups]
+        if not decision.events:
+            appends = appends[1:]
+        appends += list(also)
         recorded = await self.store.append(appends, conn=self.conn)
         try:
             await apply_all(self.conn, recorded)

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from periodya.config import Settings
 from periodya.eventstore import EventStore
-from periodya.http import auth, platform_routes
+from periodya.http import auth, platform_routes, webhook_routes
 from periodya.http.middleware import request_context
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -27,5 +27,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     app[auth.SERVICE_TOKEN] = settings.service_token
     app[auth.CRON_SECRET] = settings.cron_secret
     app.router.add_get("/livez", _liveness)
+    app[webhook_routes.SETTINGS_KEY] = settings
     app.add_routes(platform_routes.routes)
+    app.add_routes(webhook_routes.routes)
     return app

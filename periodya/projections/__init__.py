@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from periodya.eventstore.model import RecordedEvent
-from periodya.projections import balances, escrows, ledger, outbox, payouts
+from periodya.projections import balances, escrows, ledger, outbox, payouts, provider_events
 
 PROJECTIONS = {
     "ledger": ledger,
@@ -16,6 +16,7 @@ PROJECTIONS = {
     "escrows": escrows,
     "payouts": payouts,
     "outbox": outbox,
+    "provider_events": provider_events,
 }
 
 

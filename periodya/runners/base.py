@@ -1,0 +1,74 @@
+"""What every job shares: its dependencies, its summary, and the per-item unit of work."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from periodya.config import Settings
+from periodya.domain.errors import DomainError
+from periodya.errors import ConcurrencyConflict
+from periodya.eventstore import EventStore
+from periodya.handlers.unit_of_work import Meta, UnitOfWork, run_command
+from periodya.logging import get_logger
+from periodya.provider.port import PayoutProvider
+
+Clock = Callable[[], datetime]
+log = get_logger("periodya.runners")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Deps:
+    store: EventStore
+    provider: PayoutProvider
+    settings: Settings
+    clock: Clock = utc_now
+
+    def minutes_ago(self, minutes: float) -> datetime:
+        return self.clock() - timedelta(minutes=minutes)
+
+
+@dataclass
+class Summary:
+    job: str
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+    details: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def count(self, outcome: str) -> None:
+        self.details[outcome] = self.details.get(outcome, 0) + 1
+
+    def as_json(self) -> dict[str, Any]:
+        return {"job": self.job, "processed": self.processed, "succeeded": self.succeeded, "failed": self.failed,
+                "skipped": self.skipped, "durationMs": round((time.perf_counter() - self.started) * 1000, 1),
+                "outcomes": dict(sorted(self.details.items()))}
+
+
+Item = Callable[[UnitOfWork], Awaitable[str | None]]
+
+
+async def claim_and_run(deps: Deps, job: str, lock_names: list[str], body: Item) -> str | None:
+    """Run `body` for one item in its own transaction, but only if no overlapping run holds the item's
+    lock right now (then return None: someone else is handling it). `body` returns an outcome word."""
+    meta = Meta(actor=f"runner:{job}")
+
+    async def guarded(uow: UnitOfWork) -> str | None:
+        if not await uow.try_lock(lock_names):
+            return None
+        return await body(uow)
+
+    try:
+        return await run_command(deps.store, meta, guarded, attempts=2)
+    except (DomainError, ConcurrencyConflict) as exc:
+        log.info("item_not_applicable", job=job, item=lock_names[0], reason=str(exc))
+        return "not_applicable"

@@ -1,0 +1,68 @@
+"""The reconcile-pull job (batch 100): ask the provider about payouts with no final word.
+
+Picks payouts SENT for longer than PERIODYA_SENT_STUCK_MINUTES (the webhook never came or failed its
+signature) and PAID ones whose ledger is not finalized yet, asks the provider, and applies the answer
+exactly as the webhooks job would. Each payout is claimed with a try-lock on its stream, held across
+the provider call, so overlapping runs never handle one payout twice.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from periodya.domain import payout
+from periodya.domain.decision import Decision
+from periodya.eventstore.store import stream_lock
+from periodya.handlers import lifecycle
+from periodya.handlers.unit_of_work import UnitOfWork
+from periodya.provider.port import ProviderError, ProviderPayout
+from periodya.runners.base import Deps, Summary, claim_and_run
+
+BATCH = 100
+
+
+def steps_for(answer: ProviderPayout) -> list[lifecycle.Step]:
+    if answer.status == "paid":
+        return [lambda s: payout.decide_provider_paid(s, answer.id, "reconcile"),
+                lambda s: payout.decide_finalize(s, "reconcile") if s is not None and s.status == payout.PAID
+                else Decision()]
+    if answer.status in ("failed", "canceled"):
+        return [lambda s: payout.decide_provider_failed(s, answer.id, "reconcile", failure_code=answer.failure_code,
+                                                        failure_message=answer.failure_message)]
+    return []
+
+
+async def reconcile_one(deps: Deps, uow: UnitOfWork, payout_id: str) -> str:
+    """Ask the provider now and apply its answer (also the admin force-reconcile)."""
+    state = await uow.load_payout(payout_id)
+    if state is None or state.provider_payout_id is None:
+        return "not_sent"
+    try:
+        answer = await deps.provider.retrieve_payout(state.provider_payout_id)
+    except ProviderError as exc:
+        return f"provider_error: {type(exc).__name__}"
+    decision = lifecycle.chain(state, *steps_for(answer))
+    await uow.commit(payout.stream(payout_id), state.version, decision)
+    return f"{answer.status}" if decision.events else "unchanged"
+
+
+async def run(deps: Deps, batch: int = BATCH) -> Summary:
+    summary = Summary("reconcile-pull")
+    rows = await deps.store.pool.fetch(
+        "SELECT payout_id FROM payouts WHERE (status = 'SENT' AND status_changed_at < $1) "
+        "OR (status = 'PAID' AND NOT ledger_finalized) ORDER BY status_changed_at LIMIT $2",
+        deps.minutes_ago(deps.settings.sent_stuck_minutes), batch)
+    for row in rows:
+        pid = row["payout_id"]
+        outcome = await claim_and_run(deps, "reconcile-pull", [stream_lock(payout.stream(pid))],
+                                      partial(reconcile_one, deps, payout_id=pid))
+        if outcome is None:
+            summary.skipped += 1
+            continue
+        summary.processed += 1
+        summary.count(outcome.split(":")[0])
+        if outcome.startswith(("provider_error", "not_applicable")):
+            summary.failed += 1
+        else:
+            summary.succeeded += 1
+    return summary

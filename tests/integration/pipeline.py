@@ -1,0 +1,104 @@
+"""A live pipeline for tests: the provider simulator (real HTTP), the app receiving its signed webhooks
+(real HTTP), the Stripe-protocol adapter, and the runners' dependencies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp.test_utils import TestServer
+
+from periodya.config import Settings
+from periodya.domain import escrow, payout
+from periodya.eventstore import EventStore
+from periodya.handlers import platform
+from periodya.handlers.unit_of_work import Meta, run_command
+from periodya.http.app import create_app
+from periodya.provider.simulator import running_simulator
+from periodya.provider.stripe_adapter import StripePayoutsClient
+from periodya.runners.base import Deps
+
+API_KEY = "sk_test_pipeline"
+WEBHOOK_SECRET = "whsec_pipeline"
+META = Meta(actor="test:pipeline")
+
+
+@dataclass
+class Pipeline:
+    deps: Deps
+    sim_url: str
+    http: aiohttp.ClientSession
+    skew: list[timedelta] = field(default_factory=lambda: [timedelta(0)])
+
+    @property
+    def store(self) -> EventStore:
+        return self.deps.store
+
+    async def sim_config(self, **knobs: Any) -> dict[str, Any]:
+        async with self.http.post(f"{self.sim_url}/_sim/config", json=knobs) as r:
+            assert r.status == 200, await r.text()
+            return await r.json()  # type: ignore[no-any-return]
+
+    async def sim_stats(self) -> dict[str, Any]:
+        async with self.http.get(f"{self.sim_url}/_sim/stats") as r:
+            return await r.json()  # type: ignore[no-any-return]
+
+    async def sim_payouts(self) -> list[dict[str, Any]]:
+        async with self.http.get(f"{self.sim_url}/_sim/payouts") as r:
+            body = await r.json()
+        return body["data"] if isinstance(body, dict) else body  # type: ignore[no-any-return]
+
+    async def settle(self, provider_payout_id: str, status: str) -> None:
+        async with self.http.post(f"{self.sim_url}/_sim/payouts/{provider_payout_id}/settle",
+                                  json={"status": status}) as r:
+            assert r.status == 200, await r.text()
+
+    def advance(self, minutes: float) -> None:
+        """Move the runners' clock forward (backoffs expire, thresholds pass) without sleeping."""
+        self.skew[0] += timedelta(minutes=minutes)
+
+    async def fund_payee(self, payee_id: str, amount: int, currency: str = "USD") -> None:
+        eid = f"esc-{payee_id}"
+        await run_command(self.store, META, lambda u: platform.fund_escrow(u, escrow.FundEscrow(eid, amount, currency)))
+        await run_command(self.store, META, lambda u: platform.release_escrow(
+            u, escrow.ReleaseEscrow(eid, payee_id, amount, 0)))
+
+    async def request(self, payout_id: str, payee_id: str, amount: int, currency: str = "USD") -> None:
+        cmd = payout.RequestPayout(payout_id, payee_id, amount, currency, f"ba_{payee_id}")
+        await run_command(self.store, META, lambda u: platform.request_payout(u, cmd))
+
+    async def status_counts(self) -> dict[str, int]:
+        rows = await self.store.pool.fetch("SELECT status, count(*) FROM payouts GROUP BY status")
+        return {r["status"]: r["count"] for r in rows}
+
+
+@asynccontextmanager
+async def live_pipeline(pool: asyncpg.Pool, settings: Settings, *, sim: dict[str, Any] | None = None,
+                        seed: int = 7) -> AsyncIterator[Pipeline]:
+    settings = settings.with_overrides(webhook_secret=WEBHOOK_SECRET, provider_api_key=API_KEY)
+    server = TestServer(create_app(settings, pool))
+    await server.start_server()
+    hook = str(server.make_url("/api/webhooks/provider"))
+    config = {"autoSettle": False, **(sim or {})}
+    try:
+        async with running_simulator(API_KEY, WEBHOOK_SECRET, webhook_url=hook, seed=seed, config=config) as url, \
+                StripePayoutsClient(url, API_KEY, timeout=5) as provider, aiohttp.ClientSession() as http:
+            skew = [timedelta(0)]
+            deps = Deps(EventStore(pool), provider, settings, clock=lambda: datetime.now(UTC) + skew[0])
+            yield Pipeline(deps, url, http, skew)
+    finally:
+        await server.close()
+
+
+async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)

@@ -1,0 +1,72 @@
+"""The payout pipeline against the real simulator: outbox -> provider -> signed webhook -> ledger."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from periodya.config import Settings
+from periodya.runners import outbox, reconcile, repair, webhooks
+from tests.integration.invariants import assert_money_invariants
+from tests.integration.pipeline import live_pipeline, wait_for
+
+
+async def test_paid_payout_is_finalized_by_webhook(pool: asyncpg.Pool, settings: Settings) -> None:
+    async with live_pipeline(pool, settings) as p:
+        await p.fund_payee("p1", 10_000)
+        await p.request("po-1", "p1", 4_000)
+        summary = await outbox.run(p.deps)
+        assert (summary.processed, summary.succeeded) == (1, 1)
+        row = await pool.fetchrow("SELECT * FROM payouts WHERE payout_id = 'po-1'")
+        assert row["status"] == "SENT" and row["provider_payout_id"].startswith("po_")
+        await p.settle(row["provider_payout_id"], "paid")
+        await wait_for(lambda: pool.fetchval("SELECT count(*) = 1 FROM provider_events"))
+        assert (await webhooks.run(p.deps)).succeeded == 1
+        row = await pool.fetchrow("SELECT * FROM payouts WHERE payout_id = 'po-1'")
+        assert (row["status"], row["ledger_finalized"]) == ("FINALIZED", True)
+        assert await pool.fetchval("SELECT balance FROM balances WHERE account = 'inflight:p1'") == 0
+        assert await pool.fetchval("SELECT balance FROM balances WHERE account = 'payable:p1'") == 6_000
+        assert await pool.fetchval("SELECT balance FROM balances WHERE account = 'cash:platform'") == -6_000
+        await assert_money_invariants(pool)
+
+
+async def test_failed_payout_returns_funds(pool: asyncpg.Pool, settings: Settings) -> None:
+    async with live_pipeline(pool, settings) as p:
+        await p.fund_payee("p1", 10_000)
+        await p.request("po-1", "p1", 4_000)
+        await outbox.run(p.deps)
+        ppid = await pool.fetchval("SELECT provider_payout_id FROM payouts")
+        await p.settle(ppid, "failed")
+        await wait_for(lambda: pool.fetchval("SELECT count(*) = 1 FROM provider_events"))
+        await webhooks.run(p.deps)
+        assert await pool.fetchval("SELECT status FROM payouts") == "FAILED"
+        assert await pool.fetchval("SELECT balance FROM balances WHERE account = 'payable:p1'") == 10_000
+        await assert_money_invariants(pool)
+
+
+async def test_dropped_webhook_is_reconciled_by_pull(pool: asyncpg.Pool, settings: Settings) -> None:
+    async with live_pipeline(pool, settings, sim={"webhookDropRate": 1.0}) as p:
+        await p.fund_payee("p1", 10_000)
+        await p.request("po-1", "p1", 4_000)
+        await outbox.run(p.deps)
+        await p.settle(await pool.fetchval("SELECT provider_payout_id FROM payouts"), "paid")
+        assert (await reconcile.run(p.deps)).processed == 0  # not stuck yet
+        p.advance(settings.sent_stuck_minutes + 1)
+        assert (await reconcile.run(p.deps)).succeeded == 1
+        assert await pool.fetchval("SELECT status FROM payouts") == "FINALIZED"
+        assert await pool.fetchval("SELECT count(*) FROM provider_events") == 0
+        await assert_money_invariants(pool)
+
+
+async def test_stuck_sending_is_repaired_without_a_second_payout(pool: asyncpg.Pool, settings: Settings) -> None:
+    async with live_pipeline(pool, settings, sim={"dropAfterCreateRate": 1.0}) as p:
+        await p.fund_payee("p1", 10_000)
+        await p.request("po-1", "p1", 4_000)
+        summary = await outbox.run(p.deps)  # created at the provider, but the answer was lost
+        assert summary.details == {"retry": 1}
+        assert await pool.fetchval("SELECT status FROM payouts") == "REQUESTED"
+        await p.sim_config(dropAfterCreateRate=0.0)
+        p.advance(30)
+        assert (await outbox.run(p.deps)).details == {"sent": 1}  # resend with the same key: the same payout
+        stats = await p.sim_stats()
+        assert (stats["payoutsCreated"], stats["idempotentReplays"]) == (1, 1)
+        assert (await repair.run(p.deps)).processed == 0
