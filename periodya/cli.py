@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("migrate", help="apply schema.sql (idempotent)")
     sub.add_parser("verify", help="check every stream's hash chain; exit 1 naming the first broken link")
+    from periodya.admin import cli as admin_cli  # here, not at the top: it imports this module
+
+    admin_cli.add_parser(sub)
     for extend in _EXTENSIONS:
         extend(sub)
     return parser

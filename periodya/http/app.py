@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from periodya.admin import routes as admin_routes
 from periodya.config import Settings
 from periodya.eventstore import EventStore
 from periodya.http import auth, platform_routes, webhook_routes
@@ -29,5 +30,8 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
     app.router.add_get("/livez", _liveness)
     app[webhook_routes.SETTINGS_KEY] = settings
     app.add_routes(platform_routes.routes)
+    app[auth.SESSION_VERIFIER] = admin_routes.verify_session
+    app[admin_routes.SESSION_TTL] = admin_routes.session_ttl_from_env()
+    app.add_routes(admin_routes.routes)
     app.add_routes(webhook_routes.routes)
     return app

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from periodya.admin.throttle import TooManyAttempts
 from periodya.domain.errors import (
     InsufficientFunds,
     InvalidState,
@@ -49,6 +50,7 @@ _STATUS: list[tuple[type[PeriodyaError], int, str]] = [
     (InsufficientFunds, 409, "Insufficient funds"),
     (OverdraftRefused, 409, "Insufficient funds"),
     (ConcurrencyConflict, 409, "Concurrent modification"),
+    (TooManyAttempts, 429, "Too many attempts"),
 ]
 
 
@@ -65,7 +67,10 @@ def from_error(exc: PeriodyaError, request_id: str | None) -> web.Response:
             extra: dict[str, Any] = {"requestId": request_id}
             if isinstance(exc, BadRequest) and exc.errors:
                 extra["errors"] = exc.errors
-            return problem(status, exc.code, title, str(exc), **extra)
+            response = problem(status, exc.code, title, str(exc), **extra)
+            if isinstance(exc, TooManyAttempts):
+                response.headers["Retry-After"] = str(exc.retry_after)
+            return response
     if exc.code == "IDEMPOTENCY_KEY_REUSED":
         return problem(409, exc.code, "Idempotency key reused", str(exc), requestId=request_id)
     return problem(400, exc.code, "Request refused", str(exc), requestId=request_id)

@@ -1,0 +1,111 @@
+"""Admin users: creation (a row for login plus an AdminUserCreated event for the audit log) and lookup."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from periodya.admin.passwords import check_new_password, hash_password_async
+from periodya.catalog import REGISTRY
+from periodya.domain.events import Event
+from periodya.errors import PeriodyaError
+from periodya.eventstore import NO_STREAM, EventStore, StreamAppend
+from periodya.handlers.unit_of_work import Meta
+
+PLATFORM_ADMIN = "platform_admin"
+MAX_EMAIL_LENGTH = 254
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+_ROLE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class InvalidAdminUser(PeriodyaError):
+    code = "VALIDATION_FAILED"
+
+
+class DuplicateEmail(PeriodyaError):
+    code = "DUPLICATE_EMAIL"
+
+
+@REGISTRY.register
+class AdminUserCreated(Event):
+    """An admin user was created. Never carries the password or its hash."""
+
+    event_type = "AdminUserCreated"
+    user_id: str
+    email: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AdminUser:
+    user_id: str
+    email: str
+    password_hash: str
+    roles: tuple[str, ...]
+    disabled: bool
+
+    @property
+    def is_platform_admin(self) -> bool:
+        return PLATFORM_ADMIN in self.roles and not self.disabled
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def check_email(email: str) -> str:
+    """The normalized email, or InvalidAdminUser when it cannot be an address."""
+    email = normalize_email(email)
+    if len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
+        raise InvalidAdminUser(f"not a usable email address: {email[:80]!r}")
+    return email
+
+
+def check_roles(roles: Sequence[str]) -> tuple[str, ...]:
+    bad = [r for r in roles if not _ROLE.match(r)]
+    if bad:
+        raise InvalidAdminUser(f"not a valid role name: {bad[0][:64]!r}")
+    return tuple(dict.fromkeys(roles))
+
+
+def stream(user_id: str) -> str:
+    return f"admin-user-{user_id}"
+
+
+async def create_user(store: EventStore, email: str, password: str, roles: Sequence[str] = (PLATFORM_ADMIN,),
+                      *, meta: Meta) -> str:
+    """Create an admin user and record AdminUserCreated in the same transaction; returns the user id.
+
+    Raises WeakPassword, InvalidAdminUser, or DuplicateEmail (the unique email index decides, so two
+    concurrent creations of one email cannot both succeed)."""
+    email, roles = check_email(email), check_roles(roles)
+    password_hash = await hash_password_async(check_new_password(password))
+    user_id = f"usr_{uuid.uuid4().hex}"
+    event = REGISTRY.to_new(AdminUserCreated(user_id=user_id, email=email, roles=roles), meta.as_metadata())
+    async with store.pool.acquire() as conn, conn.transaction():
+        try:
+            await conn.execute(
+                "INSERT INTO admin_users (user_id, email, password_hash, roles) VALUES ($1, $2, $3, $4)",
+                user_id, email, password_hash, list(roles))
+        except asyncpg.UniqueViolationError:
+            raise DuplicateEmail(f"an admin user with email {email} already exists") from None
+        await store.append([StreamAppend(stream(user_id), NO_STREAM, [event])], conn=conn)
+    store.wake()
+    return user_id
+
+
+async def fetch_user_by_email(pool: asyncpg.Pool, email: str) -> AdminUser | None:
+    row = await pool.fetchrow(
+        "SELECT user_id, email, password_hash, roles, disabled FROM admin_users WHERE email = $1",
+        normalize_email(email))
+    if row is None:
+        return None
+    return AdminUser(row["user_id"], row["email"], row["password_hash"], tuple(row["roles"]), row["disabled"])
+
+
+async def update_password_hash(pool: asyncpg.Pool, user_id: str, password_hash: str) -> None:
+    await pool.execute("UPDATE admin_users SET password_hash = $2 WHERE user_id = $1", user_id, password_hash)
