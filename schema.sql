@@ -160,6 +160,20 @@ CREATE INDEX IF NOT EXISTS login_failures_email ON login_failures (email, failed
 CREATE INDEX IF NOT EXISTS login_failures_remote ON login_failures (remote_addr, failed_at);
 CREATE INDEX IF NOT EXISTS login_failures_at ON login_failures (failed_at);
 
+-- Every run of a periodic job (scheduler, run endpoint or CLI): health reports the latest per job.
+CREATE TABLE IF NOT EXISTS job_runs (
+    run_id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job         text NOT NULL,
+    mode        text,
+    trigger     text NOT NULL,
+    started_at  timestamptz NOT NULL,
+    finished_at timestamptz,
+    ok          boolean,
+    summary     jsonb,
+    error       text
+);
+CREATE INDEX IF NOT EXISTS job_runs_latest ON job_runs (job, started_at DESC);
+
 -- Idempotency of platform commands: (scope, key) -> the first response. Not a projection (it
 -- caches answers, not facts), so replay leaves it alone.
 CREATE TABLE IF NOT EXISTS idempotency_keys (

@@ -10,7 +10,7 @@ from typing import Any
 
 from periodya import db
 from periodya.config import Settings
-from periodya.errors import ConfigError, PeriodyaError
+from periodya.errors import PeriodyaError
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 COMMANDS: dict[str, Command] = {}
@@ -25,16 +25,9 @@ def command(name: str) -> Callable[[Command], Command]:
 
 
 async def open_pool(settings: Settings, *, check_schema: bool = True, **kwargs: Any) -> Any:
-    url = db.resolve_database_url(settings.database_url, settings.data_dir)
-    pool = await db.connect_pool(url, **kwargs)
-    if check_schema:
-        try:
-            async with pool.acquire() as conn:
-                await db.ensure_schema(conn)
-        except ConfigError:
-            await pool.close()
-            raise
-    return pool
+    from periodya.service import open_pool as service_open_pool
+
+    return await service_open_pool(settings, check_schema=check_schema, **kwargs)
 
 
 @command("migrate")
@@ -72,9 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("migrate", help="apply schema.sql (idempotent)")
     sub.add_parser("verify", help="check every stream's hash chain; exit 1 naming the first broken link")
+    from periodya.provider import sim_cli  # here, not at the top: sim_cli imports this module for @command
+
+    sim_cli.add_parser(sub)
     from periodya.admin import cli as admin_cli  # here, not at the top: it imports this module
 
     admin_cli.add_parser(sub)
+    from periodya import ops_cli  # here, not at the top: it imports this module
+
+    ops_cli.add_parser(sub)
     for extend in _EXTENSIONS:
         extend(sub)
     return parser

@@ -20,7 +20,8 @@ import pytest
 from periodya import db
 from periodya.eventstore import EventStore
 
-TEMPLATE = "periodya_test_template"
+# One template per test session: several sessions (CI passes, developers) may share one server.
+TEMPLATE = f"periodya_tpl_{os.getpid()}"
 
 
 def with_database(url: str, name: str) -> str:
@@ -38,7 +39,7 @@ def server_url() -> str:
 
 
 @pytest.fixture(scope="session")
-async def template_url(server_url: str) -> str:
+async def template_url(server_url: str) -> AsyncIterator[str]:
     admin = await asyncpg.connect(server_url)
     try:
         await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
@@ -51,7 +52,12 @@ async def template_url(server_url: str) -> str:
         await db.migrate(conn)
     finally:
         await conn.close()
-    return url
+    yield url
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+    finally:
+        await admin.close()
 
 
 @pytest.fixture

@@ -10,20 +10,25 @@ from periodya.config import Settings
 from periodya.eventstore import EventStore
 from periodya.http import auth, platform_routes, webhook_routes
 from periodya.http.middleware import request_context
+from periodya.runners.base import Deps
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
+DEPS = web.AppKey("deps", Deps)
 
 
 async def _liveness(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_app(settings: Settings, pool: asyncpg.Pool) -> web.Application:
-    """Build the app around an open pool (the caller owns the pool's lifetime)."""
+def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None) -> web.Application:
+    """Build the app around an open pool (the caller owns the pool's lifetime). `deps` (provider and
+    clock for the jobs) enables the ops endpoints that call the provider."""
     app = web.Application(middlewares=[request_context, auth.auth_middleware], client_max_size=256 * 1024)
     app[SETTINGS] = settings
     app[POOL] = pool
+    if deps is not None:
+        app[DEPS] = deps
     app[platform_routes.STORE] = EventStore(pool)
     app[auth.SERVICE_TOKEN] = settings.service_token
     app[auth.CRON_SECRET] = settings.cron_secret
