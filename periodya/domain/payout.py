@@ -206,10 +206,10 @@ def decide_requeue(state: PayoutState | None, reason: str) -> Decision:
 def decide_provider_paid(state: PayoutState | None, provider_payout_id: str, source: Source,
                          provider_event_id: str | None = None) -> Decision:
     s = _need(state, "record provider paid")
+    if s.provider_payout_id not in (None, provider_payout_id):  # before the duplicate check: evidence of a 2nd payout
+        raise _fail(s, "record provider paid", f"provider payout {provider_payout_id} is not {s.provider_payout_id}")
     if s.provider_status == "paid" or s.status in (PAID, FINALIZED):
         return Decision()  # duplicate news
-    if s.provider_payout_id not in (None, provider_payout_id):
-        raise _fail(s, "record provider paid", f"provider payout {provider_payout_id} is not {s.provider_payout_id}")
     if s.status not in (SENT, SENDING, REQUESTED, QUARANTINED):
         raise _fail(s, "record provider paid")
     events: list[Event] = []
@@ -238,6 +238,9 @@ def decide_provider_failed(state: PayoutState | None, provider_payout_id: str | 
     """The provider says failed/canceled: funds go back to payable. After finalize, a compensating group
     (cash -> payable) undoes the finalize, never an edit."""
     s = _need(state, "record provider failed")
+    if provider_payout_id is not None and s.provider_payout_id not in (None, provider_payout_id):
+        # Returning funds on another provider payout's failure would create money if ours pays.
+        raise _fail(s, "record provider failed", f"provider payout {provider_payout_id} is not {s.provider_payout_id}")
     if s.provider_status == "failed" or s.status in (FAILED, CANCELLED):
         return Decision()
     if s.status not in (SENT, PAID, FINALIZED, SENDING, QUARANTINED):

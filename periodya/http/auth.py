@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from periodya.http.middleware import Handler
+from periodya.http.middleware import ACTOR, Handler
 from periodya.http.problems import Forbidden, Unauthenticated
 
 
@@ -30,6 +30,7 @@ SESSION_VERIFIER = web.AppKey("session_verifier", object)
 SERVICE_TOKEN = web.AppKey("service_token", object)
 CRON_SECRET = web.AppKey("cron_secret", object)
 _PLATFORM = ("/api/escrows", "/api/payouts", "/api/payees")
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def bearer(request: web.Request) -> str | None:
@@ -70,7 +71,7 @@ async def authenticate(request: web.Request) -> Principal | None:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     principal = await authenticate(request)
     if principal is not None:
-        request["actor"] = principal.actor
-        request["principal"] = principal
+        request[ACTOR] = principal.actor
+        request[PRINCIPAL] = principal
         structlog.contextvars.bind_contextvars(actor=principal.actor)
     return await handler(request)

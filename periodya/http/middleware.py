@@ -15,7 +15,8 @@ from periodya.http.problems import from_error, problem
 from periodya.logging import get_logger
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-REQUEST_ID = web.AppKey("request_id_header", str)
+REQUEST_ID = web.RequestKey("request_id", str)
+ACTOR = web.RequestKey("actor", str)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 log = get_logger("periodya.http")
 
@@ -24,14 +25,14 @@ log = get_logger("periodya.http")
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-Id", "")
     request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
     response = await _guarded(request, handler, request_id)
     response.headers["X-Request-Id"] = request_id
     log.debug("request", method=request.method, path=request.path, status=response.status,
-              ms=round((time.perf_counter() - started) * 1000, 2), actor=request.get("actor"))
+              ms=round((time.perf_counter() - started) * 1000, 2), actor=request.get(ACTOR))
     return response
 
 

@@ -13,11 +13,13 @@ from periodya.eventstore import EventStore
 from periodya.handlers import platform, views
 from periodya.handlers.unit_of_work import Meta
 from periodya.http import schemas
+from periodya.http.middleware import ACTOR, REQUEST_ID
 from periodya.http.problems import BadRequest
 
 STORE = web.AppKey("store", EventStore)
 routes = web.RouteTableDef()
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 def json(body: object, status: int = 200) -> web.Response:
@@ -25,7 +27,7 @@ def json(body: object, status: int = 200) -> web.Response:
 
 
 def meta(request: web.Request) -> Meta:
-    return Meta(actor=request.get("actor", "anonymous"), request_id=request.get("request_id"))
+    return Meta(actor=request.get(ACTOR, "anonymous"), request_id=request.get(REQUEST_ID))
 
 
 def idempotency_key(request: web.Request, *, required: bool = False) -> str | None:
@@ -34,14 +36,14 @@ def idempotency_key(request: web.Request, *, required: bool = False) -> str | No
         if required:
             raise BadRequest("the Idempotency-Key header is required")
         return None
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise BadRequest("Idempotency-Key must be 1-255 printable ASCII characters")
     return key
 
 
 def path_id(request: web.Request, name: str) -> str:
     value = request.match_info[name]
-    if not re.match(r"^[A-Za-z0-9_.:-]{1,128}$", value):
+    if not _ID.fullmatch(value):
         raise BadRequest(f"{name} is not a valid identifier")
     return value
 

@@ -53,9 +53,23 @@ async def read_json(request: web.Request) -> Any:
     if not raw:
         raise BadRequest("a JSON body is required")
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if _has_nul(data):
+        raise BadRequest("strings must not contain the NUL character (\\u0000)")
+    return data
+
+
+def _has_nul(value: Any) -> bool:
+    """PostgreSQL text and jsonb cannot hold U+0000: refuse it at the door rather than fail at write time."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 async def parse(request: web.Request, model: type[B], *, optional: bool = False) -> tuple[B, Any]:

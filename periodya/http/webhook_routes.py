@@ -19,6 +19,7 @@ from periodya.domain.decision import Decision
 from periodya.domain.events import ProviderEventReceived
 from periodya.errors import ConcurrencyConflict
 from periodya.handlers.unit_of_work import Meta, UnitOfWork, run_command
+from periodya.http.middleware import REQUEST_ID
 from periodya.http.platform_routes import STORE, json
 from periodya.http.problems import BadRequest
 from periodya.projections.provider_events import stream
@@ -61,7 +62,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
     raw = await request.read()
     verify(raw, request.headers.get("Stripe-Signature", ""), secrets(request.app[SETTINGS_KEY]), int(time.time()))
     event = parse_event(raw)
-    meta = Meta(actor="provider", request_id=request.get("request_id"), extra={"providerEventId": event.event_id})
+    meta = Meta(actor="provider", request_id=request.get(REQUEST_ID), extra={"providerEventId": event.event_id})
 
     async def store_once(uow: UnitOfWork) -> None:
         await uow.commit(stream(event.event_id), 0, Decision((event,)))

@@ -413,10 +413,6 @@ def test_provider_failed_without_a_provider_id_keeps_the_known_one() -> None:
     assert state is not None and (state.provider_payout_id, state.last_error) == (PPID, "x")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: decide_provider_failed does not check the provider payout id; a failure "
-                                       "reported for another provider payout returns our funds (and evolve overwrites "
-                                       "the recorded provider id), while decide_sent/decide_provider_paid refuse a "
-                                       "mismatching id")
 @pytest.mark.parametrize("status", [SENT, PAID, FINALIZED])
 def test_provider_failed_for_another_provider_payout_is_refused(status: str) -> None:
     then_invalid_state(when(payout.decide_provider_failed, state_in(status), "tr_other", "webhook"), status,
