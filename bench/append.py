@@ -1,0 +1,242 @@
+"""Append throughput: EventStore.append vs the raw INSERT floor and the eventsourcing library.
+
+Everything is measured in one run against one fresh scratch database (dropped afterwards):
+  1. floor: one autocommit single-row INSERT per commit, through asyncpg, into a plain table with the
+     event row's columns (jsonb data and metadata, two 32-byte hashes) and only a primary key;
+  2. EventStore.append with 1 and with 10 events per append, each append creating a new stream;
+  3. the peer: the eventsourcing library on PostgreSQL saving one-event aggregates, from threads.
+The floor and the event store share ONE asyncpg pool (periodya.db.connect_pool, min = max =
+max concurrency + 4), so their connection settings are identical by construction. `--breakdown`
+adds two diagnostic series that split the event store's cost into table, SQL function and wrapper.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from bench import _common as c
+from bench import _eventsourcing_peer as peer
+from periodya import db
+from periodya.eventstore import NO_STREAM, EventStore, NewEvent, StreamAppend
+from periodya.eventstore.hashing import canonical_json, lock_key
+
+POOL_HEADROOM = 4
+PAYLOAD: dict[str, Any] = {"payoutId": "po_00000000000000000000000001", "payee": "acct_1Q2w3E4r5T6y7U8i",
+                           "amount": 125000, "currency": "USD", "reference": "invoice 2024-0001"}
+METADATA: dict[str, Any] = {"schemaVersion": 1}
+EVENT_TYPE = "PayoutRequested"
+FLOOR_TABLE = "public.bench_floor"
+FLOOR_DDL = f"""CREATE TABLE {FLOOR_TABLE} (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    stream_id   text        NOT NULL,
+    event_type  text        NOT NULL,
+    data        jsonb       NOT NULL,
+    metadata    jsonb       NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    prev_hash   bytea       NOT NULL,
+    hash        bytea       NOT NULL)"""
+ROW_COLUMNS = "(stream_id, event_type, data, metadata, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6)"
+EVENTS_INSERT = ("INSERT INTO periodya.events (stream_id, stream_version, event_type, data, metadata, prev_hash, "
+                 "hash) VALUES ($1, 1, $2, $3, $4, $5, $6)")
+APPEND_EVENTS = "SELECT * FROM periodya.append_events($1, $2, $3, $4, $5, $6, $7)"
+PEER_CHOICE = """\
+Application.save of a new one-event Aggregate, the library's documented write path. Above the store
+level (app.events.put, the counterpart of EventStore.append) it adds only in-process bookkeeping; the
+database work per save is the same either way: LOCK TABLE ... IN EXCLUSIVE MODE (how the library keeps
+its notification log gap-free), NOTIFY, INSERT ... RETURNING, commit."""
+TARGET_FLOOR, TARGET_PEER, TARGET_PEER_AT, TARGET_EVENTS = 0.70, 4.0, 8, 30_000
+ZERO_HASH = bytes(32)
+
+Series = dict[str, dict[int, c.Result]]  # series name -> concurrency -> result
+
+
+def floor_op(pool: asyncpg.Pool) -> c.AsyncOp:
+    serial = itertools.count()
+
+    async def op(worker: int) -> None:
+        await pool.execute(f"INSERT INTO {FLOOR_TABLE} {ROW_COLUMNS}", f"floor-w{worker}-{next(serial)}", EVENT_TYPE,
+                           PAYLOAD, METADATA, ZERO_HASH, ZERO_HASH)
+
+    return op
+
+
+def append_op(store: EventStore, label: str, events_per_append: int) -> c.AsyncOp:
+    serial = itertools.count()
+    events = [NewEvent(EVENT_TYPE, PAYLOAD, METADATA)] * events_per_append
+
+    async def op(worker: int) -> None:
+        stream = f"{label}-w{worker}-{next(serial)}"  # each worker appends to its own new streams
+        await store.append([StreamAppend(stream, NO_STREAM, events)])
+
+    return op
+
+
+def sql_function_op(pool: asyncpg.Pool, label: str) -> c.AsyncOp:
+    """Diagnostic: append_events() called with ready-made arguments, without the EventStore wrapper."""
+    serial = itertools.count()
+    data, meta = canonical_json(PAYLOAD), canonical_json(METADATA)
+
+    async def op(worker: int) -> None:
+        stream = f"{label}-w{worker}-{next(serial)}"
+        await pool.fetch(APPEND_EVENTS, [lock_key(f"stream:{stream}")], [stream], [NO_STREAM], [1], [EVENT_TYPE],
+                         [data], [meta])
+
+    return op
+
+
+def events_insert_op(pool: asyncpg.Pool, label: str) -> c.AsyncOp:
+    """Diagnostic: the same row INSERTed straight into periodya.events: the table's own cost, no function."""
+    serial = itertools.count()
+
+    async def op(worker: int) -> None:
+        await pool.execute(EVENTS_INSERT, f"{label}-w{worker}-{next(serial)}", EVENT_TYPE, PAYLOAD, METADATA,
+                           ZERO_HASH, ZERO_HASH)
+
+    return op
+
+
+def asyncpg_series(pool: asyncpg.Pool, n: int, tag: str, breakdown: bool) -> dict[str, c.AsyncOp]:
+    store = EventStore(pool)
+    ops = {"floor": floor_op(pool), "store1": append_op(store, f"one-{tag}", 1),
+           "store10": append_op(store, f"ten-{tag}", 10)}
+    if breakdown:
+        ops |= {"function": sql_function_op(pool, f"fn-{tag}"), "table": events_insert_op(pool, f"tbl-{tag}")}
+    return ops
+
+
+async def measure_asyncpg_side(url: str, args: argparse.Namespace) -> tuple[Series, str]:
+    size = max(args.concurrency) + POOL_HEADROOM
+    rounds: dict[str, dict[int, list[c.Result]]] = defaultdict(lambda: defaultdict(list))
+    pool = await db.connect_pool(url, min_size=size, max_size=size)
+    try:
+        await pool.execute(FLOOR_DDL)
+        # Interleaved per concurrency, so slow drift (table growth, other load) hits every series alike.
+        for r in range(args.rounds):
+            for n in args.concurrency:
+                for name, op in asyncpg_series(pool, n, f"r{r}c{n}", args.breakdown).items():
+                    await c.settle(pool)
+                    rounds[name][n].append(await c.drive_async(op, n, seconds=args.seconds, warmup=args.warmup))
+        version = await c.server_version(pool)
+    finally:
+        await pool.close()
+    return {name: {n: c.median_result(rs) for n, rs in by_n.items()} for name, by_n in rounds.items()}, version
+
+
+def measure_peer(url: str, args: argparse.Namespace) -> dict[int, c.Result]:
+    app = peer.open_application(url, max(args.concurrency) + POOL_HEADROOM)
+    try:
+        op = peer.save_one_event_aggregate(app, PAYLOAD)
+        rounds: dict[int, list[c.Result]] = defaultdict(list)
+        for _ in range(args.rounds):
+            for n in args.concurrency:
+                rounds[n].append(c.drive_threads(op, n, seconds=args.seconds, warmup=args.warmup))
+        return {n: c.median_result(rs) for n, rs in rounds.items()}
+    finally:
+        app.close()
+
+
+async def run(args: argparse.Namespace) -> Series:
+    server = c.server_url()
+    async with c.scratch_database(server, "append") as url:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f"CREATE SCHEMA {peer.PEER_SCHEMA}")
+        finally:
+            await conn.close()
+        print(f"server: {c.describe_server(server)}; scratch database {c.database_name(url)}")
+        print(f"before: {c.machine_load()}")
+        series, version = await measure_asyncpg_side(url, args)
+        if peer.missing() is None:
+            series["peer"] = await asyncio.to_thread(measure_peer, url, args)
+        print(f"after:  {c.machine_load()}")
+        print(f"PostgreSQL {version}; {args.seconds:g} s per figure after {args.warmup:g} s warm-up"
+              + (f", median of {args.rounds} rounds" if args.rounds > 1 else "")
+              + f"; every pool sized {max(args.concurrency) + POOL_HEADROOM} (max concurrency + {POOL_HEADROOM})")
+    return series
+
+
+def report(series: Series, args: argparse.Namespace) -> None:
+    floor = series["floor"]
+    c.print_table(["concurrency", "commits/s", "p50 ms", "p99 ms", "client us/op"],
+                  [[n, c.rate(r.per_second), c.ms(r.p50_ms), c.ms(r.p99_ms), f"{r.client_us_per_op:.0f}"]
+                   for n, r in floor.items()],
+                  title="1. floor: one single-row INSERT per autocommit transaction (asyncpg, shared pool)")
+    rows = []
+    for name, per in (("store1", 1), ("store10", 10)):
+        rows += [[n, per, c.rate(r.per_second), c.rate(r.per_second * per), c.ms(r.p50_ms), c.ms(r.p99_ms),
+                  f"{r.client_us_per_op:.0f}", c.percent(r.per_second / floor[n].per_second)]
+                 for n, r in series[name].items()]
+    c.print_table(["concurrency", "events/append", "appends/s", "events/s", "p50 ms", "p99 ms", "client us/op",
+                   "vs floor"], rows,
+                  title="2. event store: EventStore.append, a new stream per append (same pool as the floor)")
+    if args.breakdown:
+        report_breakdown(series)
+    report_peer(series)
+    c.print_table(["target", "figure", "result"], targets(series, args.concurrency), title="4. targets")
+
+
+def report_peer(series: Series) -> None:
+    if "peer" not in series:
+        print(f"\n3. peer: skipped, {peer.missing()}")
+        return
+    rows = [[n, c.rate(r.per_second), c.ms(r.p50_ms), c.ms(r.p99_ms), f"{r.client_us_per_op:.0f}",
+             c.times(series["store1"][n].per_second / r.per_second)] for n, r in series["peer"].items()]
+    c.print_table(["concurrency", "saves/s", "p50 ms", "p99 ms", "client us/op", "event store (1 event) / peer"],
+                  rows, title=f"3. peer: {peer.describe()}; one thread per worker, one event per save")
+    print("   measured: " + PEER_CHOICE.replace("\n", "\n             "))
+
+
+def report_breakdown(series: Series) -> None:
+    labels = (("floor", "floor: INSERT into a plain table"),
+              ("table", "same row INSERTed into periodya.events (table cost)"),
+              ("function", "append_events() called directly (+ SQL function)"),
+              ("store1", "EventStore.append (+ Python wrapper)"))
+    rows = []
+    for n, floor in series["floor"].items():
+        for name, label in labels:
+            r = series[name][n]
+            rows.append([label, n, c.rate(r.per_second), c.ms(r.p50_ms), f"{r.client_us_per_op:.0f}",
+                         c.percent(r.per_second / floor.per_second)])
+    c.print_table(["breakdown, 1 event per commit", "concurrency", "per s", "p50 ms", "client us/op", "vs floor"],
+                  rows, title="2b. where the event store's time goes (--breakdown)")
+
+
+def targets(series: Series, concurrency: Sequence[int]) -> list[list[str]]:
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "MISS"
+
+    rows = []
+    for n in concurrency:
+        share = series["store1"][n].per_second / series["floor"][n].per_second
+        rows.append([f">= {TARGET_FLOOR:.0%} of floor at concurrency {n} (1 event/append)", c.percent(share),
+                     verdict(share >= TARGET_FLOOR)])
+    label = f">= {TARGET_PEER:g}x the peer at concurrency {TARGET_PEER_AT} (1 event/append)"
+    if TARGET_PEER_AT in series.get("peer", {}):
+        ratio = series["store1"][TARGET_PEER_AT].per_second / series["peer"][TARGET_PEER_AT].per_second
+        rows.append([label, c.times(ratio), verdict(ratio >= TARGET_PEER)])
+    else:
+        rows.append([label, "not measured", "n/a"])
+    best_n, best = max(((n, r.per_second * 10) for n, r in series["store10"].items()), key=lambda x: x[1])
+    rows.append([f">= {TARGET_EVENTS:,} events/s with 10 events/append (best: concurrency {best_n})", c.rate(best),
+                 verdict(best >= TARGET_EVENTS)])
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench append", description=(__doc__ or "").splitlines()[0])
+    c.add_common_options(parser)
+    parser.add_argument("--warmup", type=float, default=0.5, help="unrecorded seconds before each figure (default 0.5)")
+    parser.add_argument("--rounds", type=int, default=1, help="measure every figure N times, report the median")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time append_events() called directly and a plain INSERT into periodya.events")
+    args = parser.parse_args(argv)
+    series = asyncio.run(run(args))
+    report(series, args)
+    return 0
