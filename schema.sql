@@ -283,8 +283,34 @@ CREATE TABLE IF NOT EXISTS provider_events (
     received_seq       bigint NOT NULL,
     received_at        timestamptz NOT NULL,
     applied_seq        bigint,
-    outcome            text
+    outcome            text,
+    amount             bigint,
+    currency           text
 );
 CREATE INDEX IF NOT EXISTS provider_events_pending ON provider_events (received_seq) WHERE applied_seq IS NULL;
 CREATE INDEX IF NOT EXISTS provider_events_pending_payout ON provider_events (payout_id, received_seq)
     WHERE applied_seq IS NULL;
+
+-- Integrity alerts raised by the sentinel (and the runners), acknowledged and resolved by humans.
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id    text PRIMARY KEY,
+    code        text  NOT NULL,
+    severity    text  NOT NULL,
+    status      text  NOT NULL,
+    subject     text  NOT NULL,
+    details     jsonb NOT NULL,
+    remedy      text  NOT NULL,
+    raised_at   timestamptz NOT NULL,
+    acked_at    timestamptz,
+    acked_by    text,
+    ack_note    text,
+    resolved_at timestamptz,
+    resolved_by text,
+    resolve_note text,
+    automatic   boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS alerts_open ON alerts (code, severity) WHERE status <> 'RESOLVED';
+CREATE INDEX IF NOT EXISTS alerts_raised ON alerts (raised_at DESC);
+CREATE INDEX IF NOT EXISTS outbox_open_age ON outbox (created_at) WHERE status IN ('PENDING', 'SENDING');
+CREATE INDEX IF NOT EXISTS payouts_paid_unfinalized ON payouts (updated_at)
+    WHERE provider_status = 'paid' AND NOT ledger_finalized;

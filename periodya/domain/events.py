@@ -7,7 +7,7 @@ Stored data uses camelCase keys, the same spelling the HTTP API shows. Times tha
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
@@ -161,6 +161,8 @@ class ProviderEventReceived(Event):
     failure_code: str | None = None
     failure_message: str | None = None
     created: int | None = None
+    amount: int | None = None
+    currency: str | None = None
 
 
 class ProviderEventApplied(Event):
@@ -170,8 +172,34 @@ class ProviderEventApplied(Event):
     outcome: str
 
 
+# --- alerts -------------------------------------------------------------------------------------------
+class AlertRaised(Event):
+    event_type = "AlertRaised"
+    alert_id: str
+    code: str
+    severity: str
+    subject: str
+    details: dict[str, Any]
+    remedy: str
+
+
+class AlertAcknowledged(Event):
+    event_type = "AlertAcknowledged"
+    alert_id: str
+    by: str
+    note: str | None = None
+
+
+class AlertResolved(Event):
+    event_type = "AlertResolved"
+    alert_id: str
+    by: str
+    note: str | None = None
+    automatic: bool = False
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
-    ProviderEventReceived, ProviderEventApplied,
+    AlertRaised, AlertAcknowledged, AlertResolved, ProviderEventReceived, ProviderEventApplied,
     LedgerGroupPosted, EscrowFunded, EscrowReleased, EscrowRefunded, PayoutRequested, PayoutSendStarted,
     PayoutSent, PayoutSendFailed, PayoutSendAbandoned, PayoutRequeued, PayoutProviderPaid, PayoutFinalized,
     PayoutProviderFailed, PayoutReversed, PayoutQuarantined, PayoutCancelled,

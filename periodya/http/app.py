@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 from aiohttp import web
 
 from periodya.admin import routes as admin_routes
 from periodya.config import Settings
 from periodya.eventstore import EventStore
-from periodya.http import auth, platform_routes, webhook_routes
+from periodya.http import auth, ops_routes, platform_routes, webhook_routes
 from periodya.http.middleware import request_context
+from periodya.provider.port import ProviderUnavailable
 from periodya.runners.base import Deps
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
-DEPS = web.AppKey("deps", Deps)
+
+
+class NoProvider:
+    """Stands in when no provider is configured: health and alerts work, provider calls say unavailable."""
+
+    async def _unavailable(self, *_args: object, **_kwargs: object) -> Any:
+        raise ProviderUnavailable("no payout provider is configured (PERIODYA_PROVIDER_URL)")
+
+    create_payout = retrieve_payout = find_by_payout_id = list_payouts = _unavailable
 
 
 async def _liveness(_request: web.Request) -> web.Response:
@@ -27,8 +38,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     app = web.Application(middlewares=[request_context, auth.auth_middleware], client_max_size=256 * 1024)
     app[SETTINGS] = settings
     app[POOL] = pool
-    if deps is not None:
-        app[DEPS] = deps
+    app[ops_routes.DEPS] = deps or Deps(EventStore(pool), NoProvider(), settings)
     app[platform_routes.STORE] = EventStore(pool)
     app[auth.SERVICE_TOKEN] = settings.service_token
     app[auth.CRON_SECRET] = settings.cron_secret
@@ -39,4 +49,5 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     app[admin_routes.SESSION_TTL] = admin_routes.session_ttl_from_env()
     app.add_routes(admin_routes.routes)
     app.add_routes(webhook_routes.routes)
+    app.add_routes(ops_routes.routes)
     return app

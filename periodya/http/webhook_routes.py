@@ -54,7 +54,8 @@ def parse_event(raw: bytes) -> ProviderEventReceived:
     created = body.get("created")
     return ProviderEventReceived(event_id=event_id, type=event_type, provider_payout_id=p.id, payout_id=p.payout_id,
                                  status=p.status, failure_code=p.failure_code, failure_message=p.failure_message,
-                                 created=created if isinstance(created, int) else None)
+                                 created=created if isinstance(created, int) else None, amount=p.amount,
+                                 currency=p.currency)
 
 
 @routes.post("/api/webhooks/provider")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from periodya.eventstore.model import RecordedEvent
-from periodya.projections import balances, escrows, ledger, outbox, payouts, provider_events
+from periodya.projections import alerts, balances, escrows, ledger, outbox, payouts, provider_events
 
 PROJECTIONS = {
     "ledger": ledger,
@@ -17,6 +17,7 @@ PROJECTIONS = {
     "payouts": payouts,
     "outbox": outbox,
     "provider_events": provider_events,
+    "alerts": alerts,
 }
 
 

@@ -21,9 +21,9 @@ async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> No
     if received:
         await conn.executemany(
             "INSERT INTO provider_events (event_id, type, provider_payout_id, payout_id, status, received_seq, "
-            "received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "received_at, amount, currency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             [(e.data["eventId"], e.data["type"], e.data["providerPayoutId"], e.data["payoutId"], e.data["status"],
-              e.seq, e.recorded_at) for e in received])
+              e.seq, e.recorded_at, e.data.get("amount"), e.data.get("currency")) for e in received])
     applied = [e for e in events if e.type == "ProviderEventApplied"]
     if applied:
         await conn.executemany(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from periodya.runners import outbox, reconcile, repair, webhooks
+from periodya.runners import outbox, reconcile, repair, sentinel, webhooks
 from periodya.runners.base import Deps, Summary
 
 Job = Callable[[Deps, int], Awaitable[Summary]]
@@ -14,4 +14,5 @@ JOBS: dict[str, tuple[Job, int]] = {
     "webhooks": (webhooks.run, webhooks.BATCH),
     "reconcile-pull": (reconcile.run, reconcile.BATCH),
     "repair": (repair.run, repair.BATCH),
+    "sentinel": (sentinel.run, 0),  # also takes mode="recent" | "full"
 }

@@ -35,6 +35,19 @@ class Pipeline:
     sim_url: str
     http: aiohttp.ClientSession
     skew: list[timedelta] = field(default_factory=lambda: [timedelta(0)])
+    api_url: str = ""
+    admin_token: str | None = None
+
+    async def admin(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        """Call an admin route as a platform admin (created and logged in on first use)."""
+        if self.admin_token is None:
+            from periodya.admin import sessions, users
+
+            user_id = await users.create_user(self.store, "ops@example.com", "correct horse battery", meta=META)
+            self.admin_token, _ = await sessions.create_session(self.store.pool, user_id)
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        async with self.http.request(method, f"{self.api_url}{path}", headers=headers, **kwargs) as r:
+            return r.status, await r.json()
 
     @property
     def store(self) -> EventStore:
@@ -82,18 +95,19 @@ class Pipeline:
 async def live_pipeline(pool: asyncpg.Pool, settings: Settings, *, sim: dict[str, Any] | None = None,
                         seed: int = 7) -> AsyncIterator[Pipeline]:
     settings = settings.with_overrides(webhook_secret=WEBHOOK_SECRET, provider_api_key=API_KEY)
-    server = TestServer(create_app(settings, pool))
-    await server.start_server()
-    hook = str(server.make_url("/api/webhooks/provider"))
     config = {"autoSettle": False, **(sim or {})}
-    try:
-        async with running_simulator(API_KEY, WEBHOOK_SECRET, webhook_url=hook, seed=seed, config=config) as url, \
-                StripePayoutsClient(url, API_KEY, timeout=5) as provider, aiohttp.ClientSession() as http:
-            skew = [timedelta(0)]
-            deps = Deps(EventStore(pool), provider, settings, clock=lambda: datetime.now(UTC) + skew[0])
-            yield Pipeline(deps, url, http, skew)
-    finally:
-        await server.close()
+    async with running_simulator(API_KEY, WEBHOOK_SECRET, seed=seed, config=config) as url, \
+            StripePayoutsClient(url, API_KEY, timeout=5) as provider, aiohttp.ClientSession() as http:
+        skew = [timedelta(0)]
+        deps = Deps(EventStore(pool), provider, settings, clock=lambda: datetime.now(UTC) + skew[0])
+        server = TestServer(create_app(settings, pool, deps))
+        await server.start_server()
+        try:
+            pipeline = Pipeline(deps, url, http, skew, str(server.make_url("")).rstrip("/"))
+            await pipeline.sim_config(webhookUrl=f"{pipeline.api_url}/api/webhooks/provider")
+            yield pipeline
+        finally:
+            await server.close()
 
 
 async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> None:

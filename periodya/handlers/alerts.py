@@ -1,0 +1,64 @@
+"""Alert commands: raise (sentinel, runners), acknowledge and resolve (humans, or auto-resolve)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from periodya.catalog import REGISTRY
+from periodya.domain import alerts
+from periodya.domain.decision import Decision
+from periodya.domain.errors import NotFound
+from periodya.eventstore.store import stream_lock
+from periodya.handlers.unit_of_work import UnitOfWork
+
+
+async def load(uow: UnitOfWork, code: str, subject: str) -> alerts.AlertState | None:
+    sid = alerts.stream(code, subject)
+    await uow.lock([stream_lock(sid)])
+    state: alerts.AlertState | None = None
+    for ev in await uow.store.read_stream(sid, conn=uow.conn):
+        state = alerts.evolve(state, REGISTRY.decode(ev))
+    return state
+
+
+async def _commit(uow: UnitOfWork, code: str, subject: str, state: alerts.AlertState | None,
+                  decision: Decision) -> bool:
+    await uow.commit(alerts.stream(code, subject), state.version if state else 0, decision)
+    return bool(decision.events)
+
+
+async def raise_alert(uow: UnitOfWork, code: str, severity: str, subject: str, details: dict[str, Any],
+                      remedy: str) -> bool:
+    """Raise unless one is open for (code, subject). Returns whether a new alert was raised."""
+    state = await load(uow, code, subject)
+    return await _commit(uow, code, subject, state,
+                         alerts.decide_raise(state, code, severity, subject, details, remedy))
+
+
+async def auto_resolve(uow: UnitOfWork, code: str, subject: str) -> bool:
+    state = await load(uow, code, subject)
+    return await _commit(uow, code, subject, state,
+                         alerts.decide_resolve(state, "sentinel", "condition cleared", automatic=True))
+
+
+async def _by_id(uow: UnitOfWork, alert_id: str) -> tuple[str, str]:
+    row = await uow.conn.fetchrow("SELECT code, subject FROM alerts WHERE alert_id = $1", alert_id)
+    if row is None:
+        raise NotFound(f"no alert {alert_id!r}")
+    return row["code"], row["subject"]
+
+
+async def acknowledge(uow: UnitOfWork, alert_id: str, by: str, note: str | None) -> None:
+    code, subject = await _by_id(uow, alert_id)
+    state = await load(uow, code, subject)
+    if state is not None and state.alert_id != alert_id:
+        return  # an older cycle of this alert: it is resolved, acknowledging it again changes nothing
+    await _commit(uow, code, subject, state, alerts.decide_ack(state, by, note))
+
+
+async def resolve(uow: UnitOfWork, alert_id: str, by: str, note: str | None) -> None:
+    code, subject = await _by_id(uow, alert_id)
+    state = await load(uow, code, subject)
+    if state is not None and state.alert_id != alert_id:
+        return
+    await _commit(uow, code, subject, state, alerts.decide_resolve(state, by, note))

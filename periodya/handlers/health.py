@@ -1,0 +1,72 @@
+"""The health pulse (runbook section 2), from indexed views only: no full scans on the hot path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from periodya.handlers.views import rfc3339
+from periodya.runners.base import Deps
+
+_COUNTS = """
+SELECT (SELECT count(*) FROM outbox WHERE status = 'PENDING') AS pending,
+       (SELECT count(*) FROM outbox WHERE status = 'SENDING' AND updated_at < $1) AS sending_stuck,
+       (SELECT count(*) FROM payouts WHERE status = 'SENT' AND status_changed_at < $2) AS sent_stuck,
+       (SELECT count(*) FROM alerts WHERE status <> 'RESOLVED' AND severity = 'critical') AS critical_open,
+       (SELECT count(*) FROM alerts WHERE status <> 'RESOLVED') AS open_alerts,
+       (SELECT min(created_at) FROM outbox WHERE status IN ('PENDING', 'SENDING')) AS oldest_open,
+       (SELECT count(*) FROM provider_events WHERE applied_seq IS NULL) AS webhooks_pending,
+       (SELECT count(*) FROM events WHERE tx >= pg_snapshot_xmin(pg_current_snapshot())) AS behind_horizon"""
+
+
+async def health(deps: Deps) -> dict[str, Any]:
+    """`status` is ok only when the runbook's expectations hold: no stuck work, no open critical alert."""
+    now = deps.clock()
+    pool = deps.store.pool
+    c = await pool.fetchrow(_COUNTS, deps.minutes_ago(deps.settings.sending_stuck_minutes),
+                            deps.minutes_ago(deps.settings.sent_stuck_minutes))
+    missing = await pool.fetch(
+        "SELECT a.alert_id, a.subject, a.raised_at, a.details->>'providerPayoutId' AS provider_payout_id "
+        "FROM alerts a WHERE a.code = 'FINALIZE_MISSING' AND a.status <> 'RESOLVED' ORDER BY a.raised_at")
+    jobs = await pool.fetch(
+        "SELECT DISTINCT ON (job, mode) job, mode, trigger, started_at, finished_at, ok, summary, error "
+        "FROM job_runs ORDER BY job, mode, started_at DESC")
+    oldest = c["oldest_open"]
+    status = "critical" if c["critical_open"] else (
+        "degraded" if c["sending_stuck"] or c["sent_stuck"] else "ok")
+    return {
+        "status": status,
+        "payoutOutboxPending": c["pending"],
+        "payoutOutboxSendingStuck": c["sending_stuck"],
+        "providerPayoutSentStuck10m": c["sent_stuck"],
+        "integrityAlertsCriticalOpen": c["critical_open"],
+        "alertsOpen": c["open_alerts"],
+        "maxOutboxAgeMinutes": round((now - oldest).total_seconds() / 60, 2) if oldest else 0,
+        "webhooksPending": c["webhooks_pending"],
+        "readerLag": {"eventsBehindHorizon": c["behind_horizon"]},
+        "finalizeMissing": [{"payoutId": r["subject"], "providerPayoutId": r["provider_payout_id"],
+                             "alertId": r["alert_id"], "since": rfc3339(r["raised_at"])} for r in missing],
+        "jobs": {(r["job"] + (f":{r['mode']}" if r["mode"] else "")): {
+            "lastRunAt": rfc3339(r["started_at"]), "finishedAt": rfc3339(r["finished_at"]), "trigger": r["trigger"],
+            "ok": r["ok"], "durationMs": (r["summary"] or {}).get("durationMs"), "error": r["error"],
+            "processed": (r["summary"] or {}).get("processed")} for r in jobs},
+        "thresholds": {"sendingStuckMinutes": deps.settings.sending_stuck_minutes,
+                       "sentStuckMinutes": deps.settings.sent_stuck_minutes,
+                       "finalizeGraceMinutes": deps.settings.finalize_grace_minutes},
+        "checkedAt": rfc3339(now),
+    }
+
+
+async def list_alerts(deps: Deps, status: str | None, severity: str | None, code: str | None,
+                      limit: int = 200) -> list[dict[str, Any]]:
+    rows = await deps.store.pool.fetch(
+        "SELECT * FROM alerts WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR severity = $2) "
+        "AND ($3::text IS NULL OR code = $3) ORDER BY raised_at DESC LIMIT $4", status, severity, code, limit)
+    return [alert_json(r) for r in rows]
+
+
+def alert_json(r: Any) -> dict[str, Any]:
+    return {"alertId": r["alert_id"], "code": r["code"], "severity": r["severity"], "status": r["status"],
+            "subject": r["subject"], "details": r["details"], "remedy": r["remedy"],
+            "raisedAt": rfc3339(r["raised_at"]), "ackedAt": rfc3339(r["acked_at"]), "ackedBy": r["acked_by"],
+            "resolvedAt": rfc3339(r["resolved_at"]), "resolvedBy": r["resolved_by"],
+            "note": r["resolve_note"] or r["ack_note"], "automatic": r["automatic"]}

@@ -1,0 +1,72 @@
+"""The runbook's manual commands (section 4). Each is an event with the admin as actor, the reason
+and the request id in its metadata; each is idempotent where API.md says a repeat is a no-op."""
+
+from __future__ import annotations
+
+from periodya.domain import payout
+from periodya.domain.errors import InvalidState
+from periodya.handlers import lifecycle
+from periodya.handlers.unit_of_work import UnitOfWork
+from periodya.provider.port import ProviderError, ProviderNotFound
+from periodya.runners.base import Deps
+from periodya.runners.reconcile import reconcile_one
+
+
+async def rerun_outbox(uow: UnitOfWork, payout_id: str) -> None:
+    """Task back to PENDING now (same idempotency key: a resend can never pay twice)."""
+    await lifecycle.requeue(uow, payout_id, "rerun-outbox by an operator")
+
+
+async def force_reconcile(deps: Deps, uow: UnitOfWork, payout_id: str) -> None:
+    state = await uow.load_payout(payout_id)
+    if state is None or state.provider_payout_id is None:
+        raise InvalidState(f"payout {payout_id}", state.status if state else "absent", "force-reconcile",
+                           "the provider has not accepted it yet")
+    outcome = await reconcile_one(deps, uow, payout_id)
+    if outcome.startswith("provider_error"):
+        raise InvalidState(f"payout {payout_id}", state.status, "force-reconcile", f"the provider did not answer: "
+                           f"{outcome}")
+
+
+async def force_finalize(deps: Deps, uow: UnitOfWork, payout_id: str) -> None:
+    """Finalize only when the provider says paid, asked now. Already finalized: nothing is written."""
+    state = await uow.load_payout(payout_id)
+    if state is None:
+        raise InvalidState("payout", "absent", "force-finalize")
+    if state.ledger_finalized:
+        return
+    if state.provider_payout_id is None:
+        raise InvalidState(state.subject, state.status, "force-finalize", "the provider has not accepted it")
+    try:
+        answer = await deps.provider.retrieve_payout(state.provider_payout_id)
+    except ProviderError as exc:
+        raise InvalidState(state.subject, state.status, "force-finalize",
+                           f"the provider could not confirm it paid: {type(exc).__name__}") from None
+    if answer.status != "paid":
+        raise InvalidState(state.subject, state.status, "force-finalize", f"the provider says {answer.status}")
+    decision = lifecycle.chain(state, lambda s: payout.decide_provider_paid(s, answer.id, "admin"),
+                               lambda s: payout.decide_finalize(s, "admin"))
+    await uow.commit(payout.stream(payout_id), state.version, decision)
+
+
+async def quarantine(uow: UnitOfWork, payout_id: str, reason: str) -> None:
+    await lifecycle.quarantine(uow, payout_id, reason)
+
+
+async def cancel(deps: Deps, uow: UnitOfWork, payout_id: str, reason: str) -> None:
+    """Cancel a quarantined payout the provider never got. If a send was ever attempted, ask the provider:
+    only a definite 'no such payout' allows returning the funds."""
+    state = await uow.load_payout(payout_id)
+    if state is None:
+        raise InvalidState("payout", "absent", "cancel")
+    provider_has_none = False
+    if state.status == payout.QUARANTINED and state.provider_payout_id is None and state.attempts > 0:
+        try:
+            provider_has_none = await deps.provider.find_by_payout_id(payout_id) is None
+        except ProviderNotFound:
+            provider_has_none = True
+        except ProviderError as exc:
+            raise InvalidState(state.subject, state.status, "cancel",
+                               f"cannot confirm the provider holds no payout: {type(exc).__name__}") from None
+    decision = payout.decide_cancel(state, reason, provider_has_none=provider_has_none)
+    await uow.commit(payout.stream(payout_id), state.version, decision)

@@ -1,0 +1,134 @@
+"""The ops API (runbook sections 2-4): health, alerts, manual payout commands, job run endpoints.
+
+Every route is under /api/admin/ and so behind the admin session check (auth.py); the cron secret
+is accepted on POST /api/admin/ops/run/* only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from aiohttp import web
+from pydantic import Field, StrictStr
+
+from periodya.domain.errors import ValidationFailed
+from periodya.handlers import alerts, ops, views
+from periodya.handlers.health import alert_json, health, list_alerts
+from periodya.handlers.unit_of_work import Meta, UnitOfWork, run_command
+from periodya.http import schemas
+from periodya.http.middleware import ACTOR, REQUEST_ID
+from periodya.http.platform_routes import json, path_id
+from periodya.runners.base import Deps
+from periodya.runners.execute import execute_job
+
+DEPS = web.AppKey("ops_deps", Deps)
+routes = web.RouteTableDef()
+Note = Annotated[StrictStr, Field(max_length=1000)]
+
+
+class ReasonBody(schemas.Body):
+    reason: schemas.Reason
+
+
+class NoteBody(schemas.Body):
+    note: Note | None = None
+
+
+def _deps(request: web.Request) -> Deps:
+    return request.app[DEPS]
+
+
+def _meta(request: web.Request, reason: str | None = None) -> Meta:
+    return Meta(actor=request.get(ACTOR, "anonymous"), request_id=request.get(REQUEST_ID), reason=reason)
+
+
+@routes.get("/api/admin/ops/health")
+async def get_health(request: web.Request) -> web.Response:
+    return json(await health(_deps(request)))
+
+
+@routes.post("/api/admin/ops/run/{job}")
+async def run_job(request: web.Request) -> web.Response:
+    job = request.match_info["job"]
+    mode = request.query.get("mode")
+    if job == "sentinel":
+        mode = mode or "recent"
+        if mode not in ("recent", "full"):
+            raise ValidationFailed("mode must be recent or full")
+    elif mode is not None:
+        raise ValidationFailed("only the sentinel takes a mode")
+    raw_batch = request.query.get("batch")
+    if raw_batch is not None and not raw_batch.isdigit():
+        raise ValidationFailed("batch must be a positive integer")
+    summary = await execute_job(_deps(request), job, batch=int(raw_batch) if raw_batch else None, mode=mode,
+                                trigger=f"http:{request.get(ACTOR, 'anonymous')}")
+    return json(summary)
+
+
+@routes.get("/api/admin/ops/alerts")
+async def get_alerts(request: web.Request) -> web.Response:
+    q = request.query
+    for key, allowed in (("status", {"OPEN", "ACKNOWLEDGED", "RESOLVED"}), ("severity", {"critical", "warning"})):
+        if key in q and q[key] not in allowed:
+            raise ValidationFailed(f"{key} must be one of {sorted(allowed)}")
+    return json({"alerts": await list_alerts(_deps(request), q.get("status"), q.get("severity"), q.get("code"))})
+
+
+async def _alert_command(request: web.Request, command: Callable[..., Awaitable[None]]) -> web.Response:
+    alert_id = path_id(request, "alert_id")
+    body, _ = await schemas.parse(request, NoteBody, optional=True)
+    deps = _deps(request)
+    meta = _meta(request, body.note)
+    await run_command(deps.store, meta, lambda u: command(u, alert_id, meta.actor, body.note))
+    row = await deps.store.pool.fetchrow("SELECT * FROM alerts WHERE alert_id = $1", alert_id)
+    return json(alert_json(row))
+
+
+@routes.post("/api/admin/ops/alerts/{alert_id}/ack")
+async def ack_alert(request: web.Request) -> web.Response:
+    return await _alert_command(request, alerts.acknowledge)
+
+
+@routes.post("/api/admin/ops/alerts/{alert_id}/resolve")
+async def resolve_alert(request: web.Request) -> web.Response:
+    return await _alert_command(request, alerts.resolve)
+
+
+async def _payout_command(request: web.Request, body_model: type[schemas.Body] | None,
+                          command: Callable[[Deps, UnitOfWork, str, Any], Awaitable[None]]) -> web.Response:
+    deps = _deps(request)
+    payout_id = await views.resolve_payout_id(deps.store.pool, path_id(request, "id"))
+    reason = None
+    if body_model is not None:
+        body, _ = await schemas.parse(request, body_model)
+        reason = body.reason.strip()  # type: ignore[attr-defined]
+        if not reason:
+            raise ValidationFailed("reason must not be blank")
+    await run_command(deps.store, _meta(request, reason), lambda u: command(deps, u, payout_id, reason))
+    return json(await views.payout_view(deps.store.pool, payout_id))
+
+
+@routes.post("/api/admin/ops/payouts/{id}/rerun-outbox")
+async def rerun_outbox(request: web.Request) -> web.Response:
+    return await _payout_command(request, None, lambda d, u, p, r: ops.rerun_outbox(u, p))
+
+
+@routes.post("/api/admin/ops/payouts/{id}/force-reconcile")
+async def force_reconcile(request: web.Request) -> web.Response:
+    return await _payout_command(request, None, lambda d, u, p, r: ops.force_reconcile(d, u, p))
+
+
+@routes.post("/api/admin/ops/payouts/{id}/force-finalize")
+async def force_finalize(request: web.Request) -> web.Response:
+    return await _payout_command(request, None, lambda d, u, p, r: ops.force_finalize(d, u, p))
+
+
+@routes.post("/api/admin/ops/payouts/{id}/quarantine")
+async def quarantine(request: web.Request) -> web.Response:
+    return await _payout_command(request, ReasonBody, lambda d, u, p, r: ops.quarantine(u, p, r))
+
+
+@routes.post("/api/admin/ops/payouts/{id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    return await _payout_command(request, ReasonBody, lambda d, u, p, r: ops.cancel(d, u, p, r))

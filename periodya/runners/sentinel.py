@@ -1,0 +1,95 @@
+"""The sentinel job: `recent` (hourly) checks what was written since its last checkpoint, `full` (daily)
+checks everything. Findings raise alerts (once per (code, subject) while open); conditions that have
+cleared auto-resolve, except LEDGER_UNBALANCED and HASH_CHAIN_BROKEN, which wait for a human. At most
+MAX_NEW_PER_CODE alerts are raised per code per run; the rest are summed up in one ALERTS_CAPPED alert.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from periodya.domain.alerts import CRITICAL, NEVER_AUTO_RESOLVED, WARNING
+from periodya.eventstore import START, Position
+from periodya.handlers import alerts
+from periodya.handlers.unit_of_work import Meta, run_command
+from periodya.logging import get_logger
+from periodya.runners.base import Deps, Summary
+from periodya.runners.sentinel_checks import CHECKS, REMEDY, Result, Scope
+
+MAX_NEW_PER_CODE = 50
+CHECKPOINT = "sentinel"
+META = Meta(actor="runner:sentinel")
+log = get_logger("periodya.sentinel")
+
+
+async def _scope(deps: Deps, full: bool) -> tuple[Scope, Position]:
+    pool = deps.store.pool
+    row = await pool.fetchrow("SELECT tx::text::bigint AS tx, seq FROM checkpoints WHERE name = $1", CHECKPOINT)
+    after = Position(row["tx"], row["seq"]) if row else START
+    rows = await pool.fetch(
+        "SELECT DISTINCT ON (stream_id) stream_id, tx::text::bigint AS tx, seq FROM events "
+        "WHERE (tx, seq) > ($1::text::xid8, $2) AND tx < pg_snapshot_xmin(pg_current_snapshot())",
+        str(after.tx), after.seq)
+    last = max((Position(r["tx"], r["seq"]) for r in rows), default=after)
+    return Scope(full, [r["stream_id"] for r in rows]), last
+
+
+async def _raise(code: str, severity: str, subject: str, details: dict[str, Any], deps: Deps) -> bool:
+    return await run_command(deps.store, META, lambda u: alerts.raise_alert(
+        u, code, severity, subject, details, REMEDY[code]))
+
+
+async def _apply(deps: Deps, result: Result, summary: Summary) -> None:
+    new = 0
+    for subject, details in sorted(result.findings.items()):
+        if new >= MAX_NEW_PER_CODE:
+            await _raise("ALERTS_CAPPED", WARNING, result.code,
+                         {"code": result.code, "count": len(result.findings), "raisedThisRun": new}, deps)
+            break
+        if await _raise(result.code, result.severity, subject, details, deps):
+            new += 1
+            summary.count(f"raised:{result.code}")
+    if result.complete and result.code not in NEVER_AUTO_RESOLVED:
+        open_rows = await deps.store.pool.fetch(
+            "SELECT subject FROM alerts WHERE code = $1 AND status <> 'RESOLVED'", result.code)
+        for r in open_rows:
+            if r["subject"] not in result.findings:
+                await run_command(deps.store, META, partial(alerts.auto_resolve, code=result.code,
+                                                            subject=r["subject"]))
+                summary.count(f"resolved:{result.code}")
+
+
+async def run(deps: Deps, batch: int = 0, *, mode: str = "recent") -> Summary:
+    summary = Summary(f"sentinel:{mode}")
+    scope, last = await _scope(deps, full=(mode == "full"))
+    all_ran = True
+    for check in CHECKS:
+        name = check.__name__
+        summary.processed += 1
+        try:
+            async with deps.store.pool.acquire() as conn:
+                result = await check(deps, conn, scope)
+        except Exception as exc:  # a check that cannot run is itself an alert, never a silent "all clear"
+            log.exception("sentinel_check_failed", check=name)
+            await _raise("SENTINEL_CHECK_FAILED", CRITICAL, name, {"check": name, "error": str(exc)[:500]}, deps)
+            summary.failed += 1
+            all_ran = False
+            continue
+        summary.succeeded += 1
+        summary.count(f"examined:{result.code}") if result.examined else summary.count(f"empty:{result.code}")
+        await _apply(deps, result, summary)
+        await _clear_check_failure(deps, name, summary)
+    if all_ran:
+        await deps.store.pool.execute(
+            "INSERT INTO checkpoints (name, tx, seq, updated_at) VALUES ($1, $2::text::xid8, $3, now()) "
+            "ON CONFLICT (name) DO UPDATE SET tx = EXCLUDED.tx, seq = EXCLUDED.seq, updated_at = now()",
+            CHECKPOINT, str(last.tx), last.seq)
+    return summary
+
+
+async def _clear_check_failure(deps: Deps, name: str, summary: Summary) -> None:
+    if await deps.store.pool.fetchval("SELECT 1 FROM alerts WHERE code = 'SENTINEL_CHECK_FAILED' "
+                                      "AND subject = $1 AND status <> 'RESOLVED'", name):
+        await run_command(deps.store, META, lambda u: alerts.auto_resolve(u, "SENTINEL_CHECK_FAILED", name))
+        summary.count("resolved:SENTINEL_CHECK_FAILED")

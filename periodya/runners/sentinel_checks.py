@@ -1,0 +1,166 @@
+"""The sentinel's integrity checks. Each returns the current findings {subject: details} and whether it
+examined the whole population (only then may an open alert whose subject is absent be auto-resolved).
+
+Every check reports how much it examined: an empty result over nothing examined is not "balanced".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from periodya.domain.alerts import CRITICAL, WARNING
+from periodya.eventstore.verify import verify_chains
+from periodya.runners.base import Deps
+
+REMEDY = {
+    "FINALIZE_MISSING": "Runbook 'FINALIZE_MISSING Spike': "
+                        "POST /api/admin/ops/payouts/{providerPayoutId}/force-finalize, then ack and resolve "
+                        "this alert.",
+    "LEDGER_UNBALANCED": "Runbook 'LEDGER_UNBALANCED': isolate the ledger group, verify all references. DO NOT attempt "
+                         "automated repair. Notify Senior Engineering directly.",
+    "OUTBOX_STUCK": "Runbook 'Outbox stuck SENDING': usually self-healed by the repair job; if it persists, "
+                    "POST /api/admin/ops/payouts/{id}/rerun-outbox.",
+    "SENT_STUCK": "Runbook 'SENT stuck without webhook': self-heals via reconcile-pull; if needed, "
+                  "POST /api/admin/ops/payouts/{id}/force-reconcile.",
+    "BALANCE_DRIFT": "A balance differs from the log: run `periodya replay --projection balances` to see the rows; "
+                     "escalate before rebuilding with --swap.",
+    "HASH_CHAIN_BROKEN": "The log was changed outside the application: run `periodya verify`, preserve evidence, "
+                         "escalate to Senior Engineering. Never auto-resolved.",
+    "DUPLICATE_PAYOUT": "The provider reports another payout or amount for this payout: quarantine it "
+                        "(POST /api/admin/ops/payouts/{id}/quarantine) and reconcile with the provider by hand.",
+    "SENTINEL_CHECK_FAILED": "A sentinel check could not run: see details.error and the logs; until it runs again, "
+                             "its condition is unknown.",
+    "ALERTS_CAPPED": "More findings than one run raises: see details.count and query the condition directly.",
+}
+
+
+@dataclass
+class Scope:
+    """What a run examines: everything (full) or the streams written since the last checkpoint (recent)."""
+
+    full: bool
+    streams: list[str] = field(default_factory=list)
+
+    @property
+    def groups(self) -> list[str]:
+        return [s[len("ledger-"):] for s in self.streams if s.startswith("ledger-")]
+
+
+@dataclass
+class Result:
+    code: str
+    severity: str
+    findings: dict[str, dict[str, Any]]
+    complete: bool
+    examined: int
+
+
+Check = Callable[[Deps, asyncpg.Connection, Scope], Awaitable[Result]]
+
+
+async def finalize_missing(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> Result:
+    """Provider paid, ledger not finalized after the grace period. 'Provider paid' is what we recorded
+    (provider_status) or a stored paid webhook not yet applied (e.g. the webhooks job crashed)."""
+    grace = deps.minutes_ago(deps.settings.finalize_grace_minutes)
+    rows = await conn.fetch(
+        "SELECT payout_id, provider_payout_id, updated_at AS since FROM payouts WHERE provider_status = 'paid' "
+        "AND NOT ledger_finalized AND updated_at < $1 "
+        "UNION "
+        "SELECT p.payout_id, pe.provider_payout_id, pe.received_at FROM provider_events pe JOIN payouts p USING "
+        "(payout_id) WHERE pe.applied_seq IS NULL AND pe.status = 'paid' AND pe.received_at < $1 "
+        "AND NOT p.ledger_finalized AND p.status NOT IN ('FAILED', 'CANCELLED')", grace)
+    findings: dict[str, dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: r["since"]):
+        findings.setdefault(r["payout_id"], {"payoutId": r["payout_id"], "providerPayoutId": r["provider_payout_id"],
+                                             "paidSince": r["since"].isoformat()})
+    return Result("FINALIZE_MISSING", CRITICAL, findings, True, len(rows))
+
+
+async def sent_stuck(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> Result:
+    rows = await conn.fetch(
+        "SELECT payout_id, provider_payout_id, status_changed_at FROM payouts WHERE status = 'SENT' "
+        "AND status_changed_at < $1", deps.minutes_ago(deps.settings.sent_stuck_minutes))
+    return Result("SENT_STUCK", WARNING, {r["payout_id"]: {
+        "payoutId": r["payout_id"], "providerPayoutId": r["provider_payout_id"],
+        "sentAt": r["status_changed_at"].isoformat()} for r in rows}, True, len(rows))
+
+
+async def outbox_stuck(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> Result:
+    rows = await conn.fetch(
+        "SELECT payout_id, attempts, updated_at FROM outbox WHERE status = 'SENDING' AND updated_at < $1",
+        deps.minutes_ago(deps.settings.sending_stuck_minutes))
+    return Result("OUTBOX_STUCK", WARNING, {r["payout_id"]: {
+        "payoutId": r["payout_id"], "attempts": r["attempts"], "sendingSince": r["updated_at"].isoformat()}
+        for r in rows}, True, len(rows))
+
+
+async def ledger_unbalanced(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> Result:
+    where = "" if scope.full else "WHERE group_id = ANY($1::text[])"
+    args = [] if scope.full else [scope.groups]
+    rows = await conn.fetch(
+        f"SELECT group_id, currency, sum(debit) AS debits, sum(credit) AS credits, count(*) AS n "
+        f"FROM ledger_entries {where} GROUP BY group_id, currency", *args)
+    findings = {f"group:{r['group_id']}": {"groupId": r["group_id"], "currency": r["currency"],
+                                           "debits": r["debits"], "credits": r["credits"]}
+                for r in rows if r["debits"] != r["credits"]}
+    totals = await conn.fetch("SELECT currency, sum(balance) AS total, count(*) AS n FROM balances GROUP BY currency")
+    for t in totals:
+        if t["total"] != 0:
+            findings[f"currency:{t['currency']}"] = {"currency": t["currency"], "sumOfBalances": t["total"]}
+    if not scope.full:
+        seen = {r["group_id"] for r in rows}
+        for missing in set(scope.groups) - seen:  # a posted group with no entries in the ledger view
+            findings[f"group:{missing}"] = {"groupId": missing, "problem": "posted in the log, no ledger entries"}
+    return Result("LEDGER_UNBALANCED", CRITICAL, findings, False, len(rows) + len(totals))
+
+
+_LOG_BALANCES = """
+SELECT e->>'account' AS account, e->>'currency' AS currency, sum((e->>'credit')::bigint - (e->>'debit')::bigint) AS net
+  FROM events, jsonb_array_elements(data->'entries') e
+ WHERE event_type = 'LedgerGroupPosted' {where} GROUP BY 1, 2"""
+
+
+async def balance_drift(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> Result:
+    """Full: every balance against the log itself. Recent: the touched accounts against their entries."""
+    if scope.full:
+        log_rows = await conn.fetch(_LOG_BALANCES.format(where=""))
+    else:
+        log_rows = await conn.fetch(
+            "SELECT account, currency, sum(credit) - sum(debit) AS net FROM ledger_entries WHERE (account, currency) "
+            "IN (SELECT account, currency FROM ledger_entries WHERE group_id = ANY($1::text[])) GROUP BY 1, 2",
+            scope.groups)
+    expected = {(r["account"], r["currency"]): r["net"] for r in log_rows}
+    live_rows = await conn.fetch("SELECT account, currency, balance FROM balances" + (
+        "" if scope.full else " WHERE (account, currency) = ANY(SELECT unnest($1::text[]), unnest($2::text[]))"),
+        *([] if scope.full else [[k[0] for k in expected], [k[1] for k in expected]]))
+    live = {(r["account"], r["currency"]): r["balance"] for r in live_rows}
+    findings = {f"{a}:{c}": {"account": a, "currency": c, "live": live.get((a, c)), "fromLog": expected.get((a, c))}
+                for (a, c) in set(expected) | set(live) if live.get((a, c), 0) != expected.get((a, c), 0)}
+    return Result("BALANCE_DRIFT", CRITICAL, findings, scope.full, len(expected) + len(live))
+
+
+async def hash_chain(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> Result:
+    report = await verify_chains(deps.store.pool, streams=None if scope.full else scope.streams)
+    findings = {b.stream_id: {"stream": b.stream_id, "version": b.stream_version, "seq": b.seq, "reason": b.reason}
+                for b in report.broken}
+    return Result("HASH_CHAIN_BROKEN", CRITICAL, findings, False, report.events)
+
+
+async def duplicate_payout(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> Result:
+    rows = await conn.fetch(
+        "SELECT p.payout_id, p.provider_payout_id AS ours, p.amount, pe.provider_payout_id AS theirs, "
+        "pe.amount AS their_amount, pe.event_id FROM provider_events pe JOIN payouts p USING (payout_id) "
+        "WHERE (pe.provider_payout_id IS DISTINCT FROM p.provider_payout_id AND p.provider_payout_id IS NOT NULL) "
+        "OR (pe.amount IS NOT NULL AND pe.amount <> p.amount)")
+    findings = {r["payout_id"]: {"payoutId": r["payout_id"], "providerPayoutId": r["ours"], "amount": r["amount"],
+                                 "providerReports": r["theirs"], "providerAmount": r["their_amount"],
+                                 "providerEventId": r["event_id"]} for r in rows}
+    return Result("DUPLICATE_PAYOUT", CRITICAL, findings, False, len(rows))
+
+
+CHECKS: list[Check] = [ledger_unbalanced, finalize_missing, balance_drift, hash_chain, duplicate_payout,
+                       outbox_stuck, sent_stuck]

@@ -1,0 +1,112 @@
+"""The runbook's incidents in-process: symptom in health and alerts, the runbook's action, health back."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from periodya.config import Settings
+from periodya.runners import outbox, sentinel, webhooks
+from tests.integration.invariants import assert_money_invariants
+from tests.integration.pipeline import Pipeline, live_pipeline, wait_for
+
+HEALTHY = {"status": "ok", "payoutOutboxSendingStuck": 0, "providerPayoutSentStuck10m": 0,
+           "integrityAlertsCriticalOpen": 0}
+
+
+async def _health(p: Pipeline) -> dict:  # type: ignore[type-arg]
+    status, body = await p.admin("GET", "/api/admin/ops/health")
+    assert status == 200, body
+    return body  # type: ignore[no-any-return]
+
+
+def _subset(health: dict, expected: dict) -> dict:  # type: ignore[type-arg]
+    return {k: health[k] for k in expected}
+
+
+async def test_finalize_missing_incident(pool: asyncpg.Pool, settings: Settings) -> None:
+    async with live_pipeline(pool, settings) as p:
+        await p.fund_payee("p1", 10_000)
+        await p.request("po-1", "p1", 4_000)
+        await outbox.run(p.deps)
+        ppid = await pool.fetchval("SELECT provider_payout_id FROM payouts")
+        await p.settle(ppid, "paid")  # the webhook is stored, but the webhooks job never applies it
+        await wait_for(lambda: pool.fetchval("SELECT count(*) = 1 FROM provider_events"))
+        assert _subset(await _health(p), HEALTHY) == HEALTHY
+
+        p.advance(settings.finalize_grace_minutes + 1)
+        status, summary = await p.admin("POST", "/api/admin/ops/run/sentinel?mode=recent")
+        assert status == 200 and summary["failed"] == 0, summary
+        health = await _health(p)
+        assert health["status"] == "critical" and health["integrityAlertsCriticalOpen"] == 1
+        [missing] = health["finalizeMissing"]
+        assert (missing["payoutId"], missing["providerPayoutId"]) == ("po-1", ppid)
+
+        status, body = await p.admin("POST", f"/api/admin/ops/payouts/{ppid}/force-finalize")
+        assert status == 200 and body["status"] == "FINALIZED" and body["ledgerFinalized"], body
+        status, again = await p.admin("POST", f"/api/admin/ops/payouts/{ppid}/force-finalize")
+        assert status == 200 and again["updatedAt"] == body["updatedAt"]  # nothing new written
+        for action in ("ack", "resolve"):
+            status, alert = await p.admin("POST", f"/api/admin/ops/alerts/{missing['alertId']}/{action}",
+                                          json={"note": "finalized per runbook"})
+            assert status == 200, alert
+        assert alert["status"] == "RESOLVED" and alert["resolvedBy"] == "admin:ops@example.com"
+        assert _subset(await _health(p), HEALTHY) == HEALTHY
+        assert (await webhooks.run(p.deps)).details == {"no_change": 1}  # the late webhook changes nothing
+        events = await pool.fetch("SELECT metadata FROM events WHERE event_type = 'PayoutFinalized'")
+        assert events[0]["metadata"]["actor"] == "admin:ops@example.com" and events[0]["metadata"]["requestId"]
+        await assert_money_invariants(pool)
+
+
+async def test_quarantine_then_cancel_returns_funds(pool: asyncpg.Pool, settings: Settings) -> None:
+    async with live_pipeline(pool, settings) as p:
+        await p.fund_payee("p1", 10_000)
+        await p.request("po-q", "p1", 3_000)
+        status, body = await p.admin("POST", "/api/admin/ops/payouts/po-q/quarantine", json={"reason": "  "})
+        assert status == 422 and body["code"] == "VALIDATION_FAILED"
+        status, body = await p.admin("POST", "/api/admin/ops/payouts/po-q/quarantine",
+                                     json={"reason": "Suspected fraud"})
+        assert status == 200 and body["status"] == "QUARANTINED" and body["outbox"]["status"] == "FAILED"
+        assert (await outbox.run(p.deps)).processed == 0  # never sent
+        assert (await p.sim_stats())["payoutsCreated"] == 0
+        status, body = await p.admin("POST", "/api/admin/ops/payouts/po-q/cancel", json={"reason": "confirmed fraud"})
+        assert status == 200 and body["status"] == "CANCELLED" and body["fundsReturned"]
+        assert await pool.fetchval("SELECT balance FROM balances WHERE account = 'payable:p1'") == 10_000
+        meta = await pool.fetchval("SELECT metadata FROM events WHERE event_type = 'PayoutQuarantined'")
+        assert meta["reason"] == "Suspected fraud" and meta["actor"] == "admin:ops@example.com"
+        await assert_money_invariants(pool)
+
+
+async def test_ledger_unbalanced_waits_for_a_human(pool: asyncpg.Pool, settings: Settings) -> None:
+    async with live_pipeline(pool, settings) as p:
+        await p.fund_payee("p1", 10_000)
+        await pool.execute("UPDATE ledger_entries SET credit = credit + 1 WHERE account = 'payable:p1'")
+        summary = await sentinel.run(p.deps, mode="full")
+        assert summary.failed == 0
+        codes = {r["code"] for r in await pool.fetch("SELECT code FROM alerts WHERE status = 'OPEN'")}
+        assert "LEDGER_UNBALANCED" in codes
+        await pool.execute("UPDATE ledger_entries SET credit = credit - 1 WHERE account = 'payable:p1'")
+        await sentinel.run(p.deps, mode="full")  # the condition is gone, but it is never auto-resolved
+        assert await pool.fetchval("SELECT status FROM alerts WHERE code = 'LEDGER_UNBALANCED'") == "OPEN"
+        status, alerts = await p.admin("GET", "/api/admin/ops/alerts?code=LEDGER_UNBALANCED&severity=critical")
+        assert status == 200 and "DO NOT attempt automated repair" in alerts["alerts"][0]["remedy"]
+
+
+async def test_sentinel_raises_once_and_auto_resolves(pool: asyncpg.Pool, settings: Settings) -> None:
+    async with live_pipeline(pool, settings, sim={"webhookDropRate": 1.0}) as p:
+        await p.fund_payee("p1", 10_000)
+        await p.request("po-s", "p1", 1_000)
+        await outbox.run(p.deps)
+        p.advance(settings.sent_stuck_minutes + 1)
+        for _ in range(2):
+            await sentinel.run(p.deps, mode="recent")
+        assert await pool.fetchval("SELECT count(*) FROM alerts WHERE code = 'SENT_STUCK'") == 1
+        assert (await _health(p))["providerPayoutSentStuck10m"] == 1
+        status, body = await p.admin("POST", "/api/admin/ops/payouts/po-s/force-reconcile")
+        assert status == 200 and body["status"] == "SENT"  # the provider has no final word yet
+        await p.settle(body["providerPayoutId"], "paid")
+        status, body = await p.admin("POST", "/api/admin/ops/payouts/po-s/force-reconcile")
+        assert status == 200 and body["status"] == "FINALIZED"
+        await sentinel.run(p.deps, mode="recent")
+        row = await pool.fetchrow("SELECT status, automatic FROM alerts WHERE code = 'SENT_STUCK'")
+        assert (row["status"], row["automatic"]) == ("RESOLVED", True)
+        assert _subset(await _health(p), HEALTHY) == HEALTHY
