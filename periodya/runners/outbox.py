@@ -18,9 +18,10 @@ import random
 from datetime import timedelta
 
 from periodya.domain import payout
+from periodya.domain.alerts import WARNING
 from periodya.eventstore.store import stream_lock
-from periodya.handlers import lifecycle
-from periodya.handlers.unit_of_work import UnitOfWork
+from periodya.handlers import alerts, lifecycle
+from periodya.handlers.unit_of_work import Meta, UnitOfWork, run_command
 from periodya.provider.port import (
     ProviderError,
     ProviderIdempotencyMismatch,
@@ -29,6 +30,7 @@ from periodya.provider.port import (
 )
 from periodya.runners import faults
 from periodya.runners.base import Deps, Summary, claim_and_run
+from periodya.runners.sentinel_checks import REMEDY
 
 BATCH = 50
 MAX_ATTEMPTS = 8
@@ -83,6 +85,7 @@ async def send_one(deps: Deps, state: payout.PayoutState) -> str:
     except ProviderRejected as exc:
         refused = str(exc)
         await _record(deps, pid, lambda s: payout.decide_abandon(s, refused))
+        await _alert_abandoned(deps, state, refused)
         return "rejected"
     except ProviderError as exc:
         return await _after_transient(deps, state, exc)
@@ -99,7 +102,9 @@ async def _after_transient(deps: Deps, state: payout.PayoutState, exc: ProviderE
         except ProviderError:
             found = False  # type: ignore[assignment]
         if found is None:
-            await _record(deps, pid, lambda s: payout.decide_abandon(s, f"gave up after {state.attempts}: {exc}"))
+            why = f"gave up after {state.attempts} attempts: {exc}"
+            await _record(deps, pid, lambda s: payout.decide_abandon(s, why))
+            await _alert_abandoned(deps, state, why)
             return "abandoned"
         if found:
             await _record(deps, pid, lambda s: payout.decide_sent(s, found.id, "outbox"))
@@ -107,6 +112,13 @@ async def _after_transient(deps: Deps, state: payout.PayoutState, exc: ProviderE
     retry_at = deps.clock() + backoff(state.attempts)
     await _record(deps, pid, lambda s: payout.decide_send_failed(s, f"{type(exc).__name__}: {exc}", retry_at))
     return "retry"
+
+
+async def _alert_abandoned(deps: Deps, state: payout.PayoutState, why: str) -> None:
+    details = {"payoutId": state.payout_id, "payeeId": state.payee_id, "amount": state.amount,
+               "currency": state.currency, "error": why[:500]}
+    await run_command(deps.store, Meta(actor="runner:outbox"), lambda u: alerts.raise_alert(
+        u, "PAYOUT_SEND_ABANDONED", WARNING, state.payout_id, details, REMEDY["PAYOUT_SEND_ABANDONED"]))
 
 
 async def run(deps: Deps, batch: int = BATCH) -> Summary:

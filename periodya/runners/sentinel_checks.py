@@ -34,6 +34,9 @@ REMEDY = {
                         "(POST /api/admin/ops/payouts/{id}/quarantine) and reconcile with the provider by hand.",
     "SENTINEL_CHECK_FAILED": "A sentinel check could not run: see details.error and the logs; until it runs again, "
                              "its condition is unknown.",
+    "PAYOUT_SEND_ABANDONED": "The outbox gave up on this payout (the provider refused it, or after the attempt "
+                             "limit confirmed it holds none) and returned the funds to the payee: check the "
+                             "destination with the platform team, then resolve this alert.",
     "ALERTS_CAPPED": "More findings than one run raises: see details.count and query the condition directly.",
 }
 

@@ -70,3 +70,20 @@ async def test_stuck_sending_is_repaired_without_a_second_payout(pool: asyncpg.P
         stats = await p.sim_stats()
         assert (stats["payoutsCreated"], stats["idempotentReplays"]) == (1, 1)
         assert (await repair.run(p.deps)).processed == 0
+
+
+
+async def test_idempotency_key_collision_quarantines_never_refunds(pool: asyncpg.Pool, settings: Settings) -> None:
+    """The provider already holds a payout under our id with other parameters: a payout may exist for
+    this id, so the funds must stay reserved and a human must look (never fail-and-refund)."""
+    async with live_pipeline(pool, settings) as p:
+        await p.fund_payee("p1", 10_000)
+        await p.request("po-clash", "p1", 4_000)
+        await p.deps.provider.create_payout("po-clash", 999, "USD", "ba_someone_else")
+        summary = await outbox.run(p.deps)
+        assert summary.details == {"quarantined": 1}
+        row = await pool.fetchrow("SELECT status, funds_returned FROM payouts WHERE payout_id = 'po-clash'")
+        assert (row["status"], row["funds_returned"]) == ("QUARANTINED", False)
+        assert await pool.fetchval("SELECT balance FROM balances WHERE account = 'inflight:p1'") == 4_000
+        assert (await outbox.run(p.deps)).processed == 0
+        await assert_money_invariants(pool)
