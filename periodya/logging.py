@@ -30,6 +30,7 @@ def configure(level: str = "info", *, json: bool = True) -> None:
             structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),  # stdout is for command output (JSON)
         cache_logger_on_first_use=True,
     )
 

@@ -34,8 +34,8 @@ async def test_sigkill_after_provider_accept_then_repair(pool: asyncpg.Pool, set
         env = {**os.environ, "DATABASE_URL": database_url, "PERIODYA_PROVIDER_URL": p.sim_url,
                "PERIODYA_PROVIDER_API_KEY": API_KEY, "PERIODYA_WEBHOOK_SECRET": WEBHOOK_SECRET,
                "PERIODYA_LOG_LEVEL": "warning"}
-        runner = await _cli({**env, "PERIODYA_FAULT_PAUSE": "after_provider_accept", "PERIODYA_FAULT_FILE": str(marker)},
-                            "run", "outbox")
+        pause = {"PERIODYA_FAULT_PAUSE": "after_provider_accept", "PERIODYA_FAULT_FILE": str(marker)}
+        runner = await _cli({**env, **pause}, "run", "outbox")
         for _ in range(300):
             if marker.exists() or runner.returncode is not None:
                 break

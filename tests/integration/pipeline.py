@@ -110,9 +110,11 @@ async def live_pipeline(pool: asyncpg.Pool, settings: Settings, *, sim: dict[str
             await server.close()
 
 
-async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
+async def wait_for(predicate: Any, within: float = 10.0, interval: float = 0.05) -> None:
+    """Poll `predicate` until it is true; fail the test if it is not within `within` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            while not await predicate():  # noqa: ASYNC110 - polling the database, no event to await
+                await asyncio.sleep(interval)
+    except TimeoutError:
+        raise AssertionError(f"condition not met within {within} s") from None

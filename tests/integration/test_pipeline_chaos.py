@@ -68,7 +68,8 @@ async def test_two_thousand_payouts_through_faults(pool: asyncpg.Pool, settings:
         assert len(rows) == N
         paid = sum(1 for sp in sim_payouts if sp["status"] == "paid")
         assert await pool.fetchval("SELECT count(*) FROM payouts WHERE status = 'FINALIZED'") == paid
-        assert await pool.fetchval("SELECT coalesce(sum(balance), 0) FROM balances WHERE account LIKE 'inflight:%'") == 0
+        in_flight = "SELECT coalesce(sum(balance), 0) FROM balances WHERE account LIKE 'inflight:%'"
+        assert await pool.fetchval(in_flight) == 0
         assert await pool.fetchval("SELECT balance FROM balances WHERE account = 'cash:platform'") == -(
             N * 1_000 - paid * 1_000)
         await assert_money_invariants(pool)
