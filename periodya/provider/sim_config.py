@@ -29,6 +29,8 @@ class SimConfig(BaseModel):
     """Delay before answering every /v1 request."""
     error_rate: float = _rate()
     """Answer a /v1 request with a Stripe-style 500 before doing anything."""
+    reject_create_rate: float = _rate()
+    """Refuse a payout create with a Stripe-style 400 (no such destination) before creating anything."""
     drop_after_create_rate: float = _rate()
     """Create the payout, then close the connection with no response (replays answer normally)."""
     auto_settle: bool = False

@@ -103,6 +103,10 @@ def _form_params(form: Mapping[str, Any]) -> dict[str, str]:
 
 async def create_payout(request: web.Request) -> web.StreamResponse:
     sim = request.app[SIM]
+    if sim.state.roll(sim.state.config.reject_create_rate):
+        sim.state.stats["rejectsInjected"] += 1
+        raise SimRequestError(400, "invalid_request_error", "No such external account: the destination was closed.",
+                              "resource_missing", "destination")
     created = sim.state.create(_form_params(await request.post()), request.headers.get("Idempotency-Key"))
     if created.settle_as is not None:
         sim.background.spawn(sim.settle_later(created.body["id"], created.settle_as,

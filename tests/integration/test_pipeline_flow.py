@@ -87,3 +87,17 @@ async def test_idempotency_key_collision_quarantines_never_refunds(pool: asyncpg
         assert await pool.fetchval("SELECT balance FROM balances WHERE account = 'inflight:p1'") == 4_000
         assert (await outbox.run(p.deps)).processed == 0
         await assert_money_invariants(pool)
+
+
+async def test_rejected_payout_is_abandoned_with_an_alert(pool: asyncpg.Pool, settings: Settings) -> None:
+    async with live_pipeline(pool, settings, sim={"rejectCreateRate": 1.0}) as p:
+        await p.fund_payee("p1", 10_000)
+        await p.request("po-bad", "p1", 4_000)
+        assert (await outbox.run(p.deps)).details == {"rejected": 1}
+        row = await pool.fetchrow("SELECT status, funds_returned FROM payouts WHERE payout_id = 'po-bad'")
+        assert (row["status"], row["funds_returned"]) == ("FAILED", True)
+        assert await pool.fetchval("SELECT balance FROM balances WHERE account = 'payable:p1'") == 10_000
+        alert = await pool.fetchrow("SELECT * FROM alerts WHERE code = 'PAYOUT_SEND_ABANDONED'")
+        assert (alert["subject"], alert["severity"]) == ("po-bad", "warning")
+        assert (await p.sim_stats())["payoutsCreated"] == 0
+        await assert_money_invariants(pool)
