@@ -18,10 +18,10 @@ async def escrow_view(conn: asyncpg.Connection | asyncpg.Pool, escrow_id: str) -
     row = await conn.fetchrow("SELECT * FROM escrows WHERE escrow_id = $1", escrow_id)
     if row is None:
         raise NotFound(f"no escrow {escrow_id!r}")
-    released_fee = row["released"]
+    # `released` counts everything released out of the escrow, platform fees included.
     return {"escrowId": row["escrow_id"], "currency": row["currency"], "funded": row["funded"],
-            "released": released_fee, "refunded": row["refunded"],
-            "balance": row["funded"] - released_fee - row["refunded"],
+            "released": row["released"], "refunded": row["refunded"],
+            "balance": row["funded"] - row["released"] - row["refunded"],
             "createdAt": rfc3339(row["created_at"]), "updatedAt": rfc3339(row["updated_at"])}
 
 

@@ -39,8 +39,8 @@ def step(task: OutboxTask | None, ev: RecordedEvent) -> OutboxTask | None:
     if task is None:
         return None
     t = replace(task, updated_at=at)
-    if task.status == FAILED and ev.type not in ("PayoutCancelled",):
-        return t  # a failed task is never revived (quarantine, abandonment)
+    if task.status == FAILED:
+        return t  # a failed task is never revived (quarantined or abandoned)
     match ev.type:
         case "PayoutSendStarted":
             return replace(t, status=SENDING, attempts=d["attempt"], next_attempt_at=None)

@@ -37,6 +37,7 @@ MAX_ATTEMPTS = 8
 BASE_BACKOFF_S = 2.0
 MAX_BACKOFF_S = 600.0
 SEND_CONCURRENCY = 16
+_UNKNOWN = object()
 _rng = random.Random()
 
 
@@ -97,17 +98,19 @@ async def send_one(deps: Deps, state: payout.PayoutState) -> str:
 async def _after_transient(deps: Deps, state: payout.PayoutState, exc: ProviderError) -> str:
     pid = state.payout_id
     if state.attempts >= MAX_ATTEMPTS:
+        found: ProviderPayout | object | None
         try:
             found = await deps.provider.find_by_payout_id(pid)
         except ProviderError:
-            found = False  # type: ignore[assignment]
+            found = _UNKNOWN  # the provider cannot say: keep retrying, never abandon on a guess
         if found is None:
             why = f"gave up after {state.attempts} attempts: {exc}"
             await _record(deps, pid, lambda s: payout.decide_abandon(s, why))
             await _alert_abandoned(deps, state, why)
             return "abandoned"
-        if found:
-            await _record(deps, pid, lambda s: payout.decide_sent(s, found.id, "outbox"))
+        if isinstance(found, ProviderPayout):
+            accepted_id = found.id
+            await _record(deps, pid, lambda s: payout.decide_sent(s, accepted_id, "outbox"))
             return "sent"
     retry_at = deps.clock() + backoff(state.attempts)
     await _record(deps, pid, lambda s: payout.decide_send_failed(s, f"{type(exc).__name__}: {exc}", retry_at))
