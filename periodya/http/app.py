@@ -8,6 +8,7 @@ import asyncpg
 from aiohttp import web
 
 from periodya.admin import routes as admin_routes
+from periodya.audit import routes as audit_routes
 from periodya.config import Settings
 from periodya.eventstore import EventStore
 from periodya.http import auth, ops_routes, platform_routes, webhook_routes
@@ -50,4 +51,5 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     app.add_routes(admin_routes.routes)
     app.add_routes(webhook_routes.routes)
     app.add_routes(ops_routes.routes)
+    app.add_routes(audit_routes.routes)
     return app
