@@ -20,6 +20,7 @@ from periodya.eventstore.store import stream_lock
 from periodya.handlers import lifecycle
 from periodya.handlers.unit_of_work import UnitOfWork
 from periodya.projections.provider_events import stream as event_stream
+from periodya.runners import faults
 from periodya.runners.base import Deps, Summary, claim_and_run
 
 BATCH = 200
@@ -61,6 +62,7 @@ async def apply_event(uow: UnitOfWork, event_id: str) -> str:
             outcome = "applied" if decision.events else "no_change"
         except DomainError as exc:
             outcome = f"ignored: {exc}"[:300]
+    await faults.checkpoint("before_webhook_apply", event_id)
     mark = StreamAppend(event_stream(event_id), 1, [uow.new_event(ProviderEventApplied(outcome=outcome))])
     await uow.commit(payout.stream(pid) if pid else event_stream(event_id), state.version if state else 1,
                      decision, also=[mark])
