@@ -1,0 +1,193 @@
+"""Walk EVERY /api/admin/** route of the real app's router against one real `periodya serve` process and
+check the Authentication rules of API.md for each, with every kind of credential:
+
+* no token, a garbage token, a non-Bearer scheme, the service token, an expired session, a revoked
+  (logged-out) session -> 401 UNAUTHENTICATED;
+* a live session of a user without platform_admin -> 403 FORBIDDEN;
+* the cron secret -> accepted (neither 401 nor 403) on POST /api/admin/ops/run/*, 401 everywhere else;
+* a live platform_admin session -> accepted (the control: the route is reachable at all).
+Every 401/403 is application/problem+json with the right `code` (HEAD: status and content type only).
+
+The route list comes from create_app(...).router.routes(), so a route added later is walked too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from yarl import URL
+
+from periodya.config import Settings
+from periodya.http.app import create_app
+from periodya.runners import JOBS
+from tests.conftest import CRON_SECRET, SERVICE_TOKEN, TEMPLATE, with_database
+from tests.e2e.procs import PROBLEM, base_env, create_user, start_server
+
+RUN_PREFIX = "/api/admin/ops/run/"
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def admin_routes() -> list[tuple[str, str]]:
+    """(method, concrete path) for every /api/admin/** route; {job} is expanded to every job."""
+    app = create_app(Settings.from_env({}), None)  # type: ignore[arg-type]  # routes only: no pool needed
+    found: list[tuple[str, str]] = []
+    for route in app.router.routes():
+        canonical = route.resource.canonical if route.resource is not None else ""
+        if not canonical.startswith("/api/admin/"):
+            continue
+        if "{job}" in canonical:
+            found += [(route.method, canonical.replace("{job}", job)) for job in JOBS]
+        else:
+            found.append((route.method, PLACEHOLDER.sub(lambda m: f"walk-{m.group(1)}", canonical)))
+    return sorted(set(found))
+
+
+ROUTES = admin_routes()
+CASES = ("none", "garbage", "basic-scheme", "service-token", "expired", "revoked", "no-role", "cron", "admin")
+
+
+@dataclass(frozen=True)
+class Walk:
+    api: str
+    tokens: dict[str, str | None]
+    http: aiohttp.ClientSession
+
+    def header(self, case: str) -> dict[str, str]:
+        if case == "none":
+            return {}
+        if case == "basic-scheme":
+            return {"Authorization": f"Basic {self.tokens['admin']}"}
+        return {"Authorization": f"Bearer {self.tokens[case]}"}
+
+    async def request(self, method: str, path: str, case: str) -> tuple[int, str, Any]:
+        async with self.http.request(method, URL(self.api + path, encoded=True), headers=self.header(case),
+                                     json={} if method == "POST" else None) as r:
+            text = await r.text()
+            body = r.content_type.endswith("json") and text and await r.json(content_type=None)
+            return r.status, r.content_type, body or text
+
+
+@pytest.fixture(scope="module")
+async def walk_database(server_url: str, template_url: str) -> AsyncIterator[str]:
+    name = "walk_" + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        yield with_database(server_url, name)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="module")
+async def walk(walk_database: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Walk]:
+    """One server (no provider configured: the run endpoints still run, on an empty database), an admin,
+    a user without the role, and one session in each state."""
+    log_dir = tmp_path_factory.mktemp("walk")
+    env = base_env(walk_database)
+    server, api = await start_server(env, log_dir)
+    try:
+        password = "walk password 0123456789"
+        await create_user(env, log_dir, "walk-admin@example.com", password)
+        await create_user(env, log_dir, "walk-support@example.com", password, roles=("support",))
+        async with aiohttp.ClientSession() as http:
+            async def login(email: str) -> str:
+                async with http.post(f"{api}/api/auth/login", json={"email": email, "password": password}) as r:
+                    assert r.status == 200, await r.text()
+                    return (await r.json())["token"]  # type: ignore[no-any-return]
+
+            tokens: dict[str, str | None] = {
+                "admin": await login("walk-admin@example.com"), "no-role": await login("walk-support@example.com"),
+                "expired": await login("walk-admin@example.com"), "revoked": await login("walk-admin@example.com"),
+                "garbage": "garbage-" + uuid.uuid4().hex, "service-token": SERVICE_TOKEN, "cron": CRON_SECRET}
+            async with http.post(f"{api}/api/auth/logout",
+                                 headers={"Authorization": f"Bearer {tokens['revoked']}"}) as r:
+                assert r.status == 204, await r.text()
+            conn = await asyncpg.connect(walk_database)
+            try:
+                expired = await conn.execute(
+                    "UPDATE periodya.admin_sessions SET expires_at = now() - interval '1 second' "
+                    "WHERE token_hash = $1", hashlib.sha256(str(tokens["expired"]).encode()).digest())
+                assert expired == "UPDATE 1"
+            finally:
+                await conn.close()
+            yield Walk(api, tokens, http)
+    finally:
+        await server.stop()
+
+
+def expected(method: str, path: str, case: str) -> tuple[int, str] | str:
+    """(status, code) for a refusal, or "accepted" (anything but 401/403)."""
+    if case == "admin" or (case == "cron" and method == "POST" and path.startswith(RUN_PREFIX)):
+        return "accepted"
+    if case == "no-role":
+        return 403, "FORBIDDEN"
+    return 401, "UNAUTHENTICATED"
+
+
+def test_the_walk_covers_the_ops_api() -> None:
+    """Not vacuous: every admin route API.md names is in the router's list."""
+    paths = {(m, p) for m, p in ROUTES}
+    for job in ("outbox", "webhooks", "reconcile-pull", "repair", "sentinel"):
+        assert ("POST", f"{RUN_PREFIX}{job}") in paths
+    for method, path in [("GET", "/api/admin/ops/health"), ("GET", "/api/admin/ops/alerts"),
+                         ("POST", "/api/admin/ops/alerts/walk-alert_id/ack"),
+                         ("POST", "/api/admin/ops/alerts/walk-alert_id/resolve")] + [
+            ("POST", f"/api/admin/ops/payouts/walk-id/{cmd}")
+            for cmd in ("rerun-outbox", "force-reconcile", "force-finalize", "quarantine", "cancel")]:
+        assert (method, path) in paths, (method, path)
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])
+async def test_admin_route_auth(walk: Walk, method: str, path: str) -> None:
+    seen: dict[str, Any] = {}
+    wanted: dict[str, Any] = {}
+    for case in CASES:
+        status, content_type, body = await walk.request(method, path, case)
+        want = expected(method, path, case)
+        wanted[case] = want
+        if want == "accepted":
+            seen[case] = "accepted" if status not in (401, 403) else (status, body)
+            continue
+        seen[case] = (status, body.get("code") if isinstance(body, dict) else None)
+        if method == "HEAD":  # no body on HEAD: the status and the content type must still be right
+            seen[case] = (status, want[1]) if content_type == PROBLEM else (status, content_type)
+            continue
+        assert content_type == PROBLEM, (case, status, content_type, body)
+        assert body["status"] == status and body["type"] and body["title"] and body["detail"], (case, body)
+    assert seen == wanted
+
+
+@pytest.mark.parametrize("path", [
+    "/api/admin/ops/run/../alerts/walk-alert/resolve",
+    "/api/admin/ops/run/%2e%2e/alerts/walk-alert/resolve",
+    "/api/admin/ops/run/..%2falerts/walk-alert/resolve",
+    "/api/admin/ops/run/outbox/../../health",
+])
+async def test_cron_secret_cannot_reach_other_routes_through_the_run_prefix(walk: Walk, path: str) -> None:
+    """Auth checks the path prefix; the router must not resolve a run/ path to another admin route."""
+    status, _, body = await walk.request("POST", path, "cron")
+    assert status in (401, 404, 405), (status, body)
+    status, _, body = await walk.request("GET", path, "cron")
+    assert status in (401, 404, 405), (status, body)
+
+
+async def test_cron_secret_only_on_post(walk: Walk) -> None:
+    for job in JOBS:
+        for method in ("GET", "PUT", "DELETE"):
+            status, content_type, body = await walk.request(method, f"{RUN_PREFIX}{job}", "cron")
+            assert (status, content_type, body["code"]) == (401, PROBLEM, "UNAUTHENTICATED"), (method, job, body)
+
+
+async def test_double_slash_is_not_an_unauthenticated_way_in(walk: Walk) -> None:
+    for path in ("//api/admin/ops/health", "/api//admin/ops/health", "/API/admin/ops/health"):
+        status, _, body = await walk.request("GET", path, "none")
+        assert status in (401, 404), (path, status, body)
