@@ -148,9 +148,11 @@ class Result:
         return self.client_cpu / self.ops * 1e6 if self.ops else math.nan
 
 
-def median_result(results: Sequence[Result]) -> Result:
-    """The round with the median rate (of several rounds of one figure)."""
-    return sorted(results, key=lambda r: r.per_second)[(len(results) - 1) // 2]
+def combine(results: Sequence[Result]) -> Result:
+    """One figure from several slices of it: operations, time, latencies and CPU pooled."""
+    latencies = sorted(x for r in results for x in r.latencies)
+    return Result(sum(r.ops for r in results), sum(r.elapsed for r in results), latencies,
+                  sum(r.client_cpu for r in results))
 
 
 class _Plan:
@@ -257,7 +259,9 @@ def add_common_options(parser: argparse.ArgumentParser, *, seconds: float = 3.0,
 
 def machine_load() -> str:
     """The 1-minute load average against the core count: other work on the box skews every figure."""
-    return f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    busy = " (busy: other work is competing for the CPUs, figures will be low and noisy)" if load > cores / 2 else ""
+    return f"load average {load:.2f} on {cores} cores{busy}"
 
 
 def rate(x: float) -> str:

@@ -7,6 +7,7 @@ Its tables go in their own schema of the scratch database, created here.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
@@ -69,8 +70,9 @@ def open_application(url: str, pool_size: int) -> Any:
     return app
 
 
-def save_one_event_aggregate(app: Any, payload: dict[str, Any]) -> SyncOp:
-    """Create a new one-event aggregate and `app.save` it: one stored event, one transaction."""
+@functools.cache
+def payout_aggregate() -> Any:
+    """The tiny aggregate class, defined once: the library registers each class under its topic."""
     from eventsourcing.domain import Aggregate
 
     class Payout(Aggregate):
@@ -80,9 +82,15 @@ def save_one_event_aggregate(app: Any, payload: dict[str, Any]) -> SyncOp:
             self.currency = currency
             self.reference = reference
 
+    return Payout
+
+
+def save_one_event_aggregate(app: Any, payload: dict[str, Any]) -> SyncOp:
+    """Create a new one-event aggregate and `app.save` it: one stored event, one transaction."""
+    payout = payout_aggregate()
     serial = itertools.count()
 
     def op(worker: int) -> None:
-        app.save(Payout(payload["payee"], payload["amount"], payload["currency"], f"w{worker}-{next(serial)}"))
+        app.save(payout(payload["payee"], payload["amount"], payload["currency"], f"w{worker}-{next(serial)}"))
 
     return op

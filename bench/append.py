@@ -111,35 +111,45 @@ def asyncpg_series(pool: asyncpg.Pool, n: int, tag: str, breakdown: bool) -> dic
     return ops
 
 
-async def measure_asyncpg_side(url: str, args: argparse.Namespace) -> tuple[Series, str]:
+Slices = dict[str, dict[int, list[c.Result]]]
+
+
+async def measure_asyncpg_slice(url: str, args: argparse.Namespace, r: int, slices: Slices) -> str:
     size = max(args.concurrency) + POOL_HEADROOM
-    rounds: dict[str, dict[int, list[c.Result]]] = defaultdict(lambda: defaultdict(list))
     pool = await db.connect_pool(url, min_size=size, max_size=size)
     try:
-        await pool.execute(FLOOR_DDL)
-        # Interleaved per concurrency, so slow drift (table growth, other load) hits every series alike.
-        for r in range(args.rounds):
-            for n in args.concurrency:
-                for name, op in asyncpg_series(pool, n, f"r{r}c{n}", args.breakdown).items():
-                    await c.settle(pool)
-                    rounds[name][n].append(await c.drive_async(op, n, seconds=args.seconds, warmup=args.warmup))
-        version = await c.server_version(pool)
+        await c.settle(pool)
+        for n in args.concurrency:
+            for name, op in asyncpg_series(pool, n, f"r{r}c{n}", args.breakdown).items():
+                slices[name][n].append(await c.drive_async(op, n, seconds=args.seconds / args.slices,
+                                                           warmup=args.warmup))
+        return await c.server_version(pool)
     finally:
         await pool.close()
-    return {name: {n: c.median_result(rs) for n, rs in by_n.items()} for name, by_n in rounds.items()}, version
 
 
-def measure_peer(url: str, args: argparse.Namespace) -> dict[int, c.Result]:
+def measure_peer_slice(url: str, args: argparse.Namespace, slices: Slices) -> None:
     app = peer.open_application(url, max(args.concurrency) + POOL_HEADROOM)
     try:
         op = peer.save_one_event_aggregate(app, PAYLOAD)
-        rounds: dict[int, list[c.Result]] = defaultdict(list)
-        for _ in range(args.rounds):
-            for n in args.concurrency:
-                rounds[n].append(c.drive_threads(op, n, seconds=args.seconds, warmup=args.warmup))
-        return {n: c.median_result(rs) for n, rs in rounds.items()}
+        for n in args.concurrency:
+            slices["peer"][n].append(c.drive_threads(op, n, seconds=args.seconds / args.slices, warmup=args.warmup))
     finally:
         app.close()
+
+
+async def measure(url: str, args: argparse.Namespace) -> tuple[Series, str]:
+    """Every figure is `slices` interleaved slices, pooled: slow drift (other load on the machine, table
+    growth) then falls on the floor, the event store and the peer alike, so their ratios stay fair.
+    Only one pool is open at a time (the asyncpg one, then the peer's), so the run needs at most
+    max concurrency + 4 connections."""
+    slices: Slices = defaultdict(lambda: defaultdict(list))
+    version = ""
+    for r in range(args.slices):
+        version = await measure_asyncpg_slice(url, args, r, slices)
+        if peer.missing() is None:
+            await asyncio.to_thread(measure_peer_slice, url, args, slices)
+    return {name: {n: c.combine(rs) for n, rs in by_n.items()} for name, by_n in slices.items()}, version
 
 
 async def run(args: argparse.Namespace) -> Series:
@@ -147,18 +157,17 @@ async def run(args: argparse.Namespace) -> Series:
     async with c.scratch_database(server, "append") as url:
         conn = await asyncpg.connect(url)
         try:
+            await conn.execute(FLOOR_DDL)
             await conn.execute(f"CREATE SCHEMA {peer.PEER_SCHEMA}")
         finally:
             await conn.close()
         print(f"server: {c.describe_server(server)}; scratch database {c.database_name(url)}")
         print(f"before: {c.machine_load()}")
-        series, version = await measure_asyncpg_side(url, args)
-        if peer.missing() is None:
-            series["peer"] = await asyncio.to_thread(measure_peer, url, args)
+        series, version = await measure(url, args)
         print(f"after:  {c.machine_load()}")
-        print(f"PostgreSQL {version}; {args.seconds:g} s per figure after {args.warmup:g} s warm-up"
-              + (f", median of {args.rounds} rounds" if args.rounds > 1 else "")
-              + f"; every pool sized {max(args.concurrency) + POOL_HEADROOM} (max concurrency + {POOL_HEADROOM})")
+        print(f"PostgreSQL {version}; {args.seconds:g} s per figure in {args.slices} interleaved slices, each after "
+              f"{args.warmup:g} s warm-up; every pool sized {max(args.concurrency) + POOL_HEADROOM} "
+              f"(max concurrency + {POOL_HEADROOM})")
     return series
 
 
@@ -232,8 +241,9 @@ def targets(series: Series, concurrency: Sequence[int]) -> list[list[str]]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench append", description=(__doc__ or "").splitlines()[0])
     c.add_common_options(parser)
-    parser.add_argument("--warmup", type=float, default=0.5, help="unrecorded seconds before each figure (default 0.5)")
-    parser.add_argument("--rounds", type=int, default=1, help="measure every figure N times, report the median")
+    parser.add_argument("--slices", type=int, default=3,
+                        help="split each figure's seconds into N interleaved slices (default 3)")
+    parser.add_argument("--warmup", type=float, default=0.3, help="unrecorded seconds before each slice (default 0.3)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time append_events() called directly and a plain INSERT into periodya.events")
     args = parser.parse_args(argv)
