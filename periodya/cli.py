@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     from periodya import ops_cli  # here, not at the top: it imports this module
 
     ops_cli.add_parser(sub)
+    from periodya.audit import cli as audit_cli  # replay, balances, history, export, digest; extends `verify`
+
+    audit_cli.add_parser(sub)
     for extend in _EXTENSIONS:
         extend(sub)
     return parser

@@ -42,6 +42,7 @@ class Rebuilt:
     snapshot: str  # pg_snapshot text of the rebuild's REPEATABLE READ transaction
     counts: dict[str, tuple[int | None, int]] = field(default_factory=dict)  # table -> (live rows, rebuilt rows)
     diffs: list[TableDiff] = field(default_factory=list)
+    columns: dict[str, list[str]] = field(default_factory=dict)  # table -> its columns, in table order
 
     @property
     def clean(self) -> bool:
@@ -74,7 +75,14 @@ async def rebuild(conn: asyncpg.Connection, names: Sequence[str] | None, *, posi
         out.counts[table] = (live, await count_rows(conn, out.scratch, table))
         if diff:
             out.diffs.append(await diff_table(conn, out.scratch, table, limit))
+            out.columns[table] = await columns_of(conn, table)
     return out
+
+
+async def columns_of(conn: asyncpg.Connection, table: str) -> list[str]:
+    rows = await conn.fetch("SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 "
+                            "AND NOT attisdropped ORDER BY attnum", f"periodya.{table}")
+    return [r["attname"] for r in rows]
 
 
 async def open_repeatable_read(conn: asyncpg.Connection) -> Any:

@@ -11,6 +11,7 @@ With --swap: after the rebuild passes the money invariants, swap it in for the l
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -19,6 +20,8 @@ import orjson
 from periodya.audit import rebuild as rb
 from periodya.audit.points import AuditError, parse_point, resolve
 from periodya.audit.swap import swap_in
+from periodya.cli import command, open_pool
+from periodya.config import Settings
 from periodya.projections import PROJECTIONS
 from periodya.projections.replay import TableDiff
 
@@ -48,8 +51,10 @@ def _short(row: dict[str, Any], width: int = 240) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def render_diff(d: TableDiff, counts: tuple[int | None, int], limit: int) -> list[str]:
-    """A bounded, readable diff of one table: at most `limit` rows, then "... and K more"."""
+def render_diff(d: TableDiff, counts: tuple[int | None, int], limit: int, columns: Sequence[str] = ()) -> list[str]:
+    """A bounded, readable diff of one table: at most `limit` rows, then "... and K more". Differing
+    columns are listed in `columns` order (the table's), others after them."""
+    order = {c: i for i, c in enumerate(columns)}
     live, replayed = counts
     if d.clean:
         return [f"{d.table}: identical ({replayed} rows)"]
@@ -60,7 +65,7 @@ def render_diff(d: TableDiff, counts: tuple[int | None, int], limit: int) -> lis
             break
         lines.append(f"  row {_key(key)}: {len(live_cols)} column(s) differ")
         lines += [f"    {col}: live {_value(live_cols[col])} | replayed {_value(replayed_cols[col])}"
-                  for col in live_cols]
+                  for col in sorted(live_cols, key=lambda c: order.get(c, len(order)))]
         shown += 1
     for label, rows in (("only in live (the log does not produce it)", d.only_live),
                         ("missing from live (the log produces it)", d.only_replayed)):
@@ -72,6 +77,15 @@ def render_diff(d: TableDiff, counts: tuple[int | None, int], limit: int) -> lis
     if d.total > shown:
         lines.append(f"  ... and {d.total - shown} more")
     return lines
+
+
+@command("replay")
+async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    pool = await open_pool(settings, min_size=1, max_size=2)
+    try:
+        return await run_replay(pool, args.projection, args.until, args.swap, args.limit, sys.stdout)
+    finally:
+        await pool.close()
 
 
 async def run_replay(pool: Any, names: Sequence[str] | None, until: str | None, swap: bool, limit: int,
@@ -92,7 +106,7 @@ async def run_replay(pool: Any, names: Sequence[str] | None, until: str | None, 
     print(f"replayed {result.events} events into scratch schema {result.scratch} and diffed against live "
           "in one snapshot", file=out)
     for d in result.diffs:
-        for line in render_diff(d, result.counts[d.table], limit):
+        for line in render_diff(d, result.counts[d.table], limit, result.columns.get(d.table, ())):
             print(line, file=out)
     if not swap:
         print("identical" if result.clean else "DIFFERENCES FOUND", file=out)
