@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import CRON_SECRET, SERVICE_TOKEN
+from tests.conftest import CRON_SECRET, SERVICE_TOKEN, with_database
 
 API_KEY = "sk_test_e2e_procs"
 WEBHOOK_SECRET = "whsec_e2e_procs"
@@ -344,6 +344,24 @@ class System:
         status, body = await self.call("POST", "/api/auth/login", None, json={"email": email, "password": password})
         assert status == 200, body
         return body["token"]  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def fresh_database(server_url: str, template: str, prefix: str = "e2e") -> AsyncIterator[str]:
+    """A database cloned from the test session's migrated template (for module-scoped fixtures; the
+    per-test `database_url` fixture does the same per test); dropped on the way out."""
+    import asyncpg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+        try:
+            yield with_database(server_url, name)
+        finally:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
 
 
 async def reset_sim(http: aiohttp.ClientSession, sim_url: str, webhook_url: str | None,

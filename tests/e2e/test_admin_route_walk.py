@@ -28,8 +28,8 @@ from yarl import URL
 from periodya.config import Settings
 from periodya.http.app import create_app
 from periodya.runners import JOBS
-from tests.conftest import CRON_SECRET, SERVICE_TOKEN, TEMPLATE, with_database
-from tests.e2e.procs import PROBLEM, base_env, create_user, start_server
+from tests.conftest import CRON_SECRET, SERVICE_TOKEN, TEMPLATE
+from tests.e2e.procs import PROBLEM, base_env, create_user, fresh_database, start_server
 
 RUN_PREFIX = "/api/admin/ops/run/"
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -77,14 +77,8 @@ class Walk:
 
 @pytest.fixture(scope="module")
 async def walk_database(server_url: str, template_url: str) -> AsyncIterator[str]:
-    name = "walk_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-        yield with_database(server_url, name)
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    async with fresh_database(server_url, TEMPLATE, "walk") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
