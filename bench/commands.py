@@ -773,7 +773,8 @@ def findings(figures: Figures, args: argparse.Namespace) -> None:
     lines = []
     spread, cpu = figures.spread, figures.spread.cpu
     cores = os.cpu_count() or 1
-    if cpu["machine"] >= 0.85 * cores:
+    saturated = cpu["machine"] >= 0.8 * cores
+    if saturated:
         lines.append(f"the machine was saturated: {cpu['machine']:.2f} of {cores} cores busy (client "
                      f"{cpu['client']:.2f}, server {cpu['server']:.2f}, PostgreSQL {cpu['postgres']:.2f}); the "
                      f"figure is CPU-bound: more cores or less work per request move it")
@@ -804,11 +805,16 @@ def findings(figures: Figures, args: argparse.Namespace) -> None:
             handler = sum(q["handler_s"] for q in reqs) / n * 1000
             wait = sum(q["wait_s"] for q in reqs) / n * 1000
             trips = sum(q["sql_n"] for q in reqs) / n
+            pool_size = args.pool_size or 10
+            held = handler - wait  # from the first statement to the connection's return, roughly
             if wait > 0.25 * handler:
-                lines.append(f"requests wait {wait:.1f} of {handler:.1f} ms for a pool connection: the pool "
-                             f"({args.pool_size or 10} connections) is smaller than the concurrency "
-                             f"({args.concurrency}) and each is held for the whole transaction; that is queueing, "
-                             f"not work: while the CPUs are saturated a bigger pool moves the queue into PostgreSQL")
+                ceiling = pool_size / held * 1000 if held > 0 else 0.0
+                why = ("that is queueing, not work: with the CPUs saturated, a bigger pool only moves the queue into "
+                       "PostgreSQL (check with --pool-size)" if saturated else
+                       f"with CPU to spare the pool is the limit ({pool_size} / {held:.1f} ms = {ceiling:,.0f}/s): "
+                       f"try --pool-size {args.concurrency}")
+                lines.append(f"requests wait {wait:.1f} of {handler:.1f} ms for a pool connection: {pool_size} "
+                             f"connections for {args.concurrency} requests in flight, each held {held:.1f} ms; {why}")
             lines.append(f"{trips:.1f} SQL statements per payout, each a round trip inside the transaction (plus the "
                          f"pool's reset on release): the server's and PostgreSQL's CPU per payout scale with round "
                          f"trips, and every one lengthens the time a connection and the payee's lock are held")
