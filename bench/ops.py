@@ -416,9 +416,9 @@ async def measure_health(base: str, token: str, requests: int, warmup: int) -> t
 @dataclass
 class SentinelRun:
     mode: str
+    label: str
     seconds: float
     summary: dict[str, Any]
-    scope_streams: int = 0
 
 
 @dataclass
@@ -437,12 +437,12 @@ def deps_for(pool: asyncpg.Pool, url: str) -> Any:
     return Deps(EventStore(pool), NoProvider(), Settings.from_env({"DATABASE_URL": url}))  # type: ignore[arg-type]
 
 
-async def run_sentinel(deps: Any, mode: str) -> SentinelRun:
+async def run_sentinel(deps: Any, mode: str, label: str) -> SentinelRun:
     from periodya.runners import sentinel
 
     started = time.perf_counter()
     summary = await sentinel.run(deps, mode=mode)
-    return SentinelRun(mode, time.perf_counter() - started, summary.as_json())
+    return SentinelRun(mode, label, time.perf_counter() - started, summary.as_json())
 
 
 async def check_times(deps: Any, full: bool) -> list[tuple[str, float, int, int]]:
@@ -467,26 +467,41 @@ async def explain(pool: asyncpg.Pool, sql: str, *args: Any) -> list[str]:
     return [r[0] for r in rows]
 
 
-async def hash_chain_split(pool: asyncpg.Pool) -> tuple[float, float, int]:
-    """The full hash-chain check's two halves: reading every event in (stream, version) order through a
-    cursor, and the same plus recomputing each hash in Python."""
-    from periodya.eventstore.hashing import GENESIS, chain_hash
+async def hash_chain_split(pool: asyncpg.Pool) -> list[tuple[str, float]]:
+    """Where the full hash-chain check's time goes, and two what-ifs that check the same things."""
+    from periodya.eventstore.hashing import chain_hash
 
-    sql = ("SELECT seq, stream_id, stream_version, event_type, data, metadata, recorded_at, prev_hash, hash "
-           "FROM events ORDER BY stream_id, stream_version")
-    timings = []
-    n = 0
-    for compute in (False, True):
+    cols = "seq, stream_id, stream_version, event_type, data, metadata, recorded_at, prev_hash, hash"
+    out = []
+
+    async def scan(label: str, order: str, compute: bool) -> None:
         started = time.perf_counter()
-        n = 0
+        bad = 0
         async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            async for row in conn.cursor(sql, prefetch=2000):
-                n += 1
+            async for row in conn.cursor(f"SELECT {cols} FROM events ORDER BY {order}", prefetch=2000):
                 if compute:
-                    chain_hash(GENESIS, row["stream_id"], row["stream_version"], row["event_type"],
-                               row["recorded_at"], row["data"], row["metadata"])
-        timings.append(time.perf_counter() - started)
-    return timings[0], timings[1], n
+                    bad += chain_hash(bytes(row["prev_hash"]), row["stream_id"], row["stream_version"],
+                                      row["event_type"], row["recorded_at"], row["data"], row["metadata"]
+                                      ) != bytes(row["hash"])
+        out.append((label + (f" ({bad} mismatches)" if compute else ""), time.perf_counter() - started))
+
+    await scan("read every event in (stream_id, stream_version) order (as verify_chains does)",
+               "stream_id, stream_version", False)
+    await scan("  + recompute each hash in Python (= the check)", "stream_id, stream_version", True)
+    await scan("what-if: read in seq (physical) order", "seq", False)
+    await scan("what-if:   + recompute each row's hash from its own prev_hash", "seq", True)
+    links = """SELECT count(*) FROM (SELECT stream_version, prev_hash, lag(hash) OVER w AS prev,
+                  lag(stream_version) OVER w AS prev_version FROM events WINDOW w AS (PARTITION BY stream_id
+                  ORDER BY stream_version)) x
+                WHERE prev_hash <> coalesce(prev, decode(repeat('00', 32), 'hex'))
+                   OR stream_version <> coalesce(prev_version, 0) + 1"""
+    started = time.perf_counter()
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL statement_timeout = 0")
+        broken = await conn.fetchval(links)
+    out.append((f"what-if:   + links and version gaps in SQL (window over the index; {broken} broken)",
+                time.perf_counter() - started))
+    return out
 
 
 # --- the run ---------------------------------------------------------------------------------------
@@ -522,18 +537,20 @@ async def run(args: argparse.Namespace) -> Figures:
 
         deps = deps_for(pool, url)
         await c.settle(pool)
-        for mode in ("full", "recent"):
-            figures.sentinel.append(await run_sentinel(deps, mode))
-            print(f"sentinel {mode}: {figures.sentinel[-1].seconds:.2f} s")
+        had_checkpoint = bool(await pool.fetchval("SELECT 1 FROM checkpoints WHERE name = 'sentinel'"))
+        for label, mode in ((f"full ({'after earlier runs' if had_checkpoint else 'first run: no checkpoint'})",
+                             "full"), ("full (steady state: right after a run)", "full"),
+                            ("recent (nothing new)", "recent")):
+            figures.sentinel.append(await run_sentinel(deps, mode, label))
+            print(f"sentinel {label}: {figures.sentinel[-1].seconds:.2f} s")
         prefix = f"r{uuid.uuid4().hex[:6]}-"
         extra = Plan(int(Plan(0, args.recent_payouts).payout_events) + 40, args.recent_payouts, seed=7)
         added, _ = await load(pool, extra, args.batch, 1, prefix=prefix, progress=False)
-        figures.sentinel.append(await run_sentinel(deps, "recent"))
-        figures.sentinel[-1].scope_streams = added
-        print(f"sentinel recent after {added:,} new events: {figures.sentinel[-1].seconds:.2f} s")
+        figures.sentinel.append(await run_sentinel(deps, "recent", f"recent ({added:,} new events)"))
+        print(f"sentinel {figures.sentinel[-1].label}: {figures.sentinel[-1].seconds:.2f} s")
 
         health_miss = figures.health.p99_ms >= TARGET_HEALTH_P99_MS
-        full_miss = figures.sentinel[0].seconds >= TARGET_SENTINEL_FULL_S
+        full_miss = any(r.seconds >= TARGET_SENTINEL_FULL_S for r in figures.sentinel if r.mode == "full")
         report(figures, args, meta)
         if args.profile or health_miss:
             await profile_health(pool, deps)
@@ -556,29 +573,44 @@ def verdict(ok: bool) -> str:
 
 def report(f: Figures, args: argparse.Namespace, meta: dict[str, Any]) -> None:
     assert f.health is not None
-    full, recent, recent_traffic = f.sentinel
     c.print_table(["figure", "value"], [
         ["health p50", f"{c.ms(f.health.p50_ms)} ms"],
         ["health p99", f"{c.ms(f.health.p99_ms)} ms"],
         ["health max", f"{c.ms(f.health.latencies[-1] * 1000)} ms"],
         ["health status / open alerts", f"{f.health_body.get('status')} / {f.health_body.get('alertsOpen')}"],
-        ["sentinel full", f"{full.seconds:.2f} s"],
-        ["sentinel recent (nothing new)", f"{recent.seconds:.3f} s"],
-        [f"sentinel recent ({recent_traffic.scope_streams:,} new events)", f"{recent_traffic.seconds:.3f} s"],
-    ], title=f"ops figures on {f.counts['events']:,} events / {f.counts['payouts']:,} payouts")
+        *[[f"sentinel {r.label}", f"{r.seconds:.3f} s"] for r in f.sentinel],
+    ], title=f"ops figures on {f.counts['events']:,} events / {f.counts['payouts']:,} payouts; {c.machine_load()}")
     c.print_table(["target", "figure", "result"], [
         [f"health p99 < {TARGET_HEALTH_P99_MS:g} ms", f"{c.ms(f.health.p99_ms)} ms",
          verdict(f.health.p99_ms < TARGET_HEALTH_P99_MS)],
-        [f"sentinel full < {TARGET_SENTINEL_FULL_S:g} s", f"{full.seconds:.2f} s",
-         verdict(full.seconds < TARGET_SENTINEL_FULL_S)],
+        *[[f"sentinel {r.label} < {TARGET_SENTINEL_FULL_S:g} s", f"{r.seconds:.2f} s",
+           verdict(r.seconds < TARGET_SENTINEL_FULL_S)] for r in f.sentinel if r.mode == "full"],
     ], title="targets")
-    print(f"\nsentinel full outcomes: {full.summary['outcomes']}")
+    print(f"\nsentinel full outcomes: {f.sentinel[0].summary['outcomes']}")
+
+
+JOBS_LATERAL = """
+SELECT r.job, r.mode, r.trigger, r.started_at, r.finished_at, r.ok, r.summary, r.error
+  FROM unnest($1::text[], $2::text[]) AS k(job, mode)
+ CROSS JOIN LATERAL (SELECT * FROM job_runs j WHERE j.job = k.job AND j.mode IS NOT DISTINCT FROM k.mode
+                      ORDER BY j.started_at DESC LIMIT 1) r"""
+
+
+async def timed(pool: asyncpg.Pool, sql: str, *params: Any, n: int = 20) -> float:
+    """Median milliseconds of `sql` over n runs."""
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        await pool.fetch(sql, *params)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2] * 1000
 
 
 async def profile_health(pool: asyncpg.Pool, deps: Any) -> None:
     from periodya.handlers.health import _COUNTS, health
+    from periodya.runners import JOBS
 
-    print("\nhealth, server side (in-process, same SQL):")
+    print("\nhealth, server side (in-process, the same handler and SQL):")
     times = []
     for _ in range(50):
         started = time.perf_counter()
@@ -586,31 +618,55 @@ async def profile_health(pool: asyncpg.Pool, deps: Any) -> None:
         times.append(time.perf_counter() - started)
     times.sort()
     print(f"  handler p50 {times[len(times) // 2] * 1000:.2f} ms, max {times[-1] * 1000:.2f} ms")
-    args = (deps.minutes_ago(deps.settings.sending_stuck_minutes), deps.minutes_ago(deps.settings.sent_stuck_minutes))
-    for label, sql, params in [
-        ("counts", _COUNTS, args),
-        ("jobs", "SELECT DISTINCT ON (job, mode) job, mode, trigger, started_at, finished_at, ok, summary, error "
-                 "FROM job_runs ORDER BY job, mode, started_at DESC", ()),
-    ]:
-        plan = await explain(pool, sql, *params)
-        print(f"  EXPLAIN ANALYZE {label}: " + next((ln for ln in plan if "Execution Time" in ln), "?").strip())
-        for line in plan[:12]:
-            print("    " + line)
+    counts_args = (deps.minutes_ago(deps.settings.sending_stuck_minutes),
+                   deps.minutes_ago(deps.settings.sent_stuck_minutes))
+    jobs_sql = ("SELECT DISTINCT ON (job, mode) job, mode, trigger, started_at, finished_at, ok, summary, error "
+                "FROM job_runs ORDER BY job, mode, started_at DESC")
+    missing_sql = ("SELECT a.alert_id, a.subject, a.raised_at, a.details->>'providerPayoutId' AS provider_payout_id "
+                   "FROM alerts a WHERE a.code = 'FINALIZE_MISSING' AND a.status <> 'RESOLVED' ORDER BY a.raised_at")
+    keys = [(j, None) for j in JOBS if j != "sentinel"] + [("sentinel", "recent"), ("sentinel", "full")]
+    lateral_args = ([k[0] for k in keys], [k[1] for k in keys])
+    c.print_table(["health query", "median ms"], [
+        ["counts (_COUNTS)", f"{await timed(pool, _COUNTS, *counts_args):.2f}"],
+        ["finalizeMissing", f"{await timed(pool, missing_sql):.2f}"],
+        [f"jobs: DISTINCT ON over job_runs ({await pool.fetchval('SELECT count(*) FROM job_runs'):,} rows)",
+         f"{await timed(pool, jobs_sql, n=5):.2f}"],
+        ["what-if jobs: LATERAL ... LIMIT 1 per known (job, mode), existing index",
+         f"{await timed(pool, JOBS_LATERAL, *lateral_args):.2f}"],
+    ], title="  where the health request's SQL time goes")
+    same = [tuple(r) for r in await pool.fetch(JOBS_LATERAL, *lateral_args)]
+    assert sorted(same, key=str) == sorted((tuple(r) for r in await pool.fetch(jobs_sql)), key=str), \
+        "the what-if query must return the same rows"
+    plan = await explain(pool, jobs_sql)
+    print("  EXPLAIN ANALYZE jobs:")
+    for line in plan:
+        print("    " + line)
 
 
 async def profile_sentinel(pool: asyncpg.Pool, deps: Any) -> None:
-    print("\nsentinel full, check by check (same scope, run alone):")
-    rows = await check_times(deps, full=True)
-    c.print_table(["check", "seconds", "examined", "findings"],
-                  [[n, f"{s:.2f}", f"{e:,}", f] for n, s, e, f in sorted(rows, key=lambda r: -r[1])])
-    slowest = max(rows, key=lambda r: r[1])[0]
-    if slowest == "hash_chain":
-        read, total, n = await hash_chain_split(pool)
-        print(f"\nhash_chain: reading {n:,} events in (stream_id, stream_version) order through a cursor "
-              f"{read:.2f} s; with the Python sha256 recomputation {total:.2f} s "
-              f"({(total - read) / max(n, 1) * 1e6:.1f} us/event of hashing)")
+    from periodya.runners.sentinel import _scope
     from periodya.runners.sentinel_checks import _LOG_BALANCES
 
+    print("\nsentinel full, check by check (same scope, each run alone):")
+    started = time.perf_counter()
+    await _scope(deps, full=True)
+    scope_s = time.perf_counter() - started
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL statement_timeout = 0")
+        all_streams = time.perf_counter()
+        await conn.fetch("SELECT DISTINCT ON (stream_id) stream_id, tx::text::bigint AS tx, seq FROM events "
+                         "WHERE (tx, seq) > ('0'::xid8, 0) AND tx < pg_snapshot_xmin(pg_current_snapshot())")
+        all_streams_s = time.perf_counter() - all_streams
+    rows = await check_times(deps, full=True)
+    c.print_table(["step", "seconds", "examined", "findings"],
+                  [[n, f"{s:.2f}", f"{e:,}", f] for n, s, e, f in sorted(rows, key=lambda r: -r[1])]
+                  + [["_scope (streams since the checkpoint; full mode does not use them)", f"{scope_s:.2f}", "", ""],
+                     ["_scope with no checkpoint (a first run: every stream of the log)", f"{all_streams_s:.2f}",
+                      "", ""]])
+    if max(rows, key=lambda r: r[1])[0] == "hash_chain":
+        c.print_table(["hash_chain, full", "seconds"], [[label, f"{sec:.2f}"] for label, sec in
+                                                       await hash_chain_split(pool)],
+                      title="where hash_chain's time goes (1 connection, this process)")
     for label, sql in [
         ("balance_drift (full: every LedgerGroupPosted's entries, from the log's jsonb)",
          _LOG_BALANCES.format(where="")),
@@ -619,9 +675,8 @@ async def profile_sentinel(pool: asyncpg.Pool, deps: Any) -> None:
     ]:
         plan = await explain(pool, sql)
         print(f"\nEXPLAIN ANALYZE {label}:")
-        for line in plan[:14]:
+        for line in [*plan[:8], *[ln for ln in plan[8:] if "Execution Time" in ln]]:
             print("    " + line)
-
 
 
 def main(argv: Sequence[str]) -> int:
