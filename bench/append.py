@@ -6,8 +6,10 @@ Everything is measured in one run against one fresh scratch database (dropped af
   2. EventStore.append with 1 and with 10 events per append, each append creating a new stream;
   3. the peer: the eventsourcing library on PostgreSQL saving one-event aggregates, from threads.
 The floor and the event store share ONE asyncpg pool (periodya.db.connect_pool, min = max =
-max concurrency + 4), so their connection settings are identical by construction. `--breakdown`
-adds two diagnostic series that split the event store's cost into table, SQL function and wrapper.
+max concurrency + 4), so their connection settings are identical by construction. Each figure is
+measured in interleaved slices (see `measure`), so load that comes and goes on a shared machine
+falls on every series alike. `--breakdown` adds two diagnostic series that split the event store's
+cost into table, SQL function and Python wrapper.
 """
 
 from __future__ import annotations
