@@ -10,6 +10,8 @@ daily expectations (section 2). Thresholds are shortened to 1.2 s (PERIODYA_*_MI
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from periodya.provider.signing import sign
 from tests.e2e.procs import ADMIN_EMAIL, System, eventually, running_system, start_sim
 
 HEALTHY = {"status": "ok", "payoutOutboxSendingStuck": 0, "providerPayoutSentStuck10m": 0,
@@ -269,6 +272,14 @@ async def test_sent_stuck_bad_signature_force_reconcile(database_url: str, pool:
         stats = await eventually(lambda: _refused(system), "the bad-signature webhook to be refused")
         assert stats["badSignaturesSent"] == 1 and stats["webhooksFailed"] == 1, stats
         assert (await system.health())["webhooksPending"] == 0
+        # What the server answered it: the same event, signed with the wrong secret, is a 400, nothing stored.
+        [event] = [e for e in await _sim_events(system) if e["data"]["object"]["id"] == ppid]
+        raw = json.dumps(event).encode()
+        forged = sign(raw, "whsec_not_the_secret", int(time.time()))
+        status, body = await system.call("POST", "/api/webhooks/provider", None, data=raw,
+                                         headers={"Content-Type": "application/json", "Stripe-Signature": forged})
+        assert status == 400 and body["code"], body
+        assert await pool.fetchval("SELECT count(*) FROM provider_events") == 0
 
         # Runbook action 2, by the providerPayoutId.
         status, body = await system.admin("POST", f"/api/admin/ops/payouts/{ppid}/force-reconcile")
@@ -279,6 +290,11 @@ async def test_sent_stuck_bad_signature_force_reconcile(database_url: str, pool:
         assert await system.balances("payee-bs") == {"USD": {"available": 9_000, "inFlight": 0}}
         # Reconcile-pull afterwards has nothing to do.
         assert (await system.cron("reconcile-pull"))["processed"] == 0
+
+
+async def _sim_events(system: System) -> list[dict[str, Any]]:
+    async with system.http.get(f"{system.sim}/_sim/events") as r:
+        return (await r.json())["data"]  # type: ignore[no-any-return]
 
 
 async def _refused(system: System) -> dict[str, int] | None:
