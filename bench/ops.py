@@ -544,7 +544,8 @@ async def run(args: argparse.Namespace) -> Figures:
             figures.sentinel.append(await run_sentinel(deps, mode, label))
             print(f"sentinel {label}: {figures.sentinel[-1].seconds:.2f} s")
         prefix = f"r{uuid.uuid4().hex[:6]}-"
-        extra = Plan(int(Plan(0, args.recent_payouts).payout_events) + 40, args.recent_payouts, seed=7)
+        extra = Plan(int(Plan(0, args.recent_payouts).payout_events) + 40, args.recent_payouts,
+                     seed=random.randrange(1 << 62))  # fresh provider ids on a reused database
         added, _ = await load(pool, extra, args.batch, 1, prefix=prefix, progress=False)
         figures.sentinel.append(await run_sentinel(deps, "recent", f"recent ({added:,} new events)"))
         print(f"sentinel {figures.sentinel[-1].label}: {figures.sentinel[-1].seconds:.2f} s")
