@@ -27,6 +27,7 @@ def configure(level: str = "info", *, json: bool = True) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact,
+            structlog.processors.format_exc_info,  # log.exception() carries the traceback, server-side only
             structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

@@ -22,7 +22,7 @@ async def force_reconcile(deps: Deps, uow: UnitOfWork, payout_id: str) -> None:
     if state is None or state.provider_payout_id is None:
         raise InvalidState(f"payout {payout_id}", state.status if state else "absent", "force-reconcile",
                            "the provider has not accepted it yet")
-    outcome = await reconcile_one(deps, uow, payout_id)
+    outcome = await reconcile_one(deps, uow, payout_id) or ""
     if outcome.startswith("provider_error"):
         raise InvalidState(f"payout {payout_id}", state.status, "force-reconcile", f"the provider did not answer: "
                            f"{outcome}")

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 import structlog
 from aiohttp import web
 
@@ -14,6 +15,8 @@ from periodya.errors import PeriodyaError
 from periodya.http.problems import from_error, problem
 from periodya.logging import get_logger
 
+_UNAVAILABLE = (asyncpg.TooManyConnectionsError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError,
+                ConnectionRefusedError, TimeoutError)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID = web.RequestKey("request_id", str)
 ACTOR = web.RequestKey("actor", str)
@@ -41,6 +44,12 @@ async def _guarded(request: web.Request, handler: Handler, request_id: str) -> w
         return await handler(request)
     except PeriodyaError as exc:
         return from_error(exc, request_id)
+    except _UNAVAILABLE as exc:  # transient: the caller should retry, not page anyone about a 500
+        log.warning("database unavailable", method=request.method, path=request.path, error=type(exc).__name__)
+        response = problem(503, "UNAVAILABLE", "Service unavailable", "the database is busy or unreachable; retry",
+                           requestId=request_id)
+        response.headers["Retry-After"] = "5"
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

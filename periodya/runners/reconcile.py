@@ -8,6 +8,7 @@ the provider call, so overlapping runs never handle one payout twice.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import partial
 
 from periodya.domain import payout
@@ -32,8 +33,19 @@ def steps_for(answer: ProviderPayout) -> list[lifecycle.Step]:
     return []
 
 
-async def reconcile_one(deps: Deps, uow: UnitOfWork, payout_id: str) -> str:
-    """Ask the provider now and apply its answer (also the admin force-reconcile)."""
+async def still_due(uow: UnitOfWork, payout_id: str, sent_before: datetime) -> bool:
+    """Re-checked under the claim: an overlapping run may have settled it since this run listed it."""
+    return bool(await uow.conn.fetchval(
+        "SELECT 1 FROM payouts WHERE payout_id = $1 AND ((status = 'SENT' AND status_changed_at < $2) "
+        "OR (status = 'PAID' AND NOT ledger_finalized))", payout_id, sent_before))
+
+
+async def reconcile_one(deps: Deps, uow: UnitOfWork, payout_id: str, *,
+                        sent_before: datetime | None = None) -> str | None:
+    """Ask the provider now and apply its answer (also the admin force-reconcile, which passes no
+    `sent_before`). A job run passes its threshold: a payout no longer due is skipped (None)."""
+    if sent_before is not None and not await still_due(uow, payout_id, sent_before):
+        return None
     state = await uow.load_payout(payout_id)
     if state is None or state.provider_payout_id is None:
         return "not_sent"
@@ -48,14 +60,14 @@ async def reconcile_one(deps: Deps, uow: UnitOfWork, payout_id: str) -> str:
 
 async def run(deps: Deps, batch: int = BATCH) -> Summary:
     summary = Summary("reconcile-pull")
+    sent_before = deps.minutes_ago(deps.settings.sent_stuck_minutes)
     rows = await deps.store.pool.fetch(
         "SELECT payout_id FROM payouts WHERE (status = 'SENT' AND status_changed_at < $1) "
-        "OR (status = 'PAID' AND NOT ledger_finalized) ORDER BY status_changed_at LIMIT $2",
-        deps.minutes_ago(deps.settings.sent_stuck_minutes), batch)
+        "OR (status = 'PAID' AND NOT ledger_finalized) ORDER BY status_changed_at LIMIT $2", sent_before, batch)
     for row in rows:
         pid = row["payout_id"]
         outcome = await claim_and_run(deps, "reconcile-pull", [stream_lock(payout.stream(pid))],
-                                      partial(reconcile_one, deps, payout_id=pid))
+                                      partial(reconcile_one, deps, payout_id=pid, sent_before=sent_before))
         if outcome is None:
             summary.skipped += 1
             continue

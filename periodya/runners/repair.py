@@ -24,11 +24,12 @@ BATCH = 200
 IDEMPOTENCY_WINDOW = timedelta(hours=23)
 
 
-async def repair_one(deps: Deps, uow: UnitOfWork, payout_id: str, *, sending_since: object = None) -> str:
-    """Resolve one SENDING payout (also the admin rerun path when the task is stuck)."""
+async def repair_one(deps: Deps, uow: UnitOfWork, payout_id: str, *, sending_since: object = None) -> str | None:
+    """Resolve one SENDING payout. Re-checked under the claim: a payout no longer SENDING (an
+    overlapping run repaired it since this run listed it) is skipped (None), not processed."""
     state = await uow.load_payout(payout_id)
     if state is None or state.status != payout.SENDING:
-        return "moved_on"
+        return None
     sid = payout.stream(payout_id)
     try:
         old = sending_since is not None and sending_since < deps.clock() - IDEMPOTENCY_WINDOW  # type: ignore[operator]
@@ -64,7 +65,7 @@ async def run(deps: Deps, batch: int = BATCH) -> Summary:
             continue
         summary.processed += 1
         summary.count(outcome)
-        if outcome in ("sent", "requeued", "moved_on", "quarantined"):
+        if outcome in ("sent", "requeued", "quarantined"):
             summary.succeeded += 1
         else:
             summary.failed += 1

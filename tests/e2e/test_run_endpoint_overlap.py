@@ -286,11 +286,6 @@ async def test_reconcile_pull_overlap_has_no_double_effect(reconcile_overlap: Sc
     await assert_money_invariants(pool)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a reconcile-pull run that overlaps another handles the items the other already settled: it read "
-    "them as due at its start, claims each later, asks the provider AGAIN and counts it processed "
-    "('unchanged'): 200 + 199 processed for 200 items, 199 needless provider calls "
-    "(periodya/runners/reconcile.py run(): nothing re-checks under the claim that the payout is still due)"))
 async def test_reconcile_pull_overlap_handles_each_item_once(reconcile_overlap: Scenario) -> None:
     run = reconcile_overlap.run
     assert run.processed == N and "unchanged" not in run.outcomes, run.summaries
@@ -333,10 +328,6 @@ async def test_repair_overlap_has_no_double_effect(repair_overlap: Scenario) -> 
     assert ours == {p["id"] for p in held}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a repair run that overlaps another counts the tasks the other already repaired as processed "
-    "('moved_on'): 200 + 199 processed for 200 stuck tasks "
-    "(periodya/runners/repair.py run()/repair_one: a payout no longer SENDING should be skipped, not processed)"))
 async def test_repair_overlap_handles_each_item_once(repair_overlap: Scenario) -> None:
     run = repair_overlap.run
     assert run.processed == N and "moved_on" not in run.outcomes, run.summaries
