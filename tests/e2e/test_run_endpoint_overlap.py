@@ -39,6 +39,7 @@ from tests.integration.invariants import assert_money_invariants
 
 N = 200
 PAYEES = 20
+WIDTH = 5  # concurrent setup commands: the pool keeps what it opens, and the server is shared
 SOLO = "po-ov-solo"
 META = Meta(actor="test:overlap")
 
@@ -80,12 +81,13 @@ async def make_payouts(pool: asyncpg.Pool, n: int = N) -> list[str]:
         await run_command(store, META, lambda u: platform.request_payout(u, cmd))
 
     await fund(SOLO_PAYEE)
-    await asyncio.gather(*(fund(f"payee-{p}") for p in range(PAYEES)))
+    for chunk in range(0, PAYEES, WIDTH):
+        await asyncio.gather(*(fund(f"payee-{p}") for p in range(chunk, min(PAYEES, chunk + WIDTH))))
     await request(SOLO, SOLO_PAYEE, 5_000)
     ids = [f"po-ov-{i:03d}" for i in range(1, n)]
-    for chunk in range(0, len(ids), PAYEES):
+    for chunk in range(0, len(ids), WIDTH):
         await asyncio.gather(*(request(pid, f"payee-{i % PAYEES}", 100 + i)
-                               for i, pid in enumerate(ids[chunk:chunk + PAYEES], start=chunk)))
+                               for i, pid in enumerate(ids[chunk:chunk + WIDTH], start=chunk)))
     return [SOLO, *ids]
 
 
@@ -246,7 +248,7 @@ class Scenario:
 async def module_system(server_url: str, sim_url: str, log_dir: Path, **kwargs: Any
                         ) -> AsyncIterator[tuple[asyncpg.Pool, System]]:
     async with fresh_database(server_url, TEMPLATE, "overlap") as url:
-        pool = await db.connect_pool(url, min_size=2, max_size=20)
+        pool = await db.connect_pool(url, min_size=1, max_size=WIDTH + 2)
         try:
             async with running_system(url, log_dir, sim_url=sim_url, admin=False, **kwargs) as system:
                 yield pool, system
