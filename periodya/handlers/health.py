@@ -18,6 +18,16 @@ SELECT (SELECT count(*) FROM outbox WHERE status = 'PENDING') AS pending,
        (SELECT count(*) FROM events WHERE tx >= pg_snapshot_xmin(pg_current_snapshot())) AS behind_horizon"""
 
 
+STUCK_LISTED = 50
+KNOWN_RUNS = [("outbox", None), ("webhooks", None), ("reconcile-pull", None), ("repair", None),
+              ("sentinel", "recent"), ("sentinel", "full")]
+# One index probe per known job (job_runs_latest), not a sort of the whole table.
+_LATEST_RUNS = """
+SELECT r.* FROM unnest($1::text[], $2::text[]) AS k(job, mode)
+CROSS JOIN LATERAL (SELECT job, mode, trigger, started_at, finished_at, ok, summary, error FROM job_runs j
+                     WHERE j.job = k.job AND coalesce(j.mode, '') = k.mode ORDER BY started_at DESC LIMIT 1) r"""
+
+
 async def health(deps: Deps) -> dict[str, Any]:
     """`status` is ok only when the runbook's expectations hold: no stuck work, no open critical alert."""
     now = deps.clock()
@@ -27,9 +37,14 @@ async def health(deps: Deps) -> dict[str, Any]:
     missing = await pool.fetch(
         "SELECT a.alert_id, a.subject, a.raised_at, a.details->>'providerPayoutId' AS provider_payout_id "
         "FROM alerts a WHERE a.code = 'FINALIZE_MISSING' AND a.status <> 'RESOLVED' ORDER BY a.raised_at")
-    jobs = await pool.fetch(
-        "SELECT DISTINCT ON (job, mode) job, mode, trigger, started_at, finished_at, ok, summary, error "
-        "FROM job_runs ORDER BY job, mode, started_at DESC")
+    jobs = await pool.fetch(_LATEST_RUNS, [j for j, _ in KNOWN_RUNS], [m or "" for _, m in KNOWN_RUNS])
+    stuck_sending = await pool.fetch(
+        "SELECT payout_id, updated_at FROM outbox WHERE status = 'SENDING' AND updated_at < $1 "
+        "ORDER BY updated_at LIMIT $2", deps.minutes_ago(deps.settings.sending_stuck_minutes), STUCK_LISTED)
+    stuck_sent = await pool.fetch(
+        "SELECT payout_id, provider_payout_id, status_changed_at FROM payouts WHERE status = 'SENT' "
+        "AND status_changed_at < $1 ORDER BY status_changed_at LIMIT $2",
+        deps.minutes_ago(deps.settings.sent_stuck_minutes), STUCK_LISTED)
     oldest = c["oldest_open"]
     status = "critical" if c["critical_open"] else (
         "degraded" if c["sending_stuck"] or c["sent_stuck"] else "ok")
@@ -43,6 +58,9 @@ async def health(deps: Deps) -> dict[str, Any]:
         "maxOutboxAgeMinutes": round((now - oldest).total_seconds() / 60, 2) if oldest else 0,
         "webhooksPending": c["webhooks_pending"],
         "readerLag": {"eventsBehindHorizon": c["behind_horizon"]},
+        "sendingStuck": [{"payoutId": r["payout_id"], "since": rfc3339(r["updated_at"])} for r in stuck_sending],
+        "sentStuck": [{"payoutId": r["payout_id"], "providerPayoutId": r["provider_payout_id"],
+                       "since": rfc3339(r["status_changed_at"])} for r in stuck_sent],
         "finalizeMissing": [{"payoutId": r["subject"], "providerPayoutId": r["provider_payout_id"],
                              "alertId": r["alert_id"], "since": rfc3339(r["raised_at"])} for r in missing],
         "jobs": {(r["job"] + (f":{r['mode']}" if r["mode"] else "")): {

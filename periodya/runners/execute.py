@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -12,6 +13,8 @@ from periodya.runners import JOBS
 from periodya.runners.base import Deps
 
 log = get_logger("periodya.jobs")
+RETENTION = timedelta(days=14)
+"""Job runs are operational records (health's per-job status), not the audit log: kept two weeks."""
 
 
 def check(name: str, batch: int | None) -> int:
@@ -39,6 +42,7 @@ async def execute_job(deps: Deps, name: str, *, batch: int | None = None, mode: 
         log.exception("job_failed", job=name, trigger=trigger)
         raise
     out = summary.as_json()
+    await pool.execute("DELETE FROM job_runs WHERE job = $1 AND started_at < $2", name, deps.clock() - RETENTION)
     await pool.execute("UPDATE job_runs SET finished_at = $2, ok = $3, summary = $4::text::jsonb WHERE run_id = $1",
                        run_id, deps.clock(), out["failed"] == 0, orjson.dumps(out).decode())
     log.info("job_finished", **{k: v for k, v in out.items() if k != "outcomes"}, trigger=trigger)

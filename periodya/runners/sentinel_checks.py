@@ -105,12 +105,13 @@ async def ledger_unbalanced(deps: Deps, conn: asyncpg.Connection, scope: Scope) 
     where = "" if scope.full else "WHERE group_id = ANY($1::text[])"
     args = [] if scope.full else [scope.groups]
     rows = await conn.fetch(
-        f"SELECT group_id, currency, sum(debit) AS debits, sum(credit) AS credits, count(*) AS n "
+        f"SELECT group_id, currency, sum(debit)::bigint AS debits, sum(credit)::bigint AS credits, count(*) AS n "
         f"FROM ledger_entries {where} GROUP BY group_id, currency", *args)
     findings = {f"group:{r['group_id']}": {"groupId": r["group_id"], "currency": r["currency"],
                                            "debits": r["debits"], "credits": r["credits"]}
                 for r in rows if r["debits"] != r["credits"]}
-    totals = await conn.fetch("SELECT currency, sum(balance) AS total, count(*) AS n FROM balances GROUP BY currency")
+    totals = await conn.fetch(
+        "SELECT currency, sum(balance)::bigint AS total, count(*) AS n FROM balances GROUP BY currency")
     for t in totals:
         if t["total"] != 0:
             findings[f"currency:{t['currency']}"] = {"currency": t["currency"], "sumOfBalances": t["total"]}
@@ -122,7 +123,8 @@ async def ledger_unbalanced(deps: Deps, conn: asyncpg.Connection, scope: Scope) 
 
 
 _LOG_BALANCES = """
-SELECT e->>'account' AS account, e->>'currency' AS currency, sum((e->>'credit')::bigint - (e->>'debit')::bigint) AS net
+SELECT e->>'account' AS account, e->>'currency' AS currency,
+       sum((e->>'credit')::bigint - (e->>'debit')::bigint)::bigint AS net
   FROM events, jsonb_array_elements(data->'entries') e
  WHERE event_type = 'LedgerGroupPosted' {where} GROUP BY 1, 2"""
 
@@ -133,8 +135,9 @@ async def balance_drift(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> R
         log_rows = await conn.fetch(_LOG_BALANCES.format(where=""))
     else:
         log_rows = await conn.fetch(
-            "SELECT account, currency, sum(credit) - sum(debit) AS net FROM ledger_entries WHERE (account, currency) "
-            "IN (SELECT account, currency FROM ledger_entries WHERE group_id = ANY($1::text[])) GROUP BY 1, 2",
+            "SELECT account, currency, (sum(credit) - sum(debit))::bigint AS net FROM ledger_entries "
+            "WHERE (account, currency) IN (SELECT account, currency FROM ledger_entries "
+            "WHERE group_id = ANY($1::text[])) GROUP BY 1, 2",
             scope.groups)
     expected = {(r["account"], r["currency"]): r["net"] for r in log_rows}
     live_rows = await conn.fetch("SELECT account, currency, balance FROM balances" + (

@@ -416,10 +416,6 @@ async def test_quarantine_sent_payout_by_provider_id(database_url: str, pool: as
         assert await cash_held(pool) == 8_000
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: LEDGER_UNBALANCED details carry debits/credits as JSON strings "
-                   "('1E+4', '10001'), not integer minor units: sum(bigint) is numeric -> Decimal -> str when the "
-                   "AlertRaised event is dumped (periodya/runners/sentinel_checks.py:111, also sumOfBalances :116 "
-                   "and BALANCE_DRIFT fromLog :144); fix: sum(...)::bigint in the SQL or int() in Python")
 async def test_ledger_unbalanced_details_are_integer_amounts(database_url: str, pool: asyncpg.Pool, sim_url: str,
                                                              tmp_path: Path) -> None:
     async with running_system(database_url, tmp_path, sim_url=sim_url, admin=True) as system:

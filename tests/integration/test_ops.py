@@ -39,6 +39,7 @@ async def test_finalize_missing_incident(pool: asyncpg.Pool, settings: Settings)
         health = await _health(p)
         assert health["status"] == "critical" and health["integrityAlertsCriticalOpen"] == 1
         [missing] = health["finalizeMissing"]
+        assert health["jobs"]["sentinel:recent"]["ok"] is True and health["jobs"]["sentinel:recent"]["trigger"]
         assert (missing["payoutId"], missing["providerPayoutId"]) == ("po-1", ppid)
 
         status, body = await p.admin("POST", f"/api/admin/ops/payouts/{ppid}/force-finalize")
@@ -100,7 +101,9 @@ async def test_sentinel_raises_once_and_auto_resolves(pool: asyncpg.Pool, settin
         for _ in range(2):
             await sentinel.run(p.deps, mode="recent")
         assert await pool.fetchval("SELECT count(*) FROM alerts WHERE code = 'SENT_STUCK'") == 1
-        assert (await _health(p))["providerPayoutSentStuck10m"] == 1
+        health = await _health(p)
+        assert health["providerPayoutSentStuck10m"] == 1
+        assert [(s["payoutId"], s["providerPayoutId"] is not None) for s in health["sentStuck"]] == [("po-s", True)]
         status, body = await p.admin("POST", "/api/admin/ops/payouts/po-s/force-reconcile")
         assert status == 200 and body["status"] == "SENT"  # the provider has no final word yet
         await p.settle(body["providerPayoutId"], "paid")
