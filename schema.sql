@@ -40,9 +40,11 @@ CREATE OR REPLACE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
 
 -- hash = sha256(prev_hash || canonical bytes); the canonical bytes are documented in hashing.py and
 -- recomputed there by `verify`. Kept in one SQL function so append and verify cannot drift apart.
+-- STABLE, not IMMUTABLE: extract(epoch FROM timestamptz) is only stable, and a correctly labelled
+-- SQL function can be inlined by the planner.
 CREATE OR REPLACE FUNCTION event_hash(p_prev bytea, p_stream text, p_version bigint, p_type text,
                                       p_recorded_at timestamptz, p_data text, p_metadata text)
-RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+RETURNS bytea LANGUAGE sql STABLE AS $$
     SELECT sha256(p_prev || convert_to(
         p_stream || E'\n' || p_version::text || E'\n' || p_type || E'\n'
         || (extract(epoch FROM p_recorded_at) * 1000000)::bigint::text || E'\n'
@@ -62,14 +64,16 @@ END $$;
 
 -- Append events to one or more streams atomically, in ONE round trip.
 --   p_lock_keys: advisory-lock keys of every stream AND every other resource (ledger accounts) the
---                calling transaction will write. They are all taken, in sorted order, BEFORE the first
---                write: a transaction gets its xid at its first write, so taking locks first makes any
---                two transactions sharing a key get their xids in commit order ("lock before you write").
+--                calling transaction will write, SORTED ASCENDING AND DISTINCT (EventStore.append
+--                does this). They are all taken BEFORE the first write: a transaction gets its xid at
+--                its first write, so taking locks first makes any two transactions sharing a key get
+--                their xids in commit order ("lock before you write").
 --   p_streams / p_expected: one entry per stream; expected -1 = any, 0 = stream must not exist,
 --                n = the stream's current version must be exactly n.
 --   p_ev_stream (1-based index into p_streams), p_types, p_data, p_metadata: one entry per event,
 --                data and metadata as canonical JSON text (the hash is computed over that text).
 -- A version mismatch raises SQLSTATE PE409 with DETAIL 'stream|expected|actual' and writes nothing.
+-- The hash chain is computed in a loop, then every event is inserted by one statement.
 CREATE OR REPLACE FUNCTION append_events(
     p_lock_keys bigint[], p_streams text[], p_expected bigint[],
     p_ev_stream int[], p_types text[], p_data text[], p_metadata text[])
@@ -78,19 +82,25 @@ LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     i int;
+    k bigint;
     v_versions bigint[] := '{}';
     v_hashes bytea[] := '{}';
     v_version bigint;
     v_hash bytea;
-    v_prev bytea;
     v_now timestamptz := now();
     v_s int;
+    ev_streams text[] := '{}';
+    ev_versions bigint[] := '{}';
+    ev_prev bytea[] := '{}';
+    ev_hash bytea[] := '{}';
 BEGIN
-    PERFORM lock_keys(p_lock_keys);
+    FOREACH k IN ARRAY p_lock_keys LOOP
+        PERFORM pg_advisory_xact_lock(k);
+    END LOOP;
 
     FOR i IN 1 .. coalesce(array_length(p_streams, 1), 0) LOOP
         SELECT e.stream_version, e.hash INTO v_version, v_hash
-          FROM events e WHERE e.stream_id = p_streams[i]
+          FROM periodya.events e WHERE e.stream_id = p_streams[i]
          ORDER BY e.stream_version DESC LIMIT 1;
         v_version := coalesce(v_version, 0);
         v_hash := coalesce(v_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);
@@ -98,23 +108,31 @@ BEGIN
             RAISE EXCEPTION 'wrong expected version for stream %', p_streams[i]
                 USING ERRCODE = 'PE409', DETAIL = p_streams[i] || '|' || p_expected[i] || '|' || v_version;
         END IF;
-        v_versions := v_versions || v_version;
-        v_hashes := v_hashes || v_hash;
+        v_versions[i] := v_version;
+        v_hashes[i] := v_hash;
     END LOOP;
 
     FOR i IN 1 .. coalesce(array_length(p_types, 1), 0) LOOP
         v_s := p_ev_stream[i];
         v_versions[v_s] := v_versions[v_s] + 1;
-        v_prev := v_hashes[v_s];
-        v_hashes[v_s] := event_hash(v_prev, p_streams[v_s], v_versions[v_s], p_types[i], v_now,
-                                    p_data[i], p_metadata[i]);
-        RETURN QUERY
-            INSERT INTO events AS e (stream_id, stream_version, event_type, data, metadata, recorded_at,
-                                     prev_hash, hash)
-            VALUES (p_streams[v_s], v_versions[v_s], p_types[i], p_data[i]::jsonb, p_metadata[i]::jsonb,
-                    v_now, v_prev, v_hashes[v_s])
-            RETURNING e.seq, e.tx::text::bigint, e.stream_id, e.stream_version, e.recorded_at;
+        ev_streams[i] := p_streams[v_s];
+        ev_versions[i] := v_versions[v_s];
+        ev_prev[i] := v_hashes[v_s];
+        v_hashes[v_s] := periodya.event_hash(ev_prev[i], ev_streams[i], ev_versions[i], p_types[i], v_now,
+                                             p_data[i], p_metadata[i]);
+        ev_hash[i] := v_hashes[v_s];
     END LOOP;
+
+    RETURN QUERY
+        WITH ins AS (
+            INSERT INTO periodya.events AS e (stream_id, stream_version, event_type, data, metadata, recorded_at,
+                                              prev_hash, hash)
+            SELECT u.s, u.v, u.t, u.d::jsonb, u.m::jsonb, v_now, u.p, u.h
+              FROM unnest(ev_streams, ev_versions, p_types, p_data, p_metadata, ev_prev, ev_hash)
+                   WITH ORDINALITY AS u(s, v, t, d, m, p, h, ord)
+             ORDER BY u.ord
+            RETURNING e.seq, e.tx::text::bigint AS tx, e.stream_id, e.stream_version, e.recorded_at)
+        SELECT ins.seq, ins.tx, ins.stream_id, ins.stream_version, ins.recorded_at FROM ins ORDER BY ins.seq;
 END $$;
 
 -- Checkpoints of catch-up followers (committed in the same transaction as the view they guard).

@@ -74,12 +74,20 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _reset(_conn: asyncpg.Connection) -> None:
+    """Release-time reset. asyncpg still rolls back any open transaction and drops listener callbacks;
+    its default reset query (unlock all advisory locks, CLOSE ALL, UNLISTEN *, RESET ALL) costs a round
+    trip per release and undoes nothing this code leaves behind: it takes only transaction-scoped
+    advisory locks, opens cursors only inside transactions, sets only SET LOCAL, and a Follower
+    unlistens before it releases its connection."""
+
+
 async def connect_pool(url: str, *, min_size: int = 2, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
     """Open a pool, turning every way it can fail into a one-line ConfigError."""
     try:
         pool = await asyncpg.create_pool(
             url, min_size=min_size, max_size=max_size, server_settings=_SERVER_SETTINGS,
-            init=_init_connection, timeout=10, **kwargs,
+            init=_init_connection, reset=_reset, timeout=10, **kwargs,
         )
     except (TimeoutError, OSError, socket.gaierror) as exc:
         raise ConfigError(f"database unreachable: {exc or type(exc).__name__}") from None

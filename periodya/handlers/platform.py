@@ -7,7 +7,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from periodya.domain import accounts, escrow, payout
+from periodya.domain.accounts import lock_name
 from periodya.eventstore import EventStore
+from periodya.eventstore.store import stream_lock
 from periodya.handlers import idempotency, views
 from periodya.handlers.unit_of_work import Meta, UnitOfWork, run_command
 
@@ -34,25 +36,35 @@ async def refund_escrow(uow: UnitOfWork, cmd: escrow.RefundEscrow) -> dict[str, 
     return await views.escrow_view(uow.conn, cmd.escrow_id)
 
 
-async def request_payout(uow: UnitOfWork, cmd: payout.RequestPayout) -> dict[str, Any]:
-    """Reserve funds under the payee's account locks: the balance read and the debit are one atomic step."""
-    state = await uow.load_payout(cmd.payout_id)
+def payout_request_locks(cmd: payout.RequestPayout) -> list[str]:
+    """Every lock a payout request needs, taken in ONE sorted call (with its idempotency key). Safe to
+    mix stream and accounts here: the payout stream is brand new, so no other transaction holds it."""
+    return [stream_lock(payout.stream(cmd.payout_id)),
+            *(lock_name(a, cmd.currency) for a in (accounts.payable(cmd.payee_id), accounts.inflight(cmd.payee_id)))]
+
+
+async def request_payout(uow: UnitOfWork, cmd: payout.RequestPayout, *, new_id: bool = False) -> dict[str, Any]:
+    """Reserve funds under the payee's account locks: the balance read and the debit are one atomic step.
+    `new_id`: the caller generated the payout id just now, so its stream cannot exist yet."""
+    await uow.lock(payout_request_locks(cmd))
+    state = await uow.load_payout(cmd.payout_id, new=new_id)
     payable = accounts.payable(cmd.payee_id)
-    await uow.lock_accounts([(payable, cmd.currency), (accounts.inflight(cmd.payee_id), cmd.currency)])
     available = await uow.balance(payable, cmd.currency)
     await uow.commit(payout.stream(cmd.payout_id), 0, payout.decide_request(state, cmd, available))
     return await views.payout_view(uow.conn, cmd.payout_id)
 
 
 async def execute(store: EventStore, meta: Meta, body: Body, *, idempotency_key: str | None = None,
-                  scope: str = "", request: Any = None, created_status: int = 200) -> tuple[int, dict[str, Any]]:
-    """Run a command, honouring an Idempotency-Key when given. Returns (HTTP status, body)."""
+                  scope: str = "", request: Any = None, created_status: int = 200,
+                  locks: list[str] | None = None) -> tuple[int, dict[str, Any]]:
+    """Run a command, honouring an Idempotency-Key when given. Returns (HTTP status, body).
+    `locks`: further locks the command needs that may be taken in the same call as the key's."""
     if idempotency_key is None:
         return created_status, await run_command(store, meta, body)
     digest = idempotency.request_hash(scope, request)
 
     async def with_key(uow: UnitOfWork) -> tuple[int, dict[str, Any]]:
-        await uow.lock([idempotency.lock_name(scope, idempotency_key)])
+        await uow.lock([idempotency.lock_name(scope, idempotency_key), *(locks or [])])
         stored = await idempotency.lookup(uow.conn, scope, idempotency_key, digest)
         if stored is not None:
             return stored.status, stored.body

@@ -53,25 +53,38 @@ class UnitOfWork:
     def __init__(self, store: EventStore, conn: asyncpg.Connection, meta: Meta) -> None:
         self.store, self.conn, self.meta = store, conn, meta
         self.recorded: list[RecordedEvent] = []
+        self._held: set[str] = set()
 
     async def lock(self, names: Iterable[str]) -> None:
-        await self.store.lock(self.conn, names)
+        """Take the advisory locks on `names` not already held in this transaction (one round trip).
+
+        Names locked in one call are taken in sorted key order; see the module docstring for why
+        calls are made in the order stream first, then accounts."""
+        wanted = set(names) - self._held
+        if wanted:
+            await self.store.lock(self.conn, wanted)
+            self._held |= wanted
 
     async def try_lock(self, names: Iterable[str]) -> bool:
         """Like `lock`, but give up at once (False) if another transaction holds any of `names`.
         The runners' SKIP LOCKED: overlapping runs pass over each other's items instead of waiting."""
-        keys = sorted({lock_key(n) for n in names})
-        for key in keys:
+        wanted = set(names)
+        for key in sorted({lock_key(n) for n in wanted}):
             if not await self.conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", key):
                 return False
+        self._held |= wanted
         return True
 
     async def lock_accounts(self, pairs: Iterable[tuple[str, str]]) -> None:
         await self.lock(accounts.lock_name(a, c) for a, c in pairs)
 
-    async def load_payout(self, payout_id: str) -> payout.PayoutState | None:
+    async def load_payout(self, payout_id: str, *, new: bool = False) -> payout.PayoutState | None:
+        """Lock and fold the payout's stream. `new=True`: the id was just generated here, so there is
+        nothing to read (the append's NO_STREAM expectation still refuses a clash)."""
         sid = payout.stream(payout_id)
         await self.lock([stream_lock(sid)])
+        if new:
+            return None
         state: payout.PayoutState | None = None
         for ev in await self.store.read_stream(sid, conn=self.conn):
             state = payout.evolve(state, REGISTRY.decode(ev))

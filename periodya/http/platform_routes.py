@@ -97,8 +97,9 @@ async def create_payout(request: web.Request) -> web.Response:
     cmd = payout.RequestPayout(f"pay_{uuid.uuid4().hex}", body.payee_id, body.amount, body.currency,
                                body.destination)
     status, out = await platform.execute(
-        request.app[STORE], meta(request), lambda uow: platform.request_payout(uow, cmd),
-        idempotency_key=key, scope="POST /api/payouts", request=raw, created_status=201)
+        request.app[STORE], meta(request), lambda uow: platform.request_payout(uow, cmd, new_id=True),
+        idempotency_key=key, scope="POST /api/payouts", request=raw, created_status=201,
+        locks=platform.payout_request_locks(cmd))
     return json(out, status)
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import astuple
 
 import asyncpg
 
 from periodya.catalog import REGISTRY
 from periodya.domain import escrow
 from periodya.eventstore.model import RecordedEvent
+from periodya.projections.rows import values
 
 TABLES = ("escrows",)
 TYPES = frozenset({"EscrowFunded", "EscrowReleased", "EscrowRefunded"})
@@ -24,8 +24,8 @@ async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> No
     mine = [e for e in events if e.type in TYPES]
     if not mine:
         return
-    ids = sorted({e.data["escrowId"] for e in mine})
-    rows = await conn.fetch("SELECT * FROM escrows WHERE escrow_id = ANY($1::text[])", ids)
+    ids = sorted({e.data["escrowId"] for e in mine if e.stream_version > 1})  # v1 rows are new
+    rows = [] if not ids else await conn.fetch("SELECT * FROM escrows WHERE escrow_id = ANY($1::text[])", ids)
     states: dict[str, escrow.EscrowState | None] = {
         r["escrow_id"]: escrow.EscrowState(r["escrow_id"], r["currency"], r["funded"], r["released"],
                                            r["refunded"], r["version"]) for r in rows}
@@ -36,5 +36,5 @@ async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> No
         states[eid] = escrow.evolve(states.get(eid), REGISTRY.decode(ev))
         created.setdefault(eid, ev.recorded_at)
         updated[eid] = ev.recorded_at
-    await conn.executemany(_UPSERT, [(*astuple(states[i]), created[i], updated[i])  # type: ignore[arg-type]
+    await conn.executemany(_UPSERT, [(*values(states[i]), created[i], updated[i])
                                      for i in sorted(updated)])

@@ -8,12 +8,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
 
 from periodya.eventstore.model import RecordedEvent
+from periodya.projections.rows import values
 
 TABLES = ("outbox",)
 PREFIX = "payout-"
@@ -71,10 +72,10 @@ async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> No
     mine = [e for e in events if e.stream_id.startswith(PREFIX)]
     if not mine:
         return
-    ids = sorted({e.stream_id[len(PREFIX):] for e in mine})
-    rows = await conn.fetch("SELECT * FROM outbox WHERE payout_id = ANY($1::text[])", ids)
+    ids = sorted({e.stream_id[len(PREFIX):] for e in mine if e.stream_version > 1})  # v1 rows are new
+    rows = [] if not ids else await conn.fetch("SELECT * FROM outbox WHERE payout_id = ANY($1::text[])", ids)
     tasks: dict[str, OutboxTask | None] = {r["payout_id"]: OutboxTask(**dict(r)) for r in rows}
     for ev in mine:
         pid = ev.stream_id[len(PREFIX):]
         tasks[pid] = step(tasks.get(pid), ev)
-    await conn.executemany(_UPSERT, [astuple(t) for t in tasks.values() if t is not None])
+    await conn.executemany(_UPSERT, [values(t) for t in tasks.values() if t is not None])

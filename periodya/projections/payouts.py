@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import astuple, fields
+from dataclasses import fields
 from datetime import datetime
 
 import asyncpg
@@ -11,6 +11,7 @@ import asyncpg
 from periodya.catalog import REGISTRY
 from periodya.domain import payout
 from periodya.eventstore.model import RecordedEvent
+from periodya.projections.rows import values
 
 TABLES = ("payouts",)
 PREFIX = "payout-"
@@ -30,8 +31,8 @@ async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> No
     mine = [e for e in events if e.stream_id.startswith(PREFIX)]
     if not mine:
         return
-    ids = sorted({e.stream_id[len(PREFIX):] for e in mine})
-    rows = await conn.fetch("SELECT * FROM payouts WHERE payout_id = ANY($1::text[])", ids)
+    ids = sorted({e.stream_id[len(PREFIX):] for e in mine if e.stream_version > 1})  # v1 rows are new
+    rows = [] if not ids else await conn.fetch("SELECT * FROM payouts WHERE payout_id = ANY($1::text[])", ids)
     states: dict[str, payout.PayoutState | None] = {
         r["payout_id"]: payout.PayoutState(**{f: r[f] for f in _FIELDS}) for r in rows}
     times: dict[str, list[datetime]] = {
@@ -48,4 +49,4 @@ async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> No
         if before is None or before.status != after.status:
             t[2] = ev.recorded_at
         touched.add(pid)
-    await conn.executemany(_UPSERT, [(*astuple(states[p]), *times[p]) for p in sorted(touched)])  # type: ignore[arg-type]
+    await conn.executemany(_UPSERT, [(*values(states[p]), *times[p]) for p in sorted(touched)])
