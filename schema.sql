@@ -71,7 +71,7 @@ END $$;
 --   p_streams / p_expected: one entry per stream; expected -1 = any, 0 = stream must not exist,
 --                n = the stream's current version must be exactly n.
 --   p_ev_stream (1-based index into p_streams), p_types, p_data, p_metadata: one entry per event,
---                data and metadata as canonical JSON text (the hash is computed over that text).
+--                data and metadata as JSON text; the hash covers their jsonb text form (hashing.py).
 -- A version mismatch raises SQLSTATE PE409 with DETAIL 'stream|expected|actual' and writes nothing.
 -- The hash chain is computed in a loop, then every event is inserted by one statement.
 CREATE OR REPLACE FUNCTION append_events(
@@ -93,6 +93,8 @@ DECLARE
     ev_versions bigint[] := '{}';
     ev_prev bytea[] := '{}';
     ev_hash bytea[] := '{}';
+    ev_data jsonb[] := '{}';
+    ev_meta jsonb[] := '{}';
 BEGIN
     FOREACH k IN ARRAY p_lock_keys LOOP
         PERFORM pg_advisory_xact_lock(k);
@@ -118,8 +120,10 @@ BEGIN
         ev_streams[i] := p_streams[v_s];
         ev_versions[i] := v_versions[v_s];
         ev_prev[i] := v_hashes[v_s];
+        ev_data[i] := p_data[i]::jsonb;
+        ev_meta[i] := p_metadata[i]::jsonb;
         v_hashes[v_s] := periodya.event_hash(ev_prev[i], ev_streams[i], ev_versions[i], p_types[i], v_now,
-                                             p_data[i], p_metadata[i]);
+                                             ev_data[i]::text, ev_meta[i]::text);
         ev_hash[i] := v_hashes[v_s];
     END LOOP;
 
@@ -127,13 +131,38 @@ BEGIN
         WITH ins AS (
             INSERT INTO periodya.events AS e (stream_id, stream_version, event_type, data, metadata, recorded_at,
                                               prev_hash, hash)
-            SELECT u.s, u.v, u.t, u.d::jsonb, u.m::jsonb, v_now, u.p, u.h
-              FROM unnest(ev_streams, ev_versions, p_types, p_data, p_metadata, ev_prev, ev_hash)
+            SELECT u.s, u.v, u.t, u.d, u.m, v_now, u.p, u.h
+              FROM unnest(ev_streams, ev_versions, p_types, ev_data, ev_meta, ev_prev, ev_hash)
                    WITH ORDINALITY AS u(s, v, t, d, m, p, h, ord)
              ORDER BY u.ord
             RETURNING e.seq, e.tx::text::bigint AS tx, e.stream_id, e.stream_version, e.recorded_at)
         SELECT ins.seq, ins.tx, ins.stream_id, ins.stream_version, ins.recorded_at FROM ins ORDER BY ins.seq;
 END $$;
+
+-- The database verifying its own log: the first broken link of each stream (a version gap, a
+-- prev_hash that is not the previous event's hash, or content that no longer matches its hash).
+-- The sentinel uses it; `periodya verify` and export checks recompute independently in Python.
+CREATE OR REPLACE FUNCTION chain_breaks(p_streams text[] DEFAULT NULL)
+RETURNS TABLE (stream_id text, stream_version bigint, seq bigint, reason text)
+LANGUAGE sql STABLE AS $$
+    SELECT DISTINCT ON (x.stream_id) x.stream_id, x.stream_version, x.seq, x.reason FROM (
+        SELECT e.stream_id, e.stream_version, e.seq,
+               CASE WHEN e.stream_version <> coalesce(lag(e.stream_version) OVER w, 0) + 1
+                    THEN 'version gap: expected ' || (coalesce(lag(e.stream_version) OVER w, 0) + 1)
+                         || ', found ' || e.stream_version
+                    WHEN e.prev_hash <> coalesce(lag(e.hash) OVER w,
+                         '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea)
+                    THEN 'prev_hash does not match the previous event''s hash'
+                    WHEN e.hash <> periodya.event_hash(e.prev_hash, e.stream_id, e.stream_version, e.event_type,
+                                                       e.recorded_at, e.data::text, e.metadata::text)
+                    THEN 'content does not match its hash (event changed after it was written)'
+               END AS reason
+          FROM periodya.events e
+         WHERE p_streams IS NULL OR e.stream_id = ANY (p_streams)
+        WINDOW w AS (PARTITION BY e.stream_id ORDER BY e.stream_version)) x
+     WHERE x.reason IS NOT NULL
+     ORDER BY x.stream_id, x.stream_version
+$$;
 
 -- Checkpoints of catch-up followers (committed in the same transaction as the view they guard).
 CREATE TABLE IF NOT EXISTS checkpoints (

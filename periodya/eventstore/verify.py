@@ -73,3 +73,16 @@ async def verify_chains(pool: asyncpg.Pool, *, max_broken: int = 100, streams: l
             prev = bytes(row["hash"])
             expect_version += 1
     return ChainReport(n_streams, n_events, broken)
+
+
+async def chain_breaks_in_db(pool: asyncpg.Pool, streams: list[str] | None = None,
+                             max_broken: int = 100) -> ChainReport:
+    """The same check run by the database itself (schema.sql `chain_breaks`): fast enough for the
+    sentinel's daily full run. It trusts the database's own functions, so audits use `verify_chains`."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT * FROM chain_breaks($1::text[]) LIMIT $2", streams, max_broken)
+        counts = await conn.fetchrow(
+            "SELECT count(DISTINCT stream_id) AS streams, count(*) AS events FROM events "
+            "WHERE $1::text[] IS NULL OR stream_id = ANY ($1::text[])", streams)
+    broken = [BrokenLink(r["stream_id"], r["stream_version"], r["seq"], r["reason"]) for r in rows]
+    return ChainReport(counts["streams"], counts["events"], broken)

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from periodya.domain.alerts import CRITICAL, WARNING
-from periodya.eventstore.verify import verify_chains
+from periodya.eventstore.verify import chain_breaks_in_db
 from periodya.runners.base import Deps
 
 REMEDY = {
@@ -150,7 +150,7 @@ async def balance_drift(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> R
 
 
 async def hash_chain(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> Result:
-    report = await verify_chains(deps.store.pool, streams=None if scope.full else scope.streams)
+    report = await chain_breaks_in_db(deps.store.pool, streams=None if scope.full else scope.streams)
     findings = {b.stream_id: {"stream": b.stream_id, "version": b.stream_version, "seq": b.seq, "reason": b.reason}
                 for b in report.broken}
     return Result("HASH_CHAIN_BROKEN", CRITICAL, findings, False, report.events)

@@ -62,3 +62,24 @@ async def test_database_hash_matches_python_hash(store: EventStore, pool: asyncp
         prev = chain_hash(prev, r["stream_id"], r["stream_version"], r["event_type"], r["recorded_at"],
                           r["data"], r["metadata"])
         assert prev == bytes(r["hash"])
+
+
+async def test_database_verifies_itself_like_python(store: EventStore, pool: asyncpg.Pool) -> None:
+    """chain_breaks (in SQL, for the sentinel) and verify_chains (in Python, for audits) agree."""
+    from periodya.eventstore.verify import chain_breaks_in_db
+
+    await _seed(store)
+    assert (await chain_breaks_in_db(pool)).ok
+    async with pool.acquire() as c, c.transaction():
+        await c.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        await c.execute("""UPDATE events SET data = '{"n": 99, "name": "żółw"}'
+                           WHERE stream_id = 'beta' AND stream_version = 3""")
+        await c.execute("DELETE FROM events WHERE stream_id = 'alpha' AND stream_version = 2")
+        await c.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+    in_db, in_python = await chain_breaks_in_db(pool), await verify_chains(pool)
+    expected = [("alpha", 3), ("beta", 3)]
+    assert [(b.stream_id, b.stream_version) for b in in_db.broken] == expected
+    assert [(b.stream_id, b.stream_version, b.reason) for b in in_db.broken] == [
+        (b.stream_id, b.stream_version, b.reason) for b in in_python.broken]
+    assert [(b.stream_id, b.stream_version) for b in (await chain_breaks_in_db(pool, ["beta"])).broken] == [
+        ("beta", 3)]
