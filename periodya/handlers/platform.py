@@ -37,8 +37,10 @@ async def refund_escrow(uow: UnitOfWork, cmd: escrow.RefundEscrow) -> dict[str, 
 
 
 def payout_request_locks(cmd: payout.RequestPayout) -> list[str]:
-    """Every lock a payout request needs, taken in ONE sorted call (with its idempotency key). Safe to
-    mix stream and accounts here: the payout stream is brand new, so no other transaction holds it."""
+    """Every lock a request for a FRESHLY GENERATED payout id needs, for ONE sorted call (with its
+    idempotency key). Mixing a stream with accounts in one sorted call is safe only because no other
+    transaction can hold a stream that did not exist a moment ago; for any other id, the stream must
+    be locked first and the accounts after (see unit_of_work), or the lock graph can form a cycle."""
     return [stream_lock(payout.stream(cmd.payout_id)),
             *(lock_name(a, cmd.currency) for a in (accounts.payable(cmd.payee_id), accounts.inflight(cmd.payee_id)))]
 
@@ -46,9 +48,11 @@ def payout_request_locks(cmd: payout.RequestPayout) -> list[str]:
 async def request_payout(uow: UnitOfWork, cmd: payout.RequestPayout, *, new_id: bool = False) -> dict[str, Any]:
     """Reserve funds under the payee's account locks: the balance read and the debit are one atomic step.
     `new_id`: the caller generated the payout id just now, so its stream cannot exist yet."""
-    await uow.lock(payout_request_locks(cmd))
+    if new_id:
+        await uow.lock(payout_request_locks(cmd))
     state = await uow.load_payout(cmd.payout_id, new=new_id)
     payable = accounts.payable(cmd.payee_id)
+    await uow.lock_accounts([(payable, cmd.currency), (accounts.inflight(cmd.payee_id), cmd.currency)])
     available = await uow.balance(payable, cmd.currency)
     await uow.commit(payout.stream(cmd.payout_id), 0, payout.decide_request(state, cmd, available))
     return await views.payout_view(uow.conn, cmd.payout_id)
