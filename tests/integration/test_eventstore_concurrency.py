@@ -108,6 +108,15 @@ async def test_late_commit_is_not_skipped_by_a_follower(store: EventStore, pool:
     assert [e.seq for e in await store.read_all(first[-1].position)] == [early[0].seq]
 
 
+async def _read_all_settled(store: EventStore, count: int) -> list:  # type: ignore[type-arg]
+    """Read all once `count` events are below the snapshot horizon. The horizon is cluster-wide: a
+    transaction in another database (another test session) can hold it back for a moment."""
+    async with asyncio.timeout(10):
+        while len(events := await store.read_all(START)) < count:  # noqa: ASYNC110 - polling the database
+            await asyncio.sleep(0.02)
+    return events
+
+
 async def _wait_for_advisory_waiter(pool: asyncpg.Pool) -> None:
     for _ in range(200):
         if await pool.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"):
@@ -138,7 +147,7 @@ async def _shared_stream_order(store: EventStore, pool: asyncpg.Pool, *, late_lo
         await store.append([StreamAppend("S", ANY, [NewEvent("First", {})])], conn=c1)
         await t1.commit()
         await asyncio.wait_for(task, 5)
-    return [e.stream_version for e in await store.read_all(START) if e.stream_id == "S"]
+    return [e.stream_version for e in await _read_all_settled(store, 3) if e.stream_id == "S"]
 
 
 async def test_shared_stream_reads_back_in_commit_order(store: EventStore, pool: asyncpg.Pool) -> None:
@@ -168,4 +177,4 @@ async def test_shared_account_lock_orders_transactions(store: EventStore, pool: 
                            lock_names=["account:payable:p1"])
         await t1.commit()
         await asyncio.wait_for(task, 5)
-    assert [e.type for e in await store.read_all(START)] == ["First", "Second"]
+    assert [e.type for e in await _read_all_settled(store, 2)] == ["First", "Second"]
