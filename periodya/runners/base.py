@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -47,6 +47,22 @@ class Summary:
 
     def count(self, outcome: str) -> None:
         self.details[outcome] = self.details.get(outcome, 0) + 1
+
+    def record(self, outcome: str | None, *, ok: Collection[str], neutral: Collection[str] = (),
+               skip: Collection[str] = ()) -> None:
+        """Count one item's outcome. None (another run holds it) and `skip` outcomes are skipped;
+        `ok` ones succeeded; `neutral` ones were processed but neither (e.g. a retry scheduled);
+        anything else failed. An outcome's word before ':' is its kind ('ignored: why')."""
+        kind = outcome.split(":")[0] if outcome is not None else None
+        if kind is None or kind in skip:
+            self.skipped += 1
+            return
+        self.processed += 1
+        self.count(kind)
+        if kind in ok:
+            self.succeeded += 1
+        elif kind not in neutral:
+            self.failed += 1
 
     def as_json(self) -> dict[str, Any]:
         return {"job": self.job, "processed": self.processed, "succeeded": self.succeeded, "failed": self.failed,

@@ -135,10 +135,5 @@ async def run(deps: Deps, batch: int = BATCH) -> Summary:
 
     outcomes = await asyncio.gather(*(guarded(s) for s in claimed))
     for outcome in outcomes:
-        summary.processed += 1
-        summary.count(outcome)
-        if outcome in ("sent", "quarantined"):
-            summary.succeeded += 1
-        elif outcome != "retry":
-            summary.failed += 1
+        summary.record(outcome, ok={"sent", "quarantined"}, neutral={"retry"})
     return summary

@@ -68,13 +68,5 @@ async def run(deps: Deps, batch: int = BATCH) -> Summary:
         pid = row["payout_id"]
         outcome = await claim_and_run(deps, "reconcile-pull", [stream_lock(payout.stream(pid))],
                                       partial(reconcile_one, deps, payout_id=pid, sent_before=sent_before))
-        if outcome is None:
-            summary.skipped += 1
-            continue
-        summary.processed += 1
-        summary.count(outcome.split(":")[0])
-        if outcome.startswith(("provider_error", "not_applicable")):
-            summary.failed += 1
-        else:
-            summary.succeeded += 1
+        summary.record(outcome, ok={"paid", "failed", "canceled", "unchanged", "not_sent"})
     return summary

@@ -60,13 +60,5 @@ async def run(deps: Deps, batch: int = BATCH) -> Summary:
         pid, since = row["payout_id"], row["updated_at"]
         outcome = await claim_and_run(deps, "repair", [stream_lock(payout.stream(pid))],
                                       partial(repair_one, deps, payout_id=pid, sending_since=since))
-        if outcome is None:
-            summary.skipped += 1
-            continue
-        summary.processed += 1
-        summary.count(outcome)
-        if outcome in ("sent", "requeued", "quarantined"):
-            summary.succeeded += 1
-        else:
-            summary.failed += 1
+        summary.record(outcome, ok={"sent", "requeued", "quarantined"})
     return summary

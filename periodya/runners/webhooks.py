@@ -77,13 +77,6 @@ async def run(deps: Deps, batch: int = BATCH) -> Summary:
         eid = row["event_id"]
         outcome = await claim_and_run(deps, "webhooks", [stream_lock(event_stream(eid))],
                                       partial(_apply, event_id=eid))
-        if outcome is None or outcome in ("already_applied", "waiting_for_earlier"):
-            summary.skipped += 1
-            continue
-        summary.processed += 1
-        summary.count(outcome)
-        if outcome in ("applied", "no_change", "no_action"):
-            summary.succeeded += 1
-        else:
-            summary.failed += 1
+        summary.record(outcome, ok={"applied", "no_change", "no_action"},
+                       skip={"already_applied", "waiting_for_earlier"})
     return summary
