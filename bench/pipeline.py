@@ -1,0 +1,1064 @@
+"""End-to-end payout pipeline: N payouts from request to FINALIZED through the simulator, payouts/s per job.
+
+One run, one fresh scratch database (dropped afterwards):
+  1. seed: payees credited through the handlers (fund an escrow, release all of it to the payee);
+  2. phase 1, requests: N payouts requested from THIS process through the handlers the API runs
+     (run_command + platform.request_payout, concurrency --concurrency; no HTTP layer in front) and
+     timed => the command throughput, on the same database in the same run;
+  3. phase 2, settle: the real jobs back to back, as the scheduler runs them minus the cron waits:
+     loop { outbox ; webhooks } through periodya.runners.execute.execute_job (its job_runs rows and
+     job_finished log line included), the runbook's batches (50 / 200) unless --batch-outbox /
+     --batch-webhooks, one loop unless --runners 2, until every payout is FINALIZED; reconcile-pull and
+     repair run only when progress stalls for --stall-seconds. The provider simulator (latency 0,
+     autoSettle, settleDelayMs 0, paidRatio 1) and the API that receives its webhooks run as separate
+     processes (`python -m periodya provider-sim`, `python -m periodya serve`), or in this process
+     with --layout inproc; the runners always run in this process;
+  4. figures: end to end payouts/s = N / (first request -> last FINALIZED), the split between the two
+     phases, each job's items per busy second, the CPU each process used. Target >= 500 payouts/s end
+     to end: PASS/MISS, never a non-zero exit for a miss. Checks: all N FINALIZED, the simulator's
+     payoutsCreated == N, in-flight balances 0, the ledger sums to 0, cash moved by exactly N x amount.
+     The default N = 10,000 takes ~2.5-3 minutes on a 2-core machine; the rates are steady from ~2,000 up;
+  5. on a miss (or --profile): a second, instrumented pass (--profile-payouts) counting SQL round trips
+     and their time per payout per job and per outbox step, pool waits, the provider call latency; then a
+     smaller pass with the runner loop under cProfile (CPU time); then findings. The pools' connections are
+     a counting subclass in every pass, inert (two clock reads and a flag test per statement) until then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextvars
+import cProfile
+import io
+import itertools
+import os
+import pstats
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import structlog
+
+from bench import _common as c
+from bench.commands import _machine_busy, _postgres_pids, _proc_cpu, statement_key
+from periodya import db
+from periodya.config import Settings
+from periodya.domain import accounts, escrow, payout
+from periodya.errors import ConfigError
+from periodya.eventstore import EventStore
+from periodya.handlers import platform
+from periodya.handlers.unit_of_work import Meta, run_command
+from periodya.logging import configure
+from periodya.provider.stripe_adapter import StripePayoutsClient
+from periodya.runners import outbox
+from periodya.runners.base import Deps
+from periodya.runners.execute import execute_job
+
+TARGET_E2E = 500
+DEFAULT_PAYOUTS = 10_000
+DEFAULT_NOTE = ("note: 10,000 payouts take ~2.5-3 minutes on a 2-core machine (phase 2 runs near 80-90 payouts/s; "
+                "the profiling pass adds ~30 s); the rates are steady from ~2,000 payouts up, so --payouts 2000 gives "
+                "the same figures in under a minute.")
+API_KEY = "sk_bench_pipeline"
+WEBHOOK_SECRET = "whsec_bench_pipeline"
+AMOUNT = 100
+CREDIT = 10**12  # per payee: never the limit
+META = Meta(actor="bench:pipeline")
+REPO = Path(__file__).resolve().parent.parent
+SIM_KNOBS: dict[str, Any] = {
+    "latencyMs": 0, "autoSettle": True, "settleDelayMs": 0, "paidRatio": 1.0, "errorRate": 0.0,
+    "rejectCreateRate": 0.0, "dropAfterCreateRate": 0.0, "webhookDropRate": 0.0, "webhookDuplicateRate": 0.0,
+    "webhookDelayMs": 0, "badSignatureRate": 0.0}
+SCHEDULER_POOL = 10  # `periodya scheduler` / `serve`: db.connect_pool's default max size
+FINALIZING = {"webhooks": "applied", "reconcile-pull": "paid"}  # the outcome word that means "now FINALIZED"
+
+
+# ============================================================================================
+# Instruments (the profiling pass only): SQL round trips and pool waits per job, outbox steps, provider calls
+# ============================================================================================
+
+_job: contextvars.ContextVar[str] = contextvars.ContextVar("bench_pipeline_job", default="other")
+
+
+@dataclass
+class Instruments:
+    on: bool = False
+    statements: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(lambda: [0, 0.0]))
+    acquires: dict[str, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0, 0.0]))
+    steps: dict[str, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0, 0.0]))
+    provider_ms: list[float] = field(default_factory=list)
+
+    def statement(self, query: str, elapsed: float) -> None:
+        if self.on:
+            entry = self.statements[(_job.get(), statement_key(query))]
+            entry[0] += 1
+            entry[1] += elapsed
+
+    def clear(self) -> None:
+        for table in (self.statements, self.acquires, self.steps):
+            table.clear()
+        self.provider_ms.clear()
+
+
+INSTRUMENTS = Instruments()
+
+
+class CountingConnection(asyncpg.Connection):  # type: ignore[misc]
+    """Times every statement round trip, filed under the job in `_job` (fetch*/execute-with-args go
+    through _execute; executemany and execute without args, e.g. BEGIN/COMMIT, are timed here)."""
+
+    async def _execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await super()._execute(query, *args, **kwargs)
+        finally:
+            INSTRUMENTS.statement(query, time.perf_counter() - started)
+
+    async def executemany(self, command: str, args: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        started = time.perf_counter()
+        try:
+            return await super().executemany(command, args, timeout=timeout)  # type: ignore[no-any-return]
+        finally:
+            INSTRUMENTS.statement(command, time.perf_counter() - started)
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:  # noqa: ASYNC109
+        if args:  # goes through _execute, timed there
+            return str(await super().execute(query, *args, timeout=timeout))
+        started = time.perf_counter()
+        try:
+            return str(await super().execute(query, timeout=timeout))
+        finally:
+            INSTRUMENTS.statement(query, time.perf_counter() - started)
+
+
+class _TimedAcquire:
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    async def __aenter__(self) -> Any:
+        started = time.perf_counter()
+        conn = await self.ctx.__aenter__()
+        if INSTRUMENTS.on:
+            entry = INSTRUMENTS.acquires[_job.get()]
+            entry[0] += 1
+            entry[1] += time.perf_counter() - started
+        return conn
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self.ctx.__aexit__(*exc)
+
+
+class TimedPool:
+    """Stands in for the asyncpg pool (its attributes are read-only): times the wait for a connection."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    def acquire(self, *args: Any, **kwargs: Any) -> _TimedAcquire:
+        return _TimedAcquire(self._pool.acquire(*args, **kwargs))
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.acquire() as conn:
+            return await conn.fetch(*args, **kwargs)
+
+    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.acquire() as conn:
+            return await conn.fetchrow(*args, **kwargs)
+
+    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.acquire() as conn:
+            return await conn.fetchval(*args, **kwargs)
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.acquire() as conn:
+            return await conn.execute(*args, **kwargs)
+
+
+class TimedProvider:
+    """The provider client with create_payout timed (the outbox's one provider call per payout)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def create_payout(self, *args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await self._inner.create_payout(*args)
+        finally:
+            INSTRUMENTS.provider_ms.append((time.perf_counter() - started) * 1000)
+
+
+CLAIM_STEP, SEND_STEP = "outbox: claim (SENDING)", "outbox: provider call + record SENT"
+INTAKE = "webhook intake (API)"
+
+
+@contextmanager
+def outbox_steps() -> Iterator[None]:
+    """Time the outbox's two steps and file their SQL under their own names (bench-only patch, undone after)."""
+    claim, send = outbox._claim, outbox.send_one
+
+    async def timed_claim(deps: Deps, payout_id: str) -> Any:
+        token, started = _job.set(CLAIM_STEP), time.perf_counter()
+        try:
+            return await claim(deps, payout_id)
+        finally:
+            _step(CLAIM_STEP, started)
+            _job.reset(token)
+
+    async def timed_send(deps: Deps, state: Any) -> str:
+        token, started = _job.set(SEND_STEP), time.perf_counter()
+        try:
+            return await send(deps, state)
+        finally:
+            _step(SEND_STEP, started)
+            _job.reset(token)
+
+    outbox._claim, outbox.send_one = timed_claim, timed_send  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        outbox._claim, outbox.send_one = claim, send  # type: ignore[assignment]
+
+
+def _step(name: str, started: float) -> None:
+    entry = INSTRUMENTS.steps[name]
+    entry[0] += 1
+    entry[1] += time.perf_counter() - started
+
+
+# ============================================================================================
+# Where the simulator and the webhook-receiving API run
+# ============================================================================================
+
+@dataclass
+class Parts:
+    sim_url: str
+    api_url: str
+    where: list[str]
+    pids: dict[str, int] = field(default_factory=dict)  # separate processes by role
+    logs: list[Path] = field(default_factory=list)
+
+
+def _child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERIODYA_") and k != "DATABASE_URL"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _spawn(http: aiohttp.ClientSession, argv: list[str], env: dict[str, str], log: Path,
+                 probe: str) -> asyncio.subprocess.Process:
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "periodya", *argv, cwd=REPO, env=env,
+                                                    stdout=out, stderr=asyncio.subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.returncode is not None:
+            raise ConfigError(f"`periodya {argv[0]}` exited: {_tail(log)}")
+        try:
+            async with http.get(probe) as r:
+                if r.status == 200:
+                    return proc
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline:
+            await _stop(proc)
+            raise ConfigError(f"`periodya {argv[0]}` did not start: {_tail(log)}")
+        await asyncio.sleep(0.05)
+
+
+def _tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-1500:]
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+@asynccontextmanager
+async def separate_processes(url: str, http: aiohttp.ClientSession, workdir: Path,
+                             log_level: str) -> AsyncIterator[Parts]:
+    sim_port, api_port = _free_port(), _free_port()
+    sim_url, api_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{api_port}"
+    sim_log, api_log = workdir / "provider-sim.log", workdir / "serve.log"
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        sim = await _spawn(http, ["provider-sim", "--host", "127.0.0.1", "--port", str(sim_port)],
+                           _child_env(PERIODYA_WEBHOOK_SECRET=WEBHOOK_SECRET, PERIODYA_PROVIDER_API_KEY=API_KEY,
+                                      PERIODYA_LOG_LEVEL=log_level), sim_log, f"{sim_url}/_sim/config")
+        procs.append(sim)
+        api = await _spawn(http, ["serve", "--host", "127.0.0.1", "--port", str(api_port)],
+                           _child_env(DATABASE_URL=url, PERIODYA_WEBHOOK_SECRET=WEBHOOK_SECRET,
+                                      PERIODYA_LOG_LEVEL=log_level), api_log, f"{api_url}/livez")
+        procs.append(api)
+        yield Parts(sim_url, api_url, [
+            f"simulator:   separate process pid {sim.pid}: python -m periodya provider-sim ({sim_url})",
+            f"webhook API: separate process pid {api.pid}: python -m periodya serve ({api_url}; its own pool, "
+            f"max {SCHEDULER_POOL}), receives POST /api/webhooks/provider"],
+            {"simulator": sim.pid, "webhook API": api.pid}, [sim_log, api_log])
+    finally:
+        for proc in reversed(procs):
+            await _stop(proc)
+
+
+@asynccontextmanager
+async def same_process(url: str, settings: Settings) -> AsyncIterator[Parts]:
+    from aiohttp import web
+
+    from periodya.http.app import create_app
+    from periodya.provider.simulator import running_simulator
+
+    @web.middleware
+    async def intake(request: web.Request, handler: Any) -> web.StreamResponse:
+        token = _job.set(INTAKE)  # its SQL is counted as the intake's in the instrumented pass
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        finally:
+            _job.reset(token)
+
+    api_pool = await db.connect_pool(url, max_size=SCHEDULER_POOL, connection_class=CountingConnection)
+    app = create_app(settings, api_pool)
+    app.middlewares.insert(0, intake)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        api_url = f"http://{host}:{port}"
+        async with running_simulator(API_KEY, WEBHOOK_SECRET, config=SIM_KNOBS) as sim_url:
+            yield Parts(sim_url, api_url, [
+                f"simulator:   in this process (running_simulator, {sim_url})",
+                f"webhook API: in this process (create_app + AppRunner, {api_url}; its own pool, max "
+                f"{SCHEDULER_POOL}), receives POST /api/webhooks/provider"])
+    finally:
+        await runner.cleanup()
+        await api_pool.close()
+
+
+# ============================================================================================
+# CPU accounting (/proc, Linux)
+# ============================================================================================
+
+class Meter:
+    def __init__(self, pids: dict[str, int], database: str) -> None:
+        self.pids, self.database = pids, database
+
+    def snapshot(self) -> dict[str, float]:
+        pg = _postgres_pids(self.database)
+        out = {"this process": time.process_time(), **{k: _proc_cpu(p) for k, p in self.pids.items()},
+               "PostgreSQL": sum(_proc_cpu(p) for p in pg) if pg else float("nan"), "machine": _machine_busy()}
+        out["wall"] = time.perf_counter()
+        return out
+
+    @staticmethod
+    def used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        """CPU seconds per part over the window (and the window's wall seconds)."""
+        return {k: after[k] - before[k] for k in before}
+
+
+# ============================================================================================
+# One pass: request N, then settle them all
+# ============================================================================================
+
+@dataclass
+class Tally:
+    runs: int = 0
+    items: int = 0
+    skipped: int = 0
+    busy: float = 0.0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Pass:
+    n: int
+    request: c.Result | None = None
+    request_s: float = 0.0
+    settle_s: float = 0.0
+    idle_s: float = 0.0
+    jobs: dict[str, Tally] = field(default_factory=lambda: {"outbox": Tally(), "webhooks": Tally()})
+    finalized: int = 0
+    timed_out: bool = False
+    cpu_request: dict[str, float] = field(default_factory=dict)
+    cpu_settle: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def e2e_s(self) -> float:
+        return self.request_s + self.settle_s
+
+    @property
+    def settled(self) -> int:
+        """Payouts that made it to FINALIZED: all n, unless phase 2 timed out."""
+        return min(self.finalized, self.n) if self.timed_out else self.n
+
+    @property
+    def e2e_rate(self) -> float:
+        return self.settled / self.e2e_s if self.e2e_s > 0 else 0.0
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    url: str
+    payees: list[str]
+    request_store: EventStore
+    deps: Deps
+    stalled_deps: Deps
+    meter: Meter
+    run_pool: asyncpg.Pool
+
+
+async def finalized_count(pool: Any, prefix: str) -> int:
+    return int(await pool.fetchval(
+        "SELECT count(*) FROM payouts WHERE status = 'FINALIZED' AND payout_id LIKE $1", prefix + "%"))
+
+
+async def run_pass(ctx: Context, n: int, label: str, profiler: cProfile.Profile | None = None) -> Pass:
+    """Phase 1 (request n payouts), then phase 2 (the jobs until all n are FINALIZED); `profiler`, when
+    given, runs during phase 2 only."""
+    args, result = ctx.args, Pass(n)
+    prefix = f"pay_{label}_"
+    serial = itertools.count()
+
+    async def request(_worker: int) -> None:
+        i = next(serial)
+        cmd = payout.RequestPayout(f"{prefix}{i:06d}", ctx.payees[i % len(ctx.payees)], AMOUNT, "USD",
+                                   f"ba_{i % 997}")
+        await run_command(ctx.request_store, META, lambda u: platform.request_payout(u, cmd))
+
+    token = _job.set("request")
+    before = ctx.meter.snapshot()
+    started = time.perf_counter()
+    result.request = await c.drive_async(request, args.concurrency, count=n)
+    requested = time.perf_counter()
+    middle = ctx.meter.snapshot()
+    _job.reset(token)
+    result.request_s = requested - started
+    result.cpu_request = Meter.used(before, middle)
+
+    last = [requested]  # when the newest finalize came back
+    done = asyncio.Event()
+    jobs = result.jobs
+
+    async def job(name: str, batch: int, deps: Deps) -> int:
+        tally = jobs.setdefault(name, Tally())
+        token = _job.set(name)
+        t = time.perf_counter()
+        try:
+            out = await execute_job(deps, name, batch=batch, trigger="bench")
+        except Exception as exc:  # recorded in job_runs by execute_job; the loop keeps going like the scheduler
+            tally.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+            out = {"processed": 0, "skipped": 0, "outcomes": {}}
+        finally:
+            _job.reset(token)
+        now = time.perf_counter()
+        tally.runs += 1
+        tally.busy += now - t
+        tally.items += out["processed"]
+        tally.skipped += out["skipped"]
+        tally.outcomes.update(out["outcomes"])
+        finalizing = out["outcomes"].get(FINALIZING.get(name, ""), 0)
+        if finalizing:
+            result.finalized += finalizing
+            last[0] = now
+        return int(out["processed"])
+
+    async def confirm() -> None:
+        if await finalized_count(ctx.run_pool, prefix) >= n:
+            done.set()
+
+    async def loop() -> None:
+        quiet_since, checked, rescued = time.perf_counter(), 0.0, 0.0
+        while not done.is_set():
+            worked = await job("outbox", args.batch_outbox, ctx.deps)
+            worked += await job("webhooks", args.batch_webhooks, ctx.deps)
+            now = time.perf_counter()
+            if result.finalized >= n:
+                await confirm()
+            if done.is_set():
+                break
+            if now - requested > args.timeout:
+                result.timed_out = True
+                done.set()
+                break
+            if worked:
+                quiet_since = now
+                continue
+            if now - checked > 0.25:  # the tallies could miss a finalize (another path); ask the table
+                checked = now
+                await confirm()
+                if done.is_set():
+                    last[0] = now
+                    break
+            if now - quiet_since > args.stall_seconds and now - rescued > args.stall_seconds:
+                rescued = now  # stuck: what the cron table's slower jobs would do, with short thresholds
+                await job("reconcile-pull", 100, ctx.stalled_deps)
+                await job("repair", 200, ctx.stalled_deps)
+                continue
+            t = time.perf_counter()
+            await asyncio.sleep(0.002)  # the webhooks for what was just sent are still on their way
+            result.idle_s += time.perf_counter() - t
+
+    if profiler is not None:
+        profiler.enable()
+    try:
+        await asyncio.gather(*(loop() for _ in range(args.runners)))
+    finally:
+        if profiler is not None:
+            profiler.disable()
+    result.settle_s = (time.perf_counter() if result.timed_out else last[0]) - requested
+    result.cpu_settle = Meter.used(middle, ctx.meter.snapshot())
+    return result
+
+
+# ============================================================================================
+# Setup and checks
+# ============================================================================================
+
+async def seed(store: EventStore, payees: list[str]) -> None:
+    gate = asyncio.Semaphore(8)
+
+    async def one(payee: str) -> None:
+        eid = f"seed_{payee}"
+        async with gate:
+            await run_command(store, META, lambda u: platform.fund_escrow(u, escrow.FundEscrow(eid, CREDIT, "USD")))
+            await run_command(store, META, lambda u: platform.release_escrow(
+                u, escrow.ReleaseEscrow(eid, payee, CREDIT, 0)))
+
+    await asyncio.gather(*(one(p) for p in payees))
+
+
+async def sim_get(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with http.get(url) as r:
+        return dict(await r.json())
+
+
+async def checks(pool: asyncpg.Pool, http: aiohttp.ClientSession, parts: Parts, n: int, payees: int,
+                 label: str, *, total: int | None = None) -> list[tuple[str, str, bool]]:
+    """This pass's payouts all FINALIZED, and the whole database consistent (`total` payouts so far)."""
+    total = n if total is None else total
+    statuses = {r["status"]: r["count"] for r in await pool.fetch(
+        "SELECT status, count(*) FROM payouts WHERE payout_id LIKE $1 GROUP BY status", f"pay_{label}%")}
+    stats = await sim_get(http, f"{parts.sim_url}/_sim/stats")
+    inflight = await pool.fetchrow(
+        "SELECT coalesce(sum(balance), 0) AS total, count(*) FILTER (WHERE balance <> 0) AS nonzero "
+        "FROM balances WHERE account LIKE 'inflight:%'")
+    sums = await pool.fetch("SELECT currency, sum(balance) AS total FROM balances GROUP BY currency ORDER BY 1")
+    cash = await pool.fetchval("SELECT balance FROM balances WHERE account = $1 AND currency = 'USD'", accounts.CASH)
+    pending = await pool.fetchval("SELECT count(*) FROM provider_events WHERE applied_seq IS NULL")
+    expected_cash = -payees * CREDIT + total * AMOUNT
+    shown = " ".join(f"{k}={v:,}" for k, v in sorted(statuses.items()))
+    return [
+        (f"all {n:,} payouts FINALIZED", shown or "none", statuses.get("FINALIZED", 0) == n == sum(statuses.values())),
+        (f"simulator payoutsCreated == {total:,}", f"{stats.get('payoutsCreated', 0):,} (replays "
+         f"{stats.get('idempotentReplays', 0)}, webhooks sent {stats.get('webhooksSent', 0):,}, failed "
+         f"{stats.get('webhooksFailed', 0)})", stats.get("payoutsCreated") == total),
+        ("in-flight balances 0", f"sum {inflight['total']}, {inflight['nonzero']} accounts non-zero",
+         inflight["total"] == 0 and inflight["nonzero"] == 0),
+        ("ledger sums to 0 per currency", ", ".join(f"{r['currency']} {r['total']}" for r in sums) or "empty",
+         all(r["total"] == 0 for r in sums)),
+        (f"cash moved by exactly {total:,} x {AMOUNT}", f"cash:platform {cash:,} (expected {expected_cash:,})",
+         cash == expected_cash),
+        ("no provider event left unapplied", str(pending), pending == 0),
+    ]
+
+
+# ============================================================================================
+# The run
+# ============================================================================================
+
+@dataclass
+class Figures:
+    version: str = ""
+    where: list[str] = field(default_factory=list)
+    main: Pass | None = None
+    checks: list[tuple[str, str, bool]] = field(default_factory=list)
+    profiled: Pass | None = None
+    cprofiled: Pass | None = None
+    profile_checks: list[tuple[str, str, bool]] = field(default_factory=list)
+    profile_path: str = ""
+    sql: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    acquires: dict[str, list[float]] = field(default_factory=dict)
+    steps: dict[str, list[float]] = field(default_factory=dict)
+    provider_ms: list[float] = field(default_factory=list)
+    log_lines: dict[str, int] = field(default_factory=dict)
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> Figures:
+    figures = Figures()
+    server = c.server_url()
+    async with c.scratch_database(server, "pipeline") as url, AsyncExitStack() as stack:
+        http = await stack.enter_async_context(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)))
+        settings = Settings.from_env({"DATABASE_URL": url}).with_overrides(
+            webhook_secret=WEBHOOK_SECRET, provider_api_key=API_KEY, log_level=args.log_level)
+        if args.layout == "procs":
+            parts = await stack.enter_async_context(separate_processes(url, http, workdir, args.log_level))
+        else:
+            parts = await stack.enter_async_context(same_process(url, settings))
+        async with http.post(f"{parts.sim_url}/_sim/config",
+                             json={**SIM_KNOBS, "webhookUrl": f"{parts.api_url}/api/webhooks/provider"}) as r:
+            if r.status != 200:
+                raise ConfigError(f"the simulator refused its config: {r.status} {await r.text()}")
+        settings = settings.with_overrides(provider_url=parts.sim_url)
+        size = args.concurrency + 4
+        # CountingConnection counts nothing until the instrumented pass switches it on (a perf_counter per
+        # statement); one set of pools keeps the connection count low on a shared server
+        request_pool = await db.connect_pool(url, min_size=size, max_size=size, connection_class=CountingConnection)
+        stack.push_async_callback(request_pool.close)
+        run_pool = await db.connect_pool(url, max_size=args.runner_pool, connection_class=CountingConnection)
+        stack.push_async_callback(run_pool.close)
+        provider = await stack.enter_async_context(StripePayoutsClient(parts.sim_url, API_KEY, timeout=10))
+        stalled = settings.with_overrides(sent_stuck_minutes=args.stall_seconds / 60,
+                                          sending_stuck_minutes=args.stall_seconds / 60)
+        run_store = EventStore(run_pool)
+        ctx = Context(args, url, [f"payee_{i:04d}" for i in range(args.payees)], EventStore(request_pool),
+                      Deps(run_store, provider, settings), Deps(run_store, provider, stalled),
+                      Meter(parts.pids, c.database_name(url)), run_pool)
+        figures.version = await c.server_version(run_pool)
+        figures.where = [f"database:    {c.describe_server(server)}; scratch database {c.database_name(url)}",
+                         *parts.where,
+                         f"requests:    this process pid {os.getpid()}: run_command + platform.request_payout, "
+                         f"concurrency {args.concurrency}, pool {size}",
+                         f"runners:     this process: {args.runners} loop(s) of execute_job(outbox "
+                         f"{args.batch_outbox}) ; execute_job(webhooks {args.batch_webhooks}), pool max "
+                         f"{args.runner_pool}, StripePayoutsClient -> the simulator"]
+        if args.payouts == DEFAULT_PAYOUTS:
+            print(DEFAULT_NOTE)
+        for line in figures.where:
+            print(line)
+        print(f"{c.machine_load()} before the run", flush=True)
+        await seed(ctx.request_store, ctx.payees)
+        await c.settle(run_pool)
+        figures.main = await run_pass(ctx, args.payouts, "main")
+        figures.checks = await checks(run_pool, http, parts, args.payouts, args.payees, "main")
+        missed = figures.main.e2e_rate < TARGET_E2E or figures.main.timed_out
+        if (args.profile or (missed and not args.no_profile)) and args.profile_payouts > 0:
+            print(f"profiling: a second pass of {args.profile_payouts:,} payouts, instrumented ...", flush=True)
+            figures.profiled, figures.cprofiled = await profile_pass(ctx, args, figures, workdir)
+            both = figures.profiled.n + figures.cprofiled.n
+            figures.profile_checks = await checks(run_pool, http, parts, both, args.payees, "prof",
+                                                  total=args.payouts + both)
+        for log in parts.logs:
+            figures.log_lines[log.name] = _count_levels(log)
+    return figures
+
+
+async def profile_pass(ctx: Context, args: argparse.Namespace, figures: Figures, workdir: Path) -> list[Pass]:
+    """Two more passes: one with every statement and pool wait counted per job and the outbox's steps and
+    provider calls timed; then a smaller one with phase 2 under cProfile (apart, so that the profiler's
+    own overhead does not inflate the SQL timings)."""
+    store = EventStore(TimedPool(ctx.run_pool))  # type: ignore[arg-type]
+    provider = TimedProvider(ctx.deps.provider)
+    pctx = Context(args, ctx.url, ctx.payees, EventStore(TimedPool(ctx.request_store.pool)),  # type: ignore[arg-type]
+                   Deps(store, provider, ctx.deps.settings), Deps(store, provider, ctx.stalled_deps.settings),
+                   ctx.meter, ctx.run_pool)
+    INSTRUMENTS.clear()
+    INSTRUMENTS.on = True
+    try:
+        with outbox_steps():
+            counted = await run_pass(pctx, args.profile_payouts, "prof")
+    finally:
+        INSTRUMENTS.on = False
+    figures.sql = dict(INSTRUMENTS.statements)
+    figures.acquires = dict(INSTRUMENTS.acquires)
+    figures.steps = dict(INSTRUMENTS.steps)
+    figures.provider_ms = sorted(INSTRUMENTS.provider_ms)
+    profiler = cProfile.Profile(time.process_time)  # CPU time: under load, wall time charges preemption to syscalls
+    profiled = await run_pass(ctx, max(1, args.profile_payouts // 2), "profc", profiler)
+    figures.profile_path = str(workdir / "runners.pstats")
+    profiler.dump_stats(figures.profile_path)
+    if args.profile_out:
+        profiler.dump_stats(args.profile_out)
+    return [counted, profiled]
+
+
+def _count_levels(log: Path) -> int:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return -1
+    return sum(1 for line in text.splitlines() if '"level": "warning"' in line or '"level": "error"' in line)
+
+
+# ============================================================================================
+# Report
+# ============================================================================================
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def per_s(items: float, seconds: float) -> str:
+    return c.rate(items / seconds) if seconds > 0 else "-"
+
+
+def _outcomes(t: Tally) -> str:
+    parts = [f"{k}x{v:,}" for k, v in sorted(t.outcomes.items())]
+    if t.skipped:
+        parts.append(f"skippedx{t.skipped:,}")
+    if t.errors:
+        parts.append(f"ERRORSx{len(t.errors)}")
+    return " ".join(parts) or "-"
+
+
+def report_pass(p: Pass, args: argparse.Namespace, title: str, jobs_title: str | None = None) -> None:
+    assert p.request is not None
+    r = p.request
+    rows = [
+        [f"phase 1, requests: run_command + platform.request_payout, concurrency {args.concurrency}", f"{p.n:,}",
+         f"{p.request_s:.2f}", per_s(p.n, p.request_s), f"p50 {c.ms(r.p50_ms)} / p99 {c.ms(r.p99_ms)} ms"],
+        [f"phase 2, settle: {args.runners} loop(s) of outbox ; webhooks until all FINALIZED", f"{p.finalized:,}",
+         f"{p.settle_s:.2f}", per_s(p.settled, p.settle_s), "TIMED OUT" if p.timed_out else ""],
+        ["END TO END: first request -> last FINALIZED", f"{p.settled:,}", f"{p.e2e_s:.2f}", c.rate(p.e2e_rate), ""],
+    ]
+    c.print_table(["phase", "payouts", "seconds", "payouts/s", ""], rows, title=title)
+    job_rows = []
+    for name, t in p.jobs.items():
+        if not t.runs:
+            continue
+        job_rows.append([name, f"{t.runs:,}", f"{t.items:,}", f"{t.busy:.2f}", per_s(t.items, t.busy),
+                         per_s(t.items, p.settle_s), c.percent(t.busy / args.runners / p.settle_s)
+                         if p.settle_s > 0 else "-", _outcomes(t)])
+    job_rows.append(["idle: nothing due, webhooks on their way", "", "", f"{p.idle_s:.2f}", "", "",
+                     c.percent(p.idle_s / args.runners / p.settle_s) if p.settle_s > 0 else "-", ""])
+    c.print_table(["job (phase 2)", "runs", "items", "busy s", "items/busy s", "items/s of phase 2",
+                   "share of phase 2", "outcomes"], job_rows, title=jobs_title)
+    out, hooks = p.jobs["outbox"], p.jobs["webhooks"]
+    if out.items and hooks.items and out.busy and hooks.busy:
+        a, b = out.items / out.busy, hooks.items / hooks.busy
+        print(f"   one loop alternates the jobs: its ceiling is 1 / (1/{a:,.0f} + 1/{b:,.0f}) = "
+              f"{1 / (1 / a + 1 / b):,.0f} payouts/s (outbox busy {out.busy / p.n * 1000:.2f} ms + webhooks busy "
+              f"{hooks.busy / p.n * 1000:.2f} ms per payout)")
+    for name, t in p.jobs.items():
+        for error in t.errors[:3]:
+            print(f"   {name} run failed: {error}")
+
+
+def report_cpu(p: Pass) -> None:
+    rows = []
+    req, settle = p.cpu_request, p.cpu_settle
+    wall_r, wall_s = req.get("wall", 0.0), settle.get("wall", 0.0)
+    for part in [k for k in req if k not in ("wall", "machine")] + ["machine"]:
+        a, b = req.get(part, float("nan")), settle.get(part, float("nan"))
+        label = "whole machine (all processes, incl. others)" if part == "machine" else part
+        rows.append([label, _cores(a, wall_r), _ms_per(a, p.n), _cores(b, wall_s), _ms_per(b, p.n)])
+    c.print_table(["process", "phase 1 cores", "CPU ms/payout", "phase 2 cores", "CPU ms/payout"], rows,
+                  title=f"3. CPU used ({os.cpu_count()} CPUs; PostgreSQL = this database's backends + auxiliaries)")
+
+
+def _cores(cpu: float, wall: float) -> str:
+    return "n/a" if cpu != cpu or wall <= 0 else f"{cpu / wall:.2f}"
+
+
+def _ms_per(cpu: float, n: int) -> str:
+    return "n/a" if cpu != cpu or not n else f"{cpu / n * 1000:.2f}"
+
+
+def report_checks(rows: list[tuple[str, str, bool]], title: str) -> None:
+    c.print_table(["check", "found", "result"], [[a, b, "OK" if ok else "FAIL"] for a, b, ok in rows], title=title)
+
+
+def report_profile(f: Figures, args: argparse.Namespace) -> None:
+    p = f.profiled
+    assert p is not None
+    n = p.n
+    print(f"\n5. where the time goes: instrumented pass of {n:,} payouts (timers on every statement and pool "
+          f"acquire add a little overhead)")
+    report_pass(p, args, "   the instrumented pass")
+    by_job: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    for (job, _key), (count, secs) in f.sql.items():
+        by_job[job][0] += count
+        by_job[job][1] += secs
+    order = ["request", "outbox", CLAIM_STEP, SEND_STEP, INTAKE, "webhooks", "reconcile-pull", "repair", "other"]
+    rows = []
+    for job in sorted(by_job, key=lambda j: order.index(j) if j in order else len(order)):
+        count, secs = by_job[job]
+        waits = f.acquires.get(job, [0, 0.0])
+        step = f.steps.get(job)
+        busy = p.jobs[job].busy if job in p.jobs else (step[1] if step else p.request_s * args.concurrency
+                                                       if job == "request" else float("nan"))
+        rows.append([job, f"{count / n:.1f}", c.ms(secs / n * 1000), f"{waits[0] / n:.1f}",
+                     c.ms(waits[1] / n * 1000), "n/a" if busy != busy else c.ms(busy / n * 1000)])
+    c.print_table(["job (SQL filed by the job that ran it)", "statements/payout", "SQL ms/payout",
+                   "pool acquires/payout", "pool wait ms/payout", "wall ms/payout"], rows,
+                  title="   SQL round trips per payout (lock waits count as SQL time)")
+    print("   wall ms/payout: the job's busy time (request: summed over the concurrent workers; outbox steps: summed "
+          "over their concurrent sends)")
+    for job in ("request", "outbox", CLAIM_STEP, SEND_STEP, INTAKE, "webhooks"):
+        stmts = sorted(((k, v) for (j, k), v in f.sql.items() if j == job), key=lambda kv: -kv[1][1])
+        if not stmts:
+            continue
+        total = sum(v[1] for _, v in stmts) or 1
+        c.print_table([f"{job}: statement (normalised)", "per payout", "mean ms", "share"],
+                      [[k[:80], f"{v[0] / n:.2f}", c.ms(v[1] / v[0] * 1000), c.percent(v[1] / total)]
+                       for k, v in stmts[:20]], title="")
+    if f.provider_ms:
+        pm = f.provider_ms
+        q = lambda x: pm[min(len(pm) - 1, int(x * len(pm)))]  # noqa: E731
+        print(f"\n   provider create_payout (HTTP to the simulator, from the outbox): {len(pm):,} calls, p50 "
+              f"{q(0.5):.2f} ms, p99 {q(0.99):.2f} ms, mean {sum(pm) / len(pm):.2f} ms")
+    for name, (count, secs) in f.steps.items():
+        print(f"   {name}: {count:,} calls, mean {secs / count * 1000:.2f} ms each")
+    if f.cprofiled is not None:
+        report_cprofile(f.profile_path, f.cprofiled, args)
+
+
+_PACKAGES = [("periodya", "/periodya/"), ("asyncpg", "/asyncpg/"), ("aiohttp", "/aiohttp/"),
+             ("pydantic", "/pydantic"), ("structlog", "/structlog/"), ("yarl/multidict", "/yarl/"),
+             ("yarl/multidict", "/multidict/"), ("asyncio", "/asyncio/"), ("bench", "/bench/")]
+
+
+def _package(filename: str) -> str:
+    for name, marker in _PACKAGES:
+        if marker in filename:
+            return name
+    return "builtins (C)" if filename.startswith("~") else "other"
+
+
+def report_cprofile(path: str, p: Pass, args: argparse.Namespace) -> None:
+    ps = pstats.Stats(path, stream=io.StringIO())
+    by_package: Counter[str] = Counter()
+    idle = 0.0
+    entries, ours = [], []
+    for (filename, line, func), (_cc, ncalls, tottime, cumtime, _callers) in ps.stats.items():  # type: ignore[attr-defined]
+        if "epoll" in func and "poll" in func:
+            idle += tottime  # the event loop waiting for I/O: not work
+            continue
+        by_package[_package(filename)] += tottime
+        entries.append((tottime, ncalls, cumtime, f"{Path(filename).name}:{line} {func}"))
+        if "/periodya/" in filename:
+            ours.append((cumtime, ncalls, f"{Path(filename).parent.name}/{Path(filename).name}:{line} {func}"))
+    total, n = sum(by_package.values()) or 1e-9, p.n
+    where = "runners only" if args.layout == "procs" else "runners + simulator + webhook API, one event loop"
+    print(f"\n   cProfile of phase 2 in this process ({where}), a separate pass of {n:,} payouts "
+          f"({p.n / p.settle_s if p.settle_s else 0:,.0f}/s under the profiler): {total:.2f} s busy "
+          f"of CPU ({total / n * 1e6:,.0f} us per payout, profiler overhead included)")
+    c.print_table(["package (own time, epoll wait left out)", "share", "us per payout"],
+                  [[k, c.percent(v / total), f"{v / n * 1e6:,.0f}"] for k, v in by_package.most_common()])
+    entries.sort(reverse=True)
+    c.print_table(["function (top 15 by own time)", "calls/payout", "own us/payout", "cum us/payout"],
+                  [[name[:90], f"{calls / n:.1f}", f"{tot / n * 1e6:,.0f}", f"{cum / n * 1e6:,.0f}"]
+                   for tot, calls, cum, name in entries[:15]])
+    ours.sort(reverse=True)
+    c.print_table(["periodya function (top 15 by cumulative CPU; a coroutine's only while it runs)", "calls/payout",
+                   "cum us/payout"], [[name[:90], f"{calls / n:.1f}", f"{cum / n * 1e6:,.0f}"]
+                                      for cum, calls, name in ours[:15]])
+
+
+def report(f: Figures, args: argparse.Namespace) -> None:
+    p = f.main
+    assert p is not None
+    print(f"\nPostgreSQL {f.version}; {p.n:,} payouts of {AMOUNT} USD over {args.payees} payees; simulator latency 0, "
+          f"autoSettle, settleDelayMs 0, paidRatio 1; batches outbox {args.batch_outbox} / webhooks "
+          f"{args.batch_webhooks}; {args.runners} runner loop(s); {c.machine_load()} after the run")
+    report_pass(p, args, "1. payouts/s, end to end and per phase (same run, same database)",
+                "2. payouts/s per job (busy s = time inside execute_job, summed over the loops; items/busy s = the "
+                "job's own rate)")
+    report_cpu(p)
+    report_checks(f.checks, "4. checks")
+    c.print_table(["target", "figure", "result"], [
+        [f">= {TARGET_E2E} payouts/s end to end (request -> FINALIZED)", c.rate(p.e2e_rate),
+         verdict(p.e2e_rate >= TARGET_E2E and not p.timed_out)]], title="   target")
+    if f.profiled is not None:
+        report_profile(f, args)
+        report_checks(f.profile_checks, "   checks after the instrumented pass (counts cumulative over both passes)")
+    if any(f.log_lines.values()):
+        print(f"\n   warning/error lines in the child logs: {f.log_lines}")
+    findings(f, args)
+
+
+def _ours(cpu: dict[str, float]) -> float:
+    return sum(v for k, v in cpu.items() if k not in ("wall", "machine") and v == v)
+
+
+def findings(f: Figures, args: argparse.Namespace) -> None:
+    p = f.main
+    assert p is not None and p.request is not None
+    lines: list[str] = []
+    cores = os.cpu_count() or 1
+    req_rate = p.n / p.request_s if p.request_s else 0.0
+    settle_rate = p.n / p.settle_s if p.settle_s else 0.0
+    lines.append(f"the phases run one after the other, so end to end = 1 / (1/{req_rate:,.0f} + 1/{settle_rate:,.0f}) "
+                 f"= {p.e2e_rate:,.0f}/s; phase 2 (the jobs) is {p.settle_s / p.e2e_s:.0%} of the time")
+    if req_rate > TARGET_E2E and settle_rate:
+        need = 1 / (1 / TARGET_E2E - 1 / req_rate)
+        lines.append(f"with requests at {req_rate:,.0f}/s, {TARGET_E2E}/s end to end needs phase 2 at >= {need:,.0f}/s "
+                     f"({need / settle_rate:.0f}x today's {settle_rate:,.0f}/s)")
+    elif req_rate:
+        lines.append(f"phase 1 alone ({req_rate:,.0f} requests/s) is below {TARGET_E2E}/s: the target cannot be met "
+                     f"whatever phase 2 does")
+    if p.timed_out:
+        lines.append(f"phase 2 TIMED OUT after {args.timeout:g} s with {p.finalized:,} of {p.n:,} FINALIZED: the "
+                     f"figures per payout below are not meaningful; see the checks and the job outcomes")
+    cpu1, cpu2 = p.cpu_request, p.cpu_settle
+    all_in = (_ours(cpu1) + _ours(cpu2)) / p.n * 1000 if p.n and not p.timed_out else 0.0
+    if all_in > 0:
+        lines.append(f"CPU budget: a payout costs {all_in:.2f} ms of CPU from request to FINALIZED (phase 1 "
+                     f"{_ours(cpu1) / p.n * 1000:.2f} + phase 2 {_ours(cpu2) / p.n * 1000:.2f}, all our processes and "
+                     f"PostgreSQL), so {cores} cores cap this pipeline near {cores / all_in * 1000:,.0f} payouts/s "
+                     f"even with perfect overlap and nothing else running; {TARGET_E2E}/s needs <= "
+                     f"{cores / TARGET_E2E * 1000:.1f} ms per payout, {all_in / (cores / TARGET_E2E * 1000):.1f}x less "
+                     f"than today: no amount of concurrency closes that, only less work per payout does")
+    wall2 = cpu2.get("wall", 0.0)
+    if wall2 > 0:
+        ours, machine = _ours(cpu2) / wall2, cpu2["machine"] / wall2
+        lines.append(f"phase 2 is latency-bound, not CPU-bound: our processes used {ours:.2f} of {cores} cores; every "
+                     f"item is its own transaction run one after another (webhooks one event at a time, outbox claims "
+                     f"one at a time), so phase 2 runs at 1 / (the sum of round-trip latencies per payout)")
+        if machine - ours >= 0.25:
+            lines.append(f"other processes on the machine used {machine - ours:.2f} cores during phase 2 (the whole "
+                         f"machine {machine:.2f}): every round trip waited for a CPU too, so the rates here are lower "
+                         f"than on a quiet machine; the CPU-per-payout figures are not affected much")
+    out, hooks = p.jobs["outbox"], p.jobs["webhooks"]
+    if args.runners > 1:
+        lines.append(f"{args.runners} loops: webhooks skipped {hooks.skipped:,} items (every loop lists the same "
+                     f"pending events and loses the try-lock race on the other's), outbox {out.skipped:,}; "
+                     f"{hooks.busy / hooks.items * 1000 if hooks.items else 0:.2f} ms busy per applied event "
+                     f"(compare a --runners 1 run: the difference is waiting, on cash:platform among others)")
+    if hooks.items and out.items:
+        lines.append(f"busy per payout: outbox {out.busy / p.n * 1000:.2f} ms + webhooks {hooks.busy / p.n * 1000:.2f} "
+                     f"ms (+ idle {p.idle_s / p.n * 1000:.2f} ms) = phase 2's {p.settle_s / p.n * 1000:.2f} ms per "
+                     f"payout with {args.runners} loop(s)")
+    if f.profiled is not None:
+        lines += profile_findings(f, args)
+    lines += SUGGESTIONS
+    print("\n6. findings")
+    for line in filter(None, lines):
+        print(f"   - {line}")
+
+
+# statements of the webhooks transaction that run while it holds the payee's and cash:platform's account locks
+_AFTER_ACCOUNT_LOCK = ("SELECT seq, tx, stream_id, stream_version, recorded_at FROM append_events", "INSERT INTO",
+                       "SELECT * FROM payouts", "SELECT * FROM outbox", "UPDATE provider_events", "COMMIT")
+
+
+def profile_findings(f: Figures, args: argparse.Namespace) -> list[str]:
+    p = f.profiled
+    assert p is not None
+    n, out = p.n, []
+    per_job: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0])
+    for (job, key), (count, secs) in f.sql.items():
+        group = "outbox" if job.startswith("outbox") else job
+        per_job[group][0] += count
+        per_job[group][1] += secs
+        per_job[group][2] += count if key.startswith("COMMIT") else 0
+    total = sum(v[0] for v in per_job.values())
+    commits = sum(v[2] for v in per_job.values())
+    parts = ", ".join(f"{job} {v[0] / n:.1f}" for job, v in per_job.items() if v[0] / n >= 0.5)
+    out.append(f"SQL round trips per payout: {total / n:.1f} in this process ({parts}), {commits / n:.1f} "
+               f"transactions; PostgreSQL's and Python's CPU per payout scale with these round trips"
+               + ("" if INTAKE in per_job else "; the webhook intake in `periodya serve` adds ~4 more and a 5th "
+                  "commit (--layout inproc counts it)"))
+    claim, send = f.steps.get(CLAIM_STEP), f.steps.get(SEND_STEP)
+    if claim and send and f.provider_ms:
+        waits = f.acquires.get(SEND_STEP, [0, 0.0])
+        mean_provider = sum(f.provider_ms) / len(f.provider_ms)
+        out.append(f"outbox: claims run one at a time, {claim[1] / claim[0] * 1000:.2f} ms each ({args.batch_outbox} "
+                   f"per run = {claim[1] / claim[0] * args.batch_outbox * 1000:.0f} ms before the first provider call);"
+                   f" then {outbox.SEND_CONCURRENCY} concurrent sends, each {send[1] / send[0] * 1000:.1f} ms: the "
+                   f"provider call {mean_provider:.1f} ms, a pool wait of {waits[1] / send[0] * 1000:.1f} ms "
+                   f"({outbox.SEND_CONCURRENCY} sends share a pool of {args.runner_pool}) and the SENT transaction")
+    hook = [(k, v) for (j, k), v in f.sql.items() if j == "webhooks"]
+    held = sum(v[1] / v[0] * 1000 for k, v in hook if k.startswith(_AFTER_ACCOUNT_LOCK) and v[0] >= 0.9 * n)
+    locks = [v for k, v in hook if k.startswith("SELECT lock_keys")]
+    if held and locks:
+        count, secs = sum(v[0] for v in locks), sum(v[1] for v in locks)
+        out.append(f"cash:platform: every finalize posts to it, so every webhooks transaction locks it from its "
+                   f"account lock_keys to its COMMIT, ~{held:.2f} ms here (append, projections, commit): applied "
+                   f"concurrently, finalizes serialise there at <= {1000 / held:,.0f}/s; with {args.runners} loop(s) "
+                   f"lock_keys took {secs / count * 1000:.2f} ms on average ("
+                   + ("uncontended: one event at a time)" if args.runners == 1 else "contended)"))
+    return out
+
+
+SUGGESTIONS = [
+    "fix 1, batch each job run into one transaction (the projections' apply(conn, events) is batch-shaped already): "
+    "outbox claims all due tasks with one `SELECT ... WHERE pg_try_advisory_xact_lock(k)` over the batch, reads the "
+    "streams with one `stream_id = ANY($1)`, one append_events, one apply_all, one COMMIT; the SENT records of a run "
+    "likewise (a crash between the provider's answers and that commit leaves SENDING tasks, which repair already "
+    "resolves); webhooks applies its pending events in one transaction per run (events of one payout in arrival "
+    "order). That turns ~40 round trips and 4 commits per payout in phase 2 into a handful per batch, and takes the "
+    "cash:platform lock once per batch instead of once per payout",
+    "fix 2, fewer round trips per item where batching does not apply (the request path too): the unit of work has "
+    "just folded the payout, so the payouts/outbox projections need not SELECT the row again before the upsert (2 per "
+    "transaction, in every job); `SELECT * FROM provider_events` + the earlier-unapplied check can be one query; the "
+    "account lock_keys can ride in append_events' own lock keys; sequential items outrun EventStore.wake's 2 ms "
+    "coalescing, so each transaction pays a NOTIFY round trip (and an acquire): a longer window, or one NOTIFY per "
+    "job run",
+    "fix 3, only after 1: concurrency inside the webhooks job (and claims) and two runner loops; before it, a second "
+    "loop mostly re-lists the events the first is applying (skipped items) and queues on cash:platform (see "
+    "--runners 2). If finalizes must stay one per transaction, shard the cash account (cash:platform:<n>, summed "
+    "for reports) so concurrent finalizes do not queue on one lock and one balances row",
+]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench pipeline", description=__doc__.splitlines()[0])
+    parser.add_argument("--payouts", type=int, default=DEFAULT_PAYOUTS,
+                        help=f"payouts to drive (default {DEFAULT_PAYOUTS:,})")
+    parser.add_argument("--concurrency", type=int, default=16, help="request-phase workers (default 16)")
+    parser.add_argument("--payees", type=int, default=64, help="payees the requests rotate over (default 64)")
+    parser.add_argument("--batch-outbox", type=int, default=outbox.BATCH,
+                        help=f"outbox batch (default {outbox.BATCH}, the runbook's)")
+    parser.add_argument("--batch-webhooks", type=int, default=200, help="webhooks batch (default 200, the runbook's)")
+    parser.add_argument("--runners", type=int, default=1, choices=(1, 2, 3, 4),
+                        help="concurrent runner loops (default 1)")
+    parser.add_argument("--runner-pool", type=int, default=SCHEDULER_POOL,
+                        help=f"runners' pool max size (default {SCHEDULER_POOL}, as `periodya scheduler`)")
+    parser.add_argument("--layout", choices=("procs", "inproc"), default="procs",
+                        help="simulator and webhook API as separate processes (default) or in this process")
+    parser.add_argument("--stall-seconds", type=float, default=3.0,
+                        help="no progress this long: run reconcile-pull and repair (default 3)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="give up phase 2 after this (default 600 s)")
+    parser.add_argument("--log-level", default="info", help="log level of every part (default info, as shipped)")
+    parser.add_argument("--profile", action="store_true", help="run the instrumented pass even on a PASS")
+    parser.add_argument("--no-profile", action="store_true", help="never run the instrumented pass")
+    parser.add_argument("--profile-payouts", type=int, default=1_000,
+                        help="payouts of the instrumented pass (default 1000; the cProfile pass takes half as many)")
+    parser.add_argument("--profile-out", help="also save the runners' cProfile stats (pstats format) here")
+    args = parser.parse_args(argv)
+    if min(args.payouts, args.concurrency, args.payees, args.batch_outbox, args.batch_webhooks,
+           args.runner_pool) < 1:
+        parser.error("--payouts, --concurrency, --payees, the batches and --runner-pool must be positive")
+    with tempfile.TemporaryDirectory(prefix="periodya-bench-pipeline-") as tmp:
+        workdir = Path(tmp)
+        log = (workdir / "bench.log").open("w")
+        try:
+            configure(args.log_level)  # this process logs like `periodya scheduler`, into a file, not the report
+            structlog.configure(logger_factory=structlog.PrintLoggerFactory(log))
+            figures = asyncio.run(run(args, workdir))
+        finally:
+            log.close()
+        figures.log_lines["bench.log (runners)"] = _count_levels(workdir / "bench.log")
+        report(figures, args)
+    return 0
