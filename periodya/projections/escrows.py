@@ -13,9 +13,11 @@ from periodya.projections.rows import values
 
 TABLES = ("escrows",)
 TYPES = frozenset({"EscrowFunded", "EscrowReleased", "EscrowRefunded"})
+# One statement for the whole batch (unnest), rather than one per row: replay applies pages of thousands.
 _UPSERT = """
 INSERT INTO escrows (escrow_id, currency, funded, released, refunded, version, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
+                     $7::timestamptz[], $8::timestamptz[])
 ON CONFLICT (escrow_id) DO UPDATE SET funded = EXCLUDED.funded, released = EXCLUDED.released,
     refunded = EXCLUDED.refunded, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at"""
 
@@ -36,5 +38,5 @@ async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> No
         states[eid] = escrow.evolve(states.get(eid), REGISTRY.decode(ev))
         created.setdefault(eid, ev.recorded_at)
         updated[eid] = ev.recorded_at
-    await conn.executemany(_UPSERT, [(*values(states[i]), created[i], updated[i])
-                                     for i in sorted(updated)])
+    rows_out = [(*values(states[i]), created[i], updated[i]) for i in sorted(updated)]
+    await conn.execute(_UPSERT, *zip(*rows_out, strict=True))

@@ -39,31 +39,34 @@ def step(task: OutboxTask | None, ev: RecordedEvent) -> OutboxTask | None:
         return OutboxTask(d["payoutId"], PENDING, 0, None, None, at, at)
     if task is None:
         return None
-    t = replace(task, updated_at=at)
+    # One replace per event (each is a full frozen-dataclass construction): replay runs this per event.
     if task.status == FAILED:
-        return t  # a failed task is never revived (quarantined or abandoned)
+        return replace(task, updated_at=at)  # a failed task is never revived (quarantined or abandoned)
     match ev.type:
         case "PayoutSendStarted":
-            return replace(t, status=SENDING, attempts=d["attempt"], next_attempt_at=None)
+            return replace(task, updated_at=at, status=SENDING, attempts=d["attempt"], next_attempt_at=None)
         case "PayoutSent" | "PayoutProviderPaid":
-            return replace(t, status=SENT if task.status in (PENDING, SENDING) else task.status, last_error=None)
+            return replace(task, updated_at=at, status=SENT if task.status in (PENDING, SENDING) else task.status,
+                           last_error=None)
         case "PayoutSendFailed":
-            return replace(t, status=PENDING, last_error=d["error"], next_attempt_at=datetime.fromisoformat(
-                d["nextAttemptAt"]))
+            return replace(task, updated_at=at, status=PENDING, last_error=d["error"],
+                           next_attempt_at=datetime.fromisoformat(d["nextAttemptAt"]))
         case "PayoutRequeued":
-            return replace(t, status=PENDING, next_attempt_at=None, last_error=d["reason"])
+            return replace(task, updated_at=at, status=PENDING, next_attempt_at=None, last_error=d["reason"])
         case "PayoutFinalized" | "PayoutProviderFailed":
-            return replace(t, status=DONE)
+            return replace(task, updated_at=at, status=DONE)
         case "PayoutSendAbandoned":
-            return replace(t, status=FAILED, last_error=d["error"])
+            return replace(task, updated_at=at, status=FAILED, last_error=d["error"])
         case "PayoutQuarantined":
-            return replace(t, status=FAILED, last_error=f"quarantined: {d['reason']}")
-    return t
+            return replace(task, updated_at=at, status=FAILED, last_error=f"quarantined: {d['reason']}")
+    return replace(task, updated_at=at)
 
 
+# One statement for the whole batch (unnest), rather than one per row: replay applies pages of thousands.
 _UPSERT = """
 INSERT INTO outbox (payout_id, status, attempts, last_error, next_attempt_at, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::timestamptz[], $6::timestamptz[],
+                     $7::timestamptz[])
 ON CONFLICT (payout_id) DO UPDATE SET status = EXCLUDED.status, attempts = EXCLUDED.attempts,
     last_error = EXCLUDED.last_error, next_attempt_at = EXCLUDED.next_attempt_at, updated_at = EXCLUDED.updated_at"""
 
@@ -78,4 +81,6 @@ async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> No
     for ev in mine:
         pid = ev.stream_id[len(PREFIX):]
         tasks[pid] = step(tasks.get(pid), ev)
-    await conn.executemany(_UPSERT, [values(t) for t in tasks.values() if t is not None])
+    rows_out = [values(t) for t in tasks.values() if t is not None]
+    if rows_out:
+        await conn.execute(_UPSERT, *zip(*rows_out, strict=True))

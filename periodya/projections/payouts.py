@@ -17,8 +17,15 @@ TABLES = ("payouts",)
 PREFIX = "payout-"
 _FIELDS = [f.name for f in fields(payout.PayoutState)]
 _COLUMNS = [*_FIELDS, "created_at", "updated_at", "status_changed_at"]
+_SQL_TYPES = {"payout_id": "text", "payee_id": "text", "amount": "bigint", "currency": "text", "destination": "text",
+              "status": "text", "provider_payout_id": "text", "provider_status": "text", "ledger_finalized": "boolean",
+              "funds_returned": "boolean", "quarantine_reason": "text", "attempts": "int", "last_error": "text",
+              "next_attempt_at": "timestamptz", "version": "bigint", "created_at": "timestamptz",
+              "updated_at": "timestamptz", "status_changed_at": "timestamptz"}
+# One statement for the whole batch (unnest), rather than one per row: replay applies pages of thousands.
 _UPSERT = (
-    f"INSERT INTO payouts ({', '.join(_COLUMNS)}) VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))}) "
+    f"INSERT INTO payouts ({', '.join(_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"${i}::{_SQL_TYPES[c]}[]" for i, c in enumerate(_COLUMNS, start=1)) + ") "
     "ON CONFLICT (payout_id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS if c not in ("payout_id", "created_at")))
 
@@ -49,4 +56,5 @@ async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> No
         if before is None or before.status != after.status:
             t[2] = ev.recorded_at
         touched.add(pid)
-    await conn.executemany(_UPSERT, [(*values(states[p]), *times[p]) for p in sorted(touched)])
+    rows_out = [(*values(states[p]), *times[p]) for p in sorted(touched)]
+    await conn.execute(_UPSERT, *zip(*rows_out, strict=True))

@@ -17,15 +17,21 @@ def stream(event_id: str) -> str:
 
 
 async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
-    received = [e for e in events if e.type == "ProviderEventReceived"]
+    # One statement per kind for the whole batch (unnest), rather than one per row.
+    received = [(e.data["eventId"], e.data["type"], e.data["providerPayoutId"], e.data["payoutId"], e.data["status"],
+                 e.seq, e.recorded_at, e.data.get("amount"), e.data.get("currency"))
+                for e in events if e.type == "ProviderEventReceived"]
     if received:
-        await conn.executemany(
+        await conn.execute(
             "INSERT INTO provider_events (event_id, type, provider_payout_id, payout_id, status, received_seq, "
-            "received_at, amount, currency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            [(e.data["eventId"], e.data["type"], e.data["providerPayoutId"], e.data["payoutId"], e.data["status"],
-              e.seq, e.recorded_at, e.data.get("amount"), e.data.get("currency")) for e in received])
-    applied = [e for e in events if e.type == "ProviderEventApplied"]
+            "received_at, amount, currency) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+            "$5::text[], $6::bigint[], $7::timestamptz[], $8::bigint[], $9::text[])", *zip(*received, strict=True))
+    # Keyed by event id, the last one winning: what one UPDATE per event in order would leave behind.
+    applied = {e.stream_id[len(PREFIX):]: (e.seq, e.data["outcome"])
+               for e in events if e.type == "ProviderEventApplied"}
     if applied:
-        await conn.executemany(
-            "UPDATE provider_events SET applied_seq = $2, outcome = $3 WHERE event_id = $1",
-            [(e.stream_id[len(PREFIX):], e.seq, e.data["outcome"]) for e in applied])
+        await conn.execute(
+            "UPDATE provider_events p SET applied_seq = u.seq, outcome = u.outcome "
+            "FROM unnest($1::text[], $2::bigint[], $3::text[]) AS u(event_id, seq, outcome) "
+            "WHERE p.event_id = u.event_id",
+            list(applied), [a[0] for a in applied.values()], [a[1] for a in applied.values()])
