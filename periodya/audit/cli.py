@@ -29,6 +29,10 @@ from periodya.handlers.unit_of_work import Meta
 
 def add_parser(sub: Any) -> None:
     replay_cli.add_parser(sub)
+    verify = sub.choices.get("verify")
+    if verify is not None:  # `verify` itself is defined in periodya.cli; its command is extended below
+        verify.description = ("Recompute every stream's hash chain (naming the first broken link of each), then "
+                              "every daily digest recorded in the log; exit 1 on any failure.")
     bal = sub.add_parser("balances", help="account balances as of a position or moment, from the log")
     bal.add_argument("--as-of", required=True, metavar="POSITION|TIMESTAMP",
                      help="a global seq (the log up to that event in commit order) or an RFC 3339 moment")

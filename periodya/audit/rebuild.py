@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from periodya.audit.rebuilder import rebuild_into
 from periodya.eventstore.model import START, Position
 from periodya.projections.replay import TableDiff, Until, diff_table, rebuild_in, selected
 
@@ -63,13 +64,18 @@ async def count_rows(conn: asyncpg.Connection, schema: str, table: str) -> int:
 
 
 async def rebuild(conn: asyncpg.Connection, names: Sequence[str] | None, *, position: Position | None = None,
-                  diff: bool = True, limit: int = 10, scratch: str | None = None) -> Rebuilt:
+                  diff: bool = True, limit: int = 10, scratch: str | None = None,
+                  reader: asyncpg.Connection | None = None, keep_indexes: bool = True) -> Rebuilt:
     """Inside the caller's REPEATABLE READ transaction (opened but with no statement run yet): take the
-    snapshot, rebuild, count rows and (unless `diff` is false) diff every table against live."""
+    snapshot, rebuild, count rows and (unless `diff` is false) diff every table against live. With a
+    second, idle connection `reader`, the log is read on it, a page ahead (audit.rebuilder)."""
     snapshot = str(await conn.fetchval("SELECT pg_current_snapshot()::text"))  # fixes the snapshot
     await conn.execute("SET LOCAL statement_timeout = 0")  # a big log takes longer than the pool's 30 s
     out = Rebuilt(scratch or scratch_name(), 0, snapshot)
-    out.events = await rebuild_until(conn, out.scratch, names, position)
+    if reader is None:
+        out.events = await rebuild_until(conn, out.scratch, names, position)
+    else:
+        out.events = await rebuild_into(conn, reader, out.scratch, names, position, keep_indexes=keep_indexes)
     for table in tables_of(names):
         live = await count_rows(conn, "periodya", table) if diff else None
         out.counts[table] = (live, await count_rows(conn, out.scratch, table))

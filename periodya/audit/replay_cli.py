@@ -94,10 +94,10 @@ async def run_replay(pool: Any, names: Sequence[str] | None, until: str | None, 
         raise AuditError("--swap replaces the live tables with the whole log's rebuild; it cannot take --until")
     if until is not None:
         return await _replay_until(pool, names, until, out)
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, pool.acquire() as reader:
         tx = await rb.open_repeatable_read(conn)
         try:
-            result = await rb.rebuild(conn, names, limit=limit)
+            result = await rb.rebuild(conn, names, limit=limit, reader=reader, keep_indexes=swap)
             problems = await rb.invariant_problems(conn, result.scratch, names) if swap else []
         except BaseException:
             await tx.rollback()
@@ -125,12 +125,12 @@ async def run_replay(pool: Any, names: Sequence[str] | None, until: str | None, 
 
 async def _replay_until(pool: Any, names: Sequence[str] | None, until: str, out: TextIO) -> int:
     point = parse_point(until)
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, pool.acquire() as reader:
         tx = await rb.open_repeatable_read(conn)
         try:
             await conn.fetchval("SELECT 1")  # fix the snapshot before resolving the point
             position = await resolve(conn, point)
-            result = await rb.rebuild(conn, names, position=position, diff=False)
+            result = await rb.rebuild(conn, names, position=position, diff=False, reader=reader, keep_indexes=False)
         finally:
             await tx.rollback()  # nothing of the scratch schema survives
     where = f"position {position.seq} (tx {position.tx})" if position.seq else "the empty log (no event)"
