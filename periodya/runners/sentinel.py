@@ -24,7 +24,15 @@ log = get_logger("periodya.sentinel")
 
 
 async def _scope(deps: Deps, full: bool) -> tuple[Scope, Position]:
+    """What this run examines, and the position its checkpoint moves to: the newest event below the
+    snapshot horizon. Recent mode lists the streams written since the checkpoint; full mode checks
+    everything and needs no list (listing a whole log costs seconds)."""
     pool = deps.store.pool
+    if full:
+        row = await pool.fetchrow(
+            "SELECT tx::text::bigint AS tx, seq FROM events WHERE tx < pg_snapshot_xmin(pg_current_snapshot()) "
+            "ORDER BY tx DESC, seq DESC LIMIT 1")
+        return Scope(True), Position(row["tx"], row["seq"]) if row else START
     row = await pool.fetchrow("SELECT tx::text::bigint AS tx, seq FROM checkpoints WHERE name = $1", CHECKPOINT)
     after = Position(row["tx"], row["seq"]) if row else START
     rows = await pool.fetch(
@@ -32,7 +40,7 @@ async def _scope(deps: Deps, full: bool) -> tuple[Scope, Position]:
         "WHERE (tx, seq) > ($1::text::xid8, $2) AND tx < pg_snapshot_xmin(pg_current_snapshot())",
         str(after.tx), after.seq)
     last = max((Position(r["tx"], r["seq"]) for r in rows), default=after)
-    return Scope(full, [r["stream_id"] for r in rows]), last
+    return Scope(False, [r["stream_id"] for r in rows]), last
 
 
 async def _raise(code: str, severity: str, subject: str, details: dict[str, Any], deps: Deps) -> bool:
