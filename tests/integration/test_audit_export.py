@@ -24,7 +24,8 @@ from periodya.eventstore.verify import verify_chains
 YESTERDAY = (datetime.now(UTC) - timedelta(days=1)).date()
 
 
-async def insert_day(pool: asyncpg.Pool, day: date, streams: int = 4, per_stream: int = 5, prefix: str = "past") -> None:
+async def insert_day(pool: asyncpg.Pool, day: date, streams: int = 4, per_stream: int = 5,
+                     prefix: str = "past") -> None:
     """Events recorded on a past `day` (append_events stamps now(), so they are written as the store would
     have written them then: same columns, same hash chain, one transaction, interleaved streams)."""
     start = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=9)
@@ -140,7 +141,7 @@ def test_checker_detects_reordered_events(day_export: Any) -> None:
 
 
 def test_checker_names_days_without_a_digest(day_export: Any) -> None:
-    lines, digest = day_export
+    lines, _digest = day_export
     report = check_export(lines, [])
     assert not report.ok and report.unverified_days == [YESTERDAY.isoformat()] and not report.problems
 
