@@ -16,6 +16,7 @@ import asyncpg
 from periodya.audit.balances_asof import balances_as_of
 from periodya.audit.points import Point
 from periodya.eventstore import EventStore
+from tests.integration.test_audit_catchup import _settled
 from tests.integration.test_audit_replay import PROGRAM
 from tests.integration.test_ledger_properties import _run
 
@@ -63,6 +64,7 @@ async def test_balances_as_of_every_past_position_equal_the_live_balances_then(p
     await _run(store, "b-", PROGRAM[::-1] + PROGRAM)
     positions = {seq: rows for seq, _, rows in seen}
     assert len(positions) > 20 and len({len(r) for r in positions.values()}) > 3
+    await _settled(pool)
     for seq, rows in positions.items():
         result = await balances_as_of(pool, Point(seq=seq))
         assert (result.position.seq, _rows(result)) == (seq, rows), seq

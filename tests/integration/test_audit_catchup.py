@@ -65,6 +65,16 @@ async def demo_tables(pool: asyncpg.Pool) -> None:
                        "CREATE TABLE audit_demo_counts (event_type text PRIMARY KEY, n bigint NOT NULL)")
 
 
+async def _settled(pool: asyncpg.Pool) -> None:
+    """Wait until every event is below the snapshot horizon. The horizon is cluster-wide: a transaction
+    in another database (another test session on the same server) can hold it back for a moment."""
+    async with asyncio.timeout(60):
+        while not await pool.fetchval(  # noqa: ASYNC110 - polling the database
+                "SELECT coalesce((SELECT tx FROM events ORDER BY tx DESC LIMIT 1), '0') "
+                "< pg_snapshot_xmin(pg_current_snapshot())"):
+            await asyncio.sleep(0.02)
+
+
 async def _head(pool: asyncpg.Pool) -> tuple[int, int]:
     row = await pool.fetchrow("SELECT tx::text::bigint AS tx, seq FROM events ORDER BY tx DESC, seq DESC LIMIT 1")
     return row["tx"], row["seq"]
@@ -170,6 +180,7 @@ async def test_a_crash_mid_page_rolls_back_the_page_and_its_checkpoint(pool: asy
                                                                       demo_tables: None) -> None:
     store = EventStore(pool)
     await _run(store, "m-", PROGRAM)
+    await _settled(pool)
     crashing = CatchUp(store, "demo", [demo_projection(crash_every=3)], page=5)
     await crashing.prepare()
     assert await crashing.step() == 5 and await crashing.step() == 5
@@ -199,6 +210,7 @@ async def test_a_follower_schema_of_every_projection_equals_live(pool: asyncpg.P
     writing = asyncio.ensure_future(asyncio.gather(*[_run(store, f"f{n}-", PROGRAM) for n in range(3)]))
     crashes = 0
     while not writing.done() or crashes < 5:
+        await _settled(pool)
         crasher = demo_crasher(every=3)
         try:
             await CatchUp(store, "follower", [*modules, crasher], schema="follower", page=4).run_until_caught_up()
