@@ -13,7 +13,7 @@ from periodya.domain.events import AlertAcknowledged, AlertRaised, AlertResolved
 
 OPEN, ACKNOWLEDGED, RESOLVED = "OPEN", "ACKNOWLEDGED", "RESOLVED"
 CRITICAL, WARNING = "critical", "warning"
-NEVER_AUTO_RESOLVED = frozenset({"LEDGER_UNBALANCED", "HASH_CHAIN_BROKEN"})
+NEVER_AUTO_RESOLVED = frozenset({"LEDGER_UNBALANCED", "HASH_CHAIN_BROKEN", "DIGEST_MISMATCH"})
 
 
 def stream(code: str, subject: str) -> str:

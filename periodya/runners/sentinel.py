@@ -6,6 +6,7 @@ MAX_NEW_PER_CODE alerts are raised per code per run; the rest are summed up in o
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -88,12 +89,33 @@ async def run(deps: Deps, batch: int = 0, *, mode: str = "recent") -> Summary:
         summary.count(f"examined:{result.code}") if result.examined else summary.count(f"empty:{result.code}")
         await _apply(deps, result, summary)
         await _clear_check_failure(deps, name, summary)
+    if mode == "full":
+        await _record_digest(deps, summary)
     if all_ran:
         await deps.store.pool.execute(
             "INSERT INTO checkpoints (name, tx, seq, updated_at) VALUES ($1, $2::text::xid8, $3, now()) "
             "ON CONFLICT (name) DO UPDATE SET tx = EXCLUDED.tx, seq = EXCLUDED.seq, updated_at = now()",
             CHECKPOINT, str(last.tx), last.seq)
     return summary
+
+
+async def _record_digest(deps: Deps, summary: Summary) -> None:
+    """The daily run records yesterday's digest of the log (idempotent); a digest that no longer matches
+    the recorded one means the log was changed: a critical alert for a human."""
+    from periodya.audit.digests import MISMATCH, record_daily_digest
+
+    yesterday = (deps.clock() - timedelta(days=1)).date()
+    try:
+        outcome = await record_daily_digest(deps.store, yesterday, now=deps.clock())
+    except Exception as exc:  # like a check that could not run: alert, never a silent pass
+        log.exception("digest_failed", day=yesterday.isoformat())
+        await _raise("SENTINEL_CHECK_FAILED", CRITICAL, "daily_digest", {"check": "daily_digest",
+                                                                         "error": str(exc)[:500]}, deps)
+        summary.failed += 1
+        return
+    summary.count(f"digest:{outcome.status}")
+    if outcome.status == MISMATCH:
+        await _raise("DIGEST_MISMATCH", CRITICAL, outcome.day, {"day": outcome.day}, deps)
 
 
 async def _clear_check_failure(deps: Deps, name: str, summary: Summary) -> None:

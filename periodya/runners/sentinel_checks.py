@@ -32,6 +32,9 @@ REMEDY = {
                          "escalate to Senior Engineering. Never auto-resolved.",
     "DUPLICATE_PAYOUT": "The provider reports another payout or amount for this payout: quarantine it "
                         "(POST /api/admin/ops/payouts/{id}/quarantine) and reconcile with the provider by hand.",
+    "DIGEST_MISMATCH": "A day's events no longer match the digest recorded for that day: the log was changed "
+                       "outside the application. Run `periodya verify` and `periodya digest`, preserve "
+                       "evidence, escalate to Senior Engineering. Never auto-resolved.",
     "SENTINEL_CHECK_FAILED": "A sentinel check could not run: see details.error and the logs; until it runs again, "
                              "its condition is unknown.",
     "PAYOUT_SEND_ABANDONED": "The outbox gave up on this payout (the provider refused it, or after the attempt "

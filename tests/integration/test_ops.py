@@ -113,3 +113,25 @@ async def test_sentinel_raises_once_and_auto_resolves(pool: asyncpg.Pool, settin
         row = await pool.fetchrow("SELECT status, automatic FROM alerts WHERE code = 'SENT_STUCK'")
         assert (row["status"], row["automatic"]) == ("RESOLVED", True)
         assert _subset(await _health(p), HEALTHY) == HEALTHY
+
+
+async def test_full_sentinel_records_the_daily_digest_and_catches_a_changed_day(
+        pool: asyncpg.Pool, settings: Settings) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.integration.test_audit_export import insert_day
+
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date()
+    await insert_day(pool, yesterday)
+    async with live_pipeline(pool, settings) as p:
+        assert (await sentinel.run(p.deps, mode="full")).details["digest:recorded"] == 1
+        assert (await sentinel.run(p.deps, mode="full")).details["digest:already_recorded"] == 1
+        async with pool.acquire() as c, c.transaction():
+            await c.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+            await c.execute("UPDATE events SET hash = sha256(hash) WHERE seq = (SELECT min(seq) FROM events "
+                            "WHERE recorded_at::date = $1)", yesterday)
+            await c.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+        summary = await sentinel.run(p.deps, mode="full")
+        assert summary.details["digest:mismatch"] == 1
+        codes = {r["code"] for r in await pool.fetch("SELECT code FROM alerts WHERE status = 'OPEN'")}
+        assert {"DIGEST_MISMATCH", "HASH_CHAIN_BROKEN"} <= codes
