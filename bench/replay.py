@@ -173,6 +173,9 @@ async def raw_read(conn: asyncpg.Connection, page: int) -> int:
 
 
 async def rebuild_library(conn: asyncpg.Connection, page: int) -> int:
+    # Statements cached under the previous round's scratch search_path are re-analysed on every
+    # execution (rebuild_into drops the cache itself); start this one clean too, for a fair figure.
+    await conn.reload_schema_state()
     tx = conn.transaction(isolation="repeatable_read")
     await tx.start()
     try:
