@@ -171,35 +171,13 @@ class _TimedAcquire:
                 req.release_s += time.perf_counter() - started
 
 
-class TimedPool:
+class TimedPool(c.PoolView):
     """Stands in for the asyncpg pool given to the app (Pool's attributes are read-only): every acquire,
     including the pool's own fetch/fetchrow/fetchval/execute shortcuts, times the wait for a connection
     and the release (which resets the connection: one more round trip)."""
 
-    def __init__(self, pool: Any) -> None:
-        self._pool = pool
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pool, name)
-
     def acquire(self, *args: Any, **kwargs: Any) -> _TimedAcquire:
         return _TimedAcquire(self._pool.acquire(*args, **kwargs))
-
-    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.acquire() as conn:
-            return await conn.fetch(*args, **kwargs)
-
-    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.acquire() as conn:
-            return await conn.fetchrow(*args, **kwargs)
-
-    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.acquire() as conn:
-            return await conn.fetchval(*args, **kwargs)
-
-    async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.acquire() as conn:
-            return await conn.execute(*args, **kwargs)
 
 
 async def _serve(args: argparse.Namespace) -> int:

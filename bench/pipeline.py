@@ -157,33 +157,11 @@ class _TimedAcquire:
         return await self.ctx.__aexit__(*exc)
 
 
-class TimedPool:
+class TimedPool(c.PoolView):
     """Stands in for the asyncpg pool (its attributes are read-only): times the wait for a connection."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pool, name)
 
     def acquire(self, *args: Any, **kwargs: Any) -> _TimedAcquire:
         return _TimedAcquire(self._pool.acquire(*args, **kwargs))
-
-    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.acquire() as conn:
-            return await conn.fetch(*args, **kwargs)
-
-    async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.acquire() as conn:
-            return await conn.fetchrow(*args, **kwargs)
-
-    async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.acquire() as conn:
-            return await conn.fetchval(*args, **kwargs)
-
-    async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.acquire() as conn:
-            return await conn.execute(*args, **kwargs)
 
 
 class TimedProvider:

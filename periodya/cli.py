@@ -77,12 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     from periodya.audit import cli as audit_cli  # replay, balances, history, export, digest; extends `verify`
 
     audit_cli.add_parser(sub)
-    for extend in _EXTENSIONS:
-        extend(sub)
     return parser
 
-
-_EXTENSIONS: list[Callable[[Any], None]] = []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,6 @@ must never live long.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import warnings
 from importlib import resources
@@ -116,6 +115,3 @@ async def ensure_schema(conn: asyncpg.Connection) -> None:
     if not found:
         raise ConfigError("the database has no periodya schema: run `periodya migrate` first")
 
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 import asyncpg
 
@@ -113,10 +112,6 @@ class EventStore:
                               ev.data, ev.metadata, row["recorded_at"])
                 for row, ev in zip(rows, flat, strict=True)]
 
-    async def stream_version(self, stream_id: str, *, conn: asyncpg.Connection | None = None) -> int:
-        async with self._conn(conn) as c:
-            v = await c.fetchval("SELECT max(stream_version) FROM events WHERE stream_id = $1", stream_id)
-        return int(v or 0)
 
     async def read_stream(self, stream_id: str, *, after_version: int = 0,
                           conn: asyncpg.Connection | None = None) -> list[RecordedEvent]:
@@ -133,23 +128,7 @@ class EventStore:
             rows = await c.fetch(_READ_ALL, str(after.tx), after.seq, limit)
         return [row_to_event(r) for r in rows]
 
-    async def iter_all(self, after: Position = START, page: int = 1000) -> AsyncIterator[RecordedEvent]:
-        """Every event after `after` that is below the horizon now, page by page."""
-        while True:
-            events = await self.read_all(after, page)
-            for ev in events:
-                yield ev
-            if len(events) < page:
-                return
-            after = events[-1].position
 
-    async def head(self, *, conn: asyncpg.Connection | None = None) -> dict[str, Any]:
-        """The newest sequence number and the count of events not yet below the snapshot horizon."""
-        async with self._conn(conn) as c:
-            row = await c.fetchrow(
-                "SELECT (SELECT coalesce(max(seq), 0) FROM events) AS seq, "
-                "(SELECT count(*) FROM events WHERE tx >= pg_snapshot_xmin(pg_current_snapshot())) AS pending")
-        return {"seq": row["seq"], "pendingBehindHorizon": row["pending"]}
 
     def wake(self) -> None:
         """Schedule one NOTIFY for followers, coalescing bursts of commits into a single hint.

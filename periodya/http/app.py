@@ -16,9 +16,6 @@ from periodya.http.middleware import request_context
 from periodya.provider.port import ProviderUnavailable
 from periodya.runners.base import Deps
 
-SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", asyncpg.Pool)
-
 
 class NoProvider:
     """Stands in when no provider is configured: health and alerts work, provider calls say unavailable."""
@@ -37,8 +34,6 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     """Build the app around an open pool (the caller owns the pool's lifetime). `deps` (provider and
     clock for the jobs) enables the ops endpoints that call the provider."""
     app = web.Application(middlewares=[request_context, auth.auth_middleware], client_max_size=256 * 1024)
-    app[SETTINGS] = settings
-    app[POOL] = pool
     app[ops_routes.DEPS] = deps or Deps(EventStore(pool), NoProvider(), settings)
     app[platform_routes.STORE] = EventStore(pool)
     app[auth.SERVICE_TOKEN] = settings.service_token
