@@ -42,12 +42,30 @@ async def lookup(conn: asyncpg.Connection, scope: str, key: str, digest: str) ->
         "SELECT request_hash, status, response FROM idempotency_keys WHERE scope = $1 AND key = $2", scope, key)
     if row is None:
         return None
-    if row["request_hash"] != digest:
-        raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used with a different request")
-    return StoredResponse(row["status"], row["response"])
+    return check((row["request_hash"], row["status"], row["response"]), key, digest)
 
 
 async def remember(conn: asyncpg.Connection, scope: str, key: str, digest: str, answer: StoredResponse) -> None:
     await conn.execute(
         "INSERT INTO idempotency_keys (scope, key, request_hash, status, response) VALUES ($1, $2, $3, $4, $5)",
         scope, key, digest, answer.status, answer.body)
+
+
+def check(stored: tuple[str, int, Any], key: str, digest: str) -> StoredResponse:
+    """A stored (request_hash, status, response) row as the answer for a request hashing to `digest`."""
+    request_hash, status, body = stored
+    if request_hash != digest:
+        raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used with a different request")
+    return StoredResponse(status, body)
+
+
+async def remember_many(conn: asyncpg.Connection, scope: str,
+                        answers: list[tuple[str, str, StoredResponse]]) -> None:
+    """`remember` for several (key, digest, answer) at once: one INSERT."""
+    if not answers:
+        return
+    await conn.execute(
+        "INSERT INTO idempotency_keys (scope, key, request_hash, status, response) "
+        "SELECT $1, k, h, s, r::jsonb FROM unnest($2::text[], $3::text[], $4::int[], $5::text[]) AS u(k, h, s, r)",
+        scope, [k for k, _, _ in answers], [d for _, d, _ in answers], [a.status for _, _, a in answers],
+        [canonical_json(a.body) for _, _, a in answers])

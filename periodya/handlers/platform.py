@@ -54,8 +54,8 @@ async def request_payout(uow: UnitOfWork, cmd: payout.RequestPayout, *, new_id: 
     payable = accounts.payable(cmd.payee_id)
     await uow.lock_accounts([(payable, cmd.currency), (accounts.inflight(cmd.payee_id), cmd.currency)])
     available = await uow.balance(payable, cmd.currency)
-    await uow.commit(payout.stream(cmd.payout_id), 0, payout.decide_request(state, cmd, available))
-    return await views.payout_view(uow.conn, cmd.payout_id)
+    recorded = await uow.commit(payout.stream(cmd.payout_id), 0, payout.decide_request(state, cmd, available))
+    return views.new_payout_view(recorded[0])  # the PayoutRequested event: no read-back round trip
 
 
 async def execute(store: EventStore, meta: Meta, body: Body, *, idempotency_key: str | None = None,

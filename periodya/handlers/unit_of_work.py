@@ -115,14 +115,7 @@ class UnitOfWork:
         if decision.is_noop and not also:
             return []
         await self.lock_accounts(pair for g in decision.groups for pair in g.accounts())
-        meta = self.meta.as_metadata()
-        appends = [StreamAppend(stream_id, expected_version or NO_STREAM,
-                                [REGISTRY.to_new(e, meta) for e in decision.events])]
-        appends += [StreamAppend(f"ledger-{g.group_id}", NO_STREAM, [REGISTRY.to_new(posted(g, stream_id), meta)])
-                    for g in decision.groups]
-        if not decision.events:
-            appends = appends[1:]
-        appends += list(also)
+        appends = decision_appends(stream_id, expected_version, decision, self.meta.as_metadata()) + list(also)
         recorded = await self.store.append(appends, conn=self.conn)
         try:
             await apply_all(self.conn, recorded)
@@ -133,6 +126,19 @@ class UnitOfWork:
             raise OverdraftRefused(f"the database refused an overdraft: {exc.detail}") from None
         self.recorded.extend(recorded)
         return recorded
+
+
+def decision_appends(stream_id: str, expected_version: int, decision: Decision,
+                     metadata: dict[str, Any]) -> list[StreamAppend]:
+    """The appends that record `decision`: its events on `stream_id` (expected at `expected_version`,
+    0 = a new stream) and each ledger group on its own `ledger-<group id>` stream (always new, so a
+    group can be posted only once). The caller must hold the groups' account locks."""
+    appends = [StreamAppend(f"ledger-{g.group_id}", NO_STREAM, [REGISTRY.to_new(posted(g, stream_id), metadata)])
+               for g in decision.groups]
+    if decision.events:
+        appends.insert(0, StreamAppend(stream_id, expected_version or NO_STREAM,
+                                       [REGISTRY.to_new(e, metadata) for e in decision.events]))
+    return appends
 
 
 async def run_command(store: EventStore, meta: Meta, body: Callable[[UnitOfWork], Awaitable[T]],

@@ -7,7 +7,11 @@ from typing import Any
 
 import asyncpg
 
+from periodya.catalog import REGISTRY
+from periodya.domain import payout
 from periodya.domain.errors import NotFound
+from periodya.eventstore.model import RecordedEvent
+from periodya.projections import outbox
 
 
 def rfc3339(value: datetime | None) -> str | None:
@@ -32,7 +36,7 @@ SELECT p.*, o.status AS outbox_status, o.attempts AS outbox_attempts, o.last_err
  WHERE {where}"""
 
 
-def _payout_json(row: asyncpg.Record) -> dict[str, Any]:
+def _payout_json(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
     return {
         "payoutId": row["payout_id"], "payeeId": row["payee_id"], "amount": row["amount"],
         "currency": row["currency"], "destination": row["destination"], "status": row["status"],
@@ -43,6 +47,21 @@ def _payout_json(row: asyncpg.Record) -> dict[str, Any]:
                    "lastError": row["outbox_last_error"], "nextAttemptAt": rfc3339(row["outbox_next_attempt_at"])},
         "createdAt": rfc3339(row["created_at"]), "updatedAt": rfc3339(row["updated_at"]),
     }
+
+
+def new_payout_view(requested: RecordedEvent) -> dict[str, Any]:
+    """What `payout_view` reads back right after a payout's first event (PayoutRequested) is projected,
+    built without the round trip: the same pure folds the payouts and outbox projections store
+    (payout.evolve, outbox.step) and the event's recorded time as every timestamp."""
+    state = payout.evolve(None, REGISTRY.decode(requested))
+    task = outbox.step(None, requested)
+    if state is None or task is None or requested.stream_version != 1:
+        raise ValueError(f"not a payout's first event: {requested.type} v{requested.stream_version}")
+    at = requested.recorded_at
+    return _payout_json({
+        **vars(state), "created_at": at, "updated_at": at, "outbox_status": task.status,
+        "outbox_attempts": task.attempts, "outbox_last_error": task.last_error,
+        "outbox_next_attempt_at": task.next_attempt_at})
 
 
 async def payout_view(conn: asyncpg.Connection | asyncpg.Pool, payout_id: str) -> dict[str, Any]:
