@@ -11,6 +11,7 @@ from periodya.admin import routes as admin_routes
 from periodya.audit import routes as audit_routes
 from periodya.config import Settings
 from periodya.eventstore import EventStore
+from periodya.handlers.payout_batch import PayoutBatcher
 from periodya.http import auth, ops_routes, platform_routes, webhook_routes
 from periodya.http.middleware import request_context
 from periodya.provider.port import ProviderUnavailable
@@ -35,7 +36,13 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     clock for the jobs) enables the ops endpoints that call the provider."""
     app = web.Application(middlewares=[request_context, auth.auth_middleware], client_max_size=256 * 1024)
     app[ops_routes.DEPS] = deps or Deps(EventStore(pool), NoProvider(), settings)
-    app[platform_routes.STORE] = EventStore(pool)
+    app[platform_routes.STORE] = store = EventStore(pool)
+    app[platform_routes.PAYOUTS] = payouts = PayoutBatcher(store)
+
+    async def _drain_payouts(_app: web.Application) -> None:
+        await payouts.drain()
+
+    app.on_shutdown.append(_drain_payouts)
     app[auth.SERVICE_TOKEN] = settings.service_token
     app[auth.CRON_SECRET] = settings.cron_secret
     app.router.add_get("/livez", _liveness)

@@ -11,12 +11,14 @@ from aiohttp import web
 from periodya.domain import escrow, payout
 from periodya.eventstore import EventStore
 from periodya.handlers import platform, views
+from periodya.handlers.payout_batch import PayoutBatcher
 from periodya.handlers.unit_of_work import Meta
 from periodya.http import schemas
 from periodya.http.middleware import ACTOR, REQUEST_ID
 from periodya.http.problems import BadRequest
 
 STORE = web.AppKey("store", EventStore)
+PAYOUTS = web.AppKey("payouts", PayoutBatcher)
 routes = web.RouteTableDef()
 _KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -93,13 +95,11 @@ async def get_payee_balances(request: web.Request) -> web.Response:
 @routes.post("/api/payouts")
 async def create_payout(request: web.Request) -> web.Response:
     key = idempotency_key(request, required=True)
+    assert key is not None
     body, raw = await schemas.parse(request, schemas.CreatePayout)
     cmd = payout.RequestPayout(f"pay_{uuid.uuid4().hex}", body.payee_id, body.amount, body.currency,
                                body.destination)
-    status, out = await platform.execute(
-        request.app[STORE], meta(request), lambda uow: platform.request_payout(uow, cmd, new_id=True),
-        idempotency_key=key, scope="POST /api/payouts", request=raw, created_status=201,
-        locks=platform.payout_request_locks(cmd))
+    status, out = await request.app[PAYOUTS].request(cmd, meta(request), key, raw)  # group commit, see there
     return json(out, status)
 
 
