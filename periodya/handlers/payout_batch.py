@@ -34,6 +34,7 @@ Why it is safe:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -108,7 +109,8 @@ class PayoutBatcher:
             batch = self._take()
             if not batch:
                 return
-            task = asyncio.get_running_loop().create_task(self._run(batch))
+            # a fresh context: the batch belongs to no single request (its logs carry no request's id)
+            task = asyncio.get_running_loop().create_task(self._run(batch), context=contextvars.Context())
             self._running.add(task)
             task.add_done_callback(self._finished)
 
@@ -142,7 +144,7 @@ class PayoutBatcher:
             except Exception as exc:  # nothing was written: isolate every request in its own transaction
                 if len(batch) > 1:
                     log.warning("payout batch failed; running its requests one by one", size=len(batch),
-                                error=type(exc).__name__)
+                                error=type(exc).__name__, request_ids=[r.meta.request_id for r in batch])
                 outcomes = await asyncio.gather(*(self._alone(r) for r in batch), return_exceptions=True)
         except BaseException:  # cancelled (shutdown): nobody may wait forever
             for r in batch:
