@@ -25,6 +25,7 @@ from periodya.handlers import platform, views
 from periodya.handlers.idempotency import IdempotencyKeyReused
 from periodya.handlers.payout_batch import PayoutBatcher
 from periodya.handlers.unit_of_work import Meta, run_command
+from periodya.projections.replay import replay_and_diff
 from tests.integration.invariants import assert_money_invariants
 
 META = Meta(actor="test")
@@ -62,6 +63,12 @@ async def available(pool: asyncpg.Pool, payee: str, currency: str = "USD") -> tu
     return int(row["a"]), int(row["f"])
 
 
+async def assert_replay_matches(pool: asyncpg.Pool) -> None:
+    """A batch projects many streams' events in one apply pass; rebuilding from the log must agree."""
+    diffs = await replay_and_diff(pool, "replay_batch")
+    assert [d.table for d in diffs if not d.clean] == [], [d for d in diffs if not d.clean]
+
+
 async def payout_transactions(pool: asyncpg.Pool) -> int:
     return int(await pool.fetchval(
         "SELECT count(DISTINCT tx) FROM events WHERE event_type = 'PayoutRequested'"))
@@ -87,6 +94,7 @@ async def test_one_batch_draws_one_balance_down_request_by_request(store: EventS
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 12
     assert await pool.fetchval("SELECT count(*) FROM idempotency_keys") == 12  # refusals are not remembered
     await assert_money_invariants(pool)
+    await assert_replay_matches(pool)
 
 
 async def test_answers_match_the_read_model_and_keep_their_own_metadata(store: EventStore,
@@ -169,6 +177,7 @@ async def test_concurrent_batches_race_for_one_balance(store: EventStore, pool: 
     assert all(isinstance(a, InsufficientFunds) for a in answers if not isinstance(a, tuple))
     assert await available(pool, "hot") == (0, amount * fits)
     await assert_money_invariants(pool)
+    await assert_replay_matches(pool)
 
 
 @pytest.mark.parametrize("max_batch, max_running", [(0, 1), (1, 0)])
