@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -21,7 +22,7 @@ from periodya.domain import escrow, payout
 from periodya.domain.errors import InsufficientFunds, ValidationFailed
 from periodya.errors import ConcurrencyConflict
 from periodya.eventstore import EventStore
-from periodya.handlers import platform, views
+from periodya.handlers import lifecycle, platform, views
 from periodya.handlers.idempotency import IdempotencyKeyReused
 from periodya.handlers.payout_batch import PayoutBatcher
 from periodya.handlers.unit_of_work import Meta, run_command
@@ -29,6 +30,7 @@ from periodya.projections.replay import replay_and_diff
 from tests.integration.invariants import assert_money_invariants
 
 META = Meta(actor="test")
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 async def credit(store: EventStore, payee: str, amount: int, currency: str = "USD") -> None:
@@ -176,6 +178,44 @@ async def test_concurrent_batches_race_for_one_balance(store: EventStore, pool: 
     assert len(created) == fits
     assert all(isinstance(a, InsufficientFunds) for a in answers if not isinstance(a, tuple))
     assert await available(pool, "hot") == (0, amount * fits)
+    await assert_money_invariants(pool)
+    await assert_replay_matches(pool)
+
+
+async def test_batches_beside_releases_and_payout_lifecycles_never_deadlock(store: EventStore,
+                                                                           pool: asyncpg.Pool) -> None:
+    """Batches hold many payees' account locks at once while escrow releases credit those payees and
+    earlier payouts of theirs fail (funds back: their stream first, then the same accounts) and finalize.
+    PostgreSQL would abort a transaction with DeadlockDetectedError if the lock order admitted a cycle."""
+    payees = [f"d{n}" for n in range(6)]
+    for p in payees:
+        await credit(store, p, 5_000)
+    earlier = []
+    for n, p in enumerate(payees * 2):
+        pid = f"pay_early_{n}"
+        await run_command(store, META, lambda u, p=p, pid=pid: platform.request_payout(u, command(body(p, 50), pid)))
+        await run_command(store, META, lambda u, pid=pid: lifecycle.start_send(u, pid, NOW))
+        await run_command(store, META, lambda u, pid=pid: lifecycle.record_sent(u, pid, f"po_{pid}", "outbox"))
+        earlier.append(pid)
+    batcher = PayoutBatcher(store)
+
+    async def settle(n: int, pid: str) -> None:
+        if n % 2:
+            await run_command(store, META, lambda u: lifecycle.record_failed(u, pid, f"po_{pid}", "webhook"))
+        else:
+            await run_command(store, META, lambda u: lifecycle.record_paid(u, pid, f"po_{pid}", "webhook"))
+            await run_command(store, META, lambda u: lifecycle.finalize(u, pid, "webhook"))
+
+    work = [batcher.request(command(body(payees[n % 6], 30)), META, f"dl{n}", body(payees[n % 6], 30))
+            for n in range(90)]
+    work += [credit(store, payees[n % 6], 100) for n in range(12)]
+    work += [settle(n, pid) for n, pid in enumerate(earlier)]
+    results = await asyncio.wait_for(asyncio.gather(*work, return_exceptions=True), timeout=120)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert errors == [], errors
+    for i, p in enumerate(payees):
+        returned = 100 if i % 2 else 0  # payee i's earlier payouts are numbers i and i + 6: odd ones failed
+        assert await available(pool, p) == (5_000 + 200 - 100 + returned - 15 * 30, 15 * 30), p
     await assert_money_invariants(pool)
     await assert_replay_matches(pool)
 
