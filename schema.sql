@@ -73,7 +73,15 @@ END $$;
 --   p_ev_stream (1-based index into p_streams), p_types, p_data, p_metadata: one entry per event,
 --                data and metadata as JSON text; the hash covers their jsonb text form (hashing.py).
 -- A version mismatch raises SQLSTATE PE409 with DETAIL 'stream|expected|actual' and writes nothing.
--- The hash chain is computed in a loop, then every event is inserted by one statement.
+-- Returns one row per event, in append order (= ascending seq: the rows are inserted in that order).
+--
+-- PL/pgSQL, not one SQL statement: each statement here reads with a fresh snapshot, so the head
+-- lookup after the lock wait sees a writer that committed while this one waited. A single statement
+-- would read with the snapshot taken before it waited, miss that writer's events, and fail on the
+-- UNIQUE backstop (or chain from a stale hash) instead of appending after them.
+-- Cost: every call is usually its own transaction, and PL/pgSQL prepares each expression anew in
+-- every transaction, so this keeps statements and per-event assignments few: the heads are read
+-- per stream, the hash chain is the only per-event loop, and the INSERT returns its rows directly.
 CREATE OR REPLACE FUNCTION append_events(
     p_lock_keys bigint[], p_streams text[], p_expected bigint[],
     p_ev_stream int[], p_types text[], p_data text[], p_metadata text[])
@@ -83,18 +91,16 @@ LANGUAGE plpgsql AS $$
 DECLARE
     i int;
     k bigint;
-    v_versions bigint[] := '{}';
-    v_hashes bytea[] := '{}';
+    s int;
     v_version bigint;
     v_hash bytea;
-    v_now timestamptz := now();
-    v_s int;
-    ev_streams text[] := '{}';
-    ev_versions bigint[] := '{}';
-    ev_prev bytea[] := '{}';
-    ev_hash bytea[] := '{}';
-    ev_data jsonb[] := '{}';
-    ev_meta jsonb[] := '{}';
+    v_versions bigint[];
+    v_hashes bytea[];
+    ev_versions bigint[];
+    ev_prev bytea[];
+    ev_hash bytea[];
+    ev_data jsonb[];
+    ev_meta jsonb[];
 BEGIN
     FOREACH k IN ARRAY p_lock_keys LOOP
         PERFORM pg_advisory_xact_lock(k);
@@ -104,8 +110,10 @@ BEGIN
         SELECT e.stream_version, e.hash INTO v_version, v_hash
           FROM periodya.events e WHERE e.stream_id = p_streams[i]
          ORDER BY e.stream_version DESC LIMIT 1;
-        v_version := coalesce(v_version, 0);
-        v_hash := coalesce(v_hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea);
+        IF NOT FOUND THEN
+            v_version := 0;
+            v_hash := '\x0000000000000000000000000000000000000000000000000000000000000000';
+        END IF;
         IF p_expected[i] <> -1 AND p_expected[i] <> v_version THEN
             RAISE EXCEPTION 'wrong expected version for stream %', p_streams[i]
                 USING ERRCODE = 'PE409', DETAIL = p_streams[i] || '|' || p_expected[i] || '|' || v_version;
@@ -114,29 +122,27 @@ BEGIN
         v_hashes[i] := v_hash;
     END LOOP;
 
+    -- The chain: each event's hash covers the previous one of its stream, so this part is sequential.
+    ev_data := p_data::jsonb[];
+    ev_meta := p_metadata::jsonb[];
     FOR i IN 1 .. coalesce(array_length(p_types, 1), 0) LOOP
-        v_s := p_ev_stream[i];
-        v_versions[v_s] := v_versions[v_s] + 1;
-        ev_streams[i] := p_streams[v_s];
-        ev_versions[i] := v_versions[v_s];
-        ev_prev[i] := v_hashes[v_s];
-        ev_data[i] := p_data[i]::jsonb;
-        ev_meta[i] := p_metadata[i]::jsonb;
-        v_hashes[v_s] := periodya.event_hash(ev_prev[i], ev_streams[i], ev_versions[i], p_types[i], v_now,
-                                             ev_data[i]::text, ev_meta[i]::text);
-        ev_hash[i] := v_hashes[v_s];
+        s := p_ev_stream[i];
+        v_versions[s] := v_versions[s] + 1;
+        ev_versions[i] := v_versions[s];
+        ev_prev[i] := v_hashes[s];
+        v_hashes[s] := periodya.event_hash(v_hashes[s], p_streams[s], v_versions[s], p_types[i], now(),
+                                           ev_data[i]::text, ev_meta[i]::text);
+        ev_hash[i] := v_hashes[s];
     END LOOP;
 
     RETURN QUERY
-        WITH ins AS (
-            INSERT INTO periodya.events AS e (stream_id, stream_version, event_type, data, metadata, recorded_at,
-                                              prev_hash, hash)
-            SELECT u.s, u.v, u.t, u.d, u.m, v_now, u.p, u.h
-              FROM unnest(ev_streams, ev_versions, p_types, ev_data, ev_meta, ev_prev, ev_hash)
-                   WITH ORDINALITY AS u(s, v, t, d, m, p, h, ord)
-             ORDER BY u.ord
-            RETURNING e.seq, e.tx::text::bigint AS tx, e.stream_id, e.stream_version, e.recorded_at)
-        SELECT ins.seq, ins.tx, ins.stream_id, ins.stream_version, ins.recorded_at FROM ins ORDER BY ins.seq;
+        INSERT INTO periodya.events AS e (stream_id, stream_version, event_type, data, metadata, recorded_at,
+                                          prev_hash, hash)
+        SELECT p_streams[u.s], u.v, u.t, u.d, u.m, now(), u.p, u.h
+          FROM unnest(p_ev_stream, ev_versions, p_types, ev_data, ev_meta, ev_prev, ev_hash)
+               WITH ORDINALITY AS u(s, v, t, d, m, p, h, ord)
+         ORDER BY u.ord
+        RETURNING e.seq, e.tx::text::bigint, e.stream_id, e.stream_version, e.recorded_at;
 END $$;
 
 -- The database verifying its own log: the first broken link of each stream (a version gap, a

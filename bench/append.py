@@ -10,6 +10,16 @@ max concurrency + 4), so their connection settings are identical by construction
 measured in interleaved slices (see `measure`), so load that comes and goes on a shared machine
 falls on every series alike. `--breakdown` adds two diagnostic series that split the event store's
 cost into table, SQL function and Python wrapper.
+
+Measured (2026-11-25, branch perf-append, load 4-6 from other work on the 2 cores, so read the
+ratios; back to back against the previous commit, 3 s per figure):
+  before: store1 66% / 46% / 41% of floor at c=1/8/32, store10 15,136 / 34,394 / 33,686 events/s
+  after:  store1 74% / 54% / 48% of floor at c=1/8/32, store10 16,955 / 35,765 / 34,066 events/s
+Server CPU per call (log_statement_stats, EXECUTE message): floor INSERT ~22 us; EventStore.append
+~95-130 us, of which the bare row into periodya.events (4 indexes, 3 CHECKs) is ~10 us more than
+the floor's row, calling any SQL function with array arguments ~25-35 us, and the locks, head read
+and hash chain ~35-45 us. The 70% target at c >= 8 needs the whole append within ~1.4x the floor's
+CPU; see the perf-append report for what was tried.
 """
 
 from __future__ import annotations

@@ -178,3 +178,24 @@ async def test_shared_account_lock_orders_transactions(store: EventStore, pool: 
         await t1.commit()
         await asyncio.wait_for(task, 5)
     assert [e.type for e in await _read_all_settled(store, 2)] == ["First", "Second"]
+
+
+async def test_append_returns_events_in_append_order_across_streams(store: EventStore, pool: asyncpg.Pool) -> None:
+    """append_events returns its rows straight from the INSERT: one per event, in append order, with
+    ascending seq, the versions continuing each stream, and a chain the database itself verifies."""
+    await store.append([StreamAppend("m-a", NO_STREAM, [NewEvent("A", {"n": 0})])])
+    recorded = await store.append([
+        StreamAppend("m-b", NO_STREAM, [NewEvent("B", {"n": i}) for i in range(3)]),
+        StreamAppend("m-a", 1, [NewEvent("A", {"n": i}) for i in range(1, 3)]),
+        StreamAppend("m-empty", NO_STREAM, []),
+    ])
+    assert [(e.stream_id, e.stream_version, e.data["n"]) for e in recorded] == [
+        ("m-b", 1, 0), ("m-b", 2, 1), ("m-b", 3, 2), ("m-a", 2, 1), ("m-a", 3, 2)]
+    seqs = [e.seq for e in recorded]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert len({(e.tx, e.recorded_at) for e in recorded}) == 1  # one transaction, one timestamp
+    stored = {(e.stream_id, e.stream_version): e
+              for e in await store.read_stream("m-a") + await store.read_stream("m-b")}
+    assert all(stored[(e.stream_id, e.stream_version)] == e for e in recorded)
+    assert await store.read_stream("m-empty") == []
+    assert await pool.fetchval("SELECT count(*) FROM chain_breaks()") == 0
