@@ -105,8 +105,9 @@ async def apply_batch(uow: UnitOfWork, event_ids: list[str]) -> list[str | None]
             outcomes[row["event_id"]] = "already_applied"
         else:
             pending.append(row)
+    found = {r["event_id"] for r in rows}
     for eid in mine:  # listed, locked, but gone: nothing to apply
-        if eid not in {r["event_id"] for r in rows}:
+        if eid not in found:
             outcomes[eid] = "already_applied"
     pids = sorted({r["pid"] for r in pending if r["pid"] is not None})
     unapplied: dict[str, list[tuple[int, str]]] = {}
