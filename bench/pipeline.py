@@ -8,7 +8,8 @@ One run, one fresh scratch database (dropped afterwards):
   3. phase 2, settle: the real jobs back to back, as the scheduler runs them minus the cron waits:
      loop { outbox ; webhooks } through periodya.runners.execute.execute_job (its job_runs rows and
      job_finished log line included), the runbook's batches (50 / 200) unless --batch-outbox /
-     --batch-webhooks, one loop unless --runners 2, until every payout is FINALIZED; reconcile-pull and
+     --batch-webhooks, one loop unless --runners 2, until every payout is FINALIZED (--schedule per-job:
+     one loop per job, the two concurrent, as the scheduler runs each job as its own task); reconcile-pull and
      repair run only when progress stalls for --stall-seconds. The provider simulator (latency 0,
      autoSettle, settleDelayMs 0, paidRatio 1) and the API that receives its webhooks run as separate
      processes (`python -m periodya provider-sim`, `python -m periodya serve`), or in this process
@@ -479,11 +480,15 @@ async def run_pass(ctx: Context, n: int, label: str, profiler: cProfile.Profile 
         if await finalized_count(ctx.run_pool, prefix) >= n:
             done.set()
 
-    async def loop() -> None:
-        quiet_since, checked, rescued = time.perf_counter(), 0.0, 0.0
+    batches = {"outbox": args.batch_outbox, "webhooks": args.batch_webhooks}
+    progress = [time.perf_counter()]  # when any loop last did work
+
+    async def loop(names: tuple[str, ...]) -> None:
+        checked, rescued = 0.0, 0.0
         while not done.is_set():
-            worked = await job("outbox", args.batch_outbox, ctx.deps)
-            worked += await job("webhooks", args.batch_webhooks, ctx.deps)
+            worked = 0
+            for name in names:
+                worked += await job(name, batches[name], ctx.deps)
             now = time.perf_counter()
             if result.finalized >= n:
                 await confirm()
@@ -494,7 +499,7 @@ async def run_pass(ctx: Context, n: int, label: str, profiler: cProfile.Profile 
                 done.set()
                 break
             if worked:
-                quiet_since = now
+                progress[0] = now
                 continue
             if now - checked > 0.25:  # the tallies could miss a finalize (another path); ask the table
                 checked = now
@@ -502,7 +507,8 @@ async def run_pass(ctx: Context, n: int, label: str, profiler: cProfile.Profile 
                 if done.is_set():
                     last[0] = now
                     break
-            if now - quiet_since > args.stall_seconds and now - rescued > args.stall_seconds:
+            if ("webhooks" in names and now - progress[0] > args.stall_seconds
+                    and now - rescued > args.stall_seconds):
                 rescued = now  # stuck: what the cron table's slower jobs would do, with short thresholds
                 await job("reconcile-pull", 100, ctx.stalled_deps)
                 await job("repair", 200, ctx.stalled_deps)
@@ -511,10 +517,11 @@ async def run_pass(ctx: Context, n: int, label: str, profiler: cProfile.Profile 
             await asyncio.sleep(0.002)  # the webhooks for what was just sent are still on their way
             result.idle_s += time.perf_counter() - t
 
+    shapes = [("outbox", "webhooks")] if args.schedule == "alternate" else [("outbox",), ("webhooks",)]
     if profiler is not None:
         profiler.enable()
     try:
-        await asyncio.gather(*(loop() for _ in range(args.runners)))
+        await asyncio.gather(*(loop(shape) for _ in range(args.runners) for shape in shapes))
     finally:
         if profiler is not None:
             profiler.disable()
@@ -631,7 +638,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> Figures:
                          *parts.where,
                          f"requests:    this process pid {os.getpid()}: run_command + platform.request_payout, "
                          f"concurrency {args.concurrency}, pool {size}",
-                         f"runners:     this process: {args.runners} loop(s) of execute_job(outbox "
+                         f"runners:     this process: {args.runners} x {_shape(args)} of execute_job(outbox "
                          f"{args.batch_outbox}) ; execute_job(webhooks {args.batch_webhooks}), pool max "
                          f"{args.runner_pool}, StripePayoutsClient -> the simulator"]
         if args.payouts == DEFAULT_PAYOUTS:
@@ -696,6 +703,14 @@ def _count_levels(log: Path) -> int:
 # Report
 # ============================================================================================
 
+def _shape(args: argparse.Namespace) -> str:
+    return "loop { outbox ; webhooks }" if args.schedule == "alternate" else "(loop { outbox } || loop { webhooks })"
+
+
+def _loops(args: argparse.Namespace) -> int:
+    return int(args.runners) * (1 if args.schedule == "alternate" else 2)
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
@@ -719,7 +734,7 @@ def report_pass(p: Pass, args: argparse.Namespace, title: str, jobs_title: str |
     rows = [
         [f"phase 1, requests: run_command + platform.request_payout, concurrency {args.concurrency}", f"{p.n:,}",
          f"{p.request_s:.2f}", per_s(p.n, p.request_s), f"p50 {c.ms(r.p50_ms)} / p99 {c.ms(r.p99_ms)} ms"],
-        [f"phase 2, settle: {args.runners} loop(s) of outbox ; webhooks until all FINALIZED", f"{p.finalized:,}",
+        [f"phase 2, settle: {args.runners} x {_shape(args)} until all FINALIZED", f"{p.finalized:,}",
          f"{p.settle_s:.2f}", per_s(p.settled, p.settle_s), "TIMED OUT" if p.timed_out else ""],
         ["END TO END: first request -> last FINALIZED", f"{p.settled:,}", f"{p.e2e_s:.2f}", c.rate(p.e2e_rate), ""],
     ]
@@ -732,11 +747,15 @@ def report_pass(p: Pass, args: argparse.Namespace, title: str, jobs_title: str |
                          per_s(t.items, p.settle_s), c.percent(t.busy / args.runners / p.settle_s)
                          if p.settle_s > 0 else "-", _outcomes(t)])
     job_rows.append(["idle: nothing due, webhooks on their way", "", "", f"{p.idle_s:.2f}", "", "",
-                     c.percent(p.idle_s / args.runners / p.settle_s) if p.settle_s > 0 else "-", ""])
+                     c.percent(p.idle_s / _loops(args) / p.settle_s) if p.settle_s > 0 else "-", ""])
     c.print_table(["job (phase 2)", "runs", "items", "busy s", "items/busy s", "items/s of phase 2",
                    "share of phase 2", "outcomes"], job_rows, title=jobs_title)
     out, hooks = p.jobs["outbox"], p.jobs["webhooks"]
-    if out.items and hooks.items and out.busy and hooks.busy:
+    if out.items and hooks.items and out.busy and hooks.busy and args.schedule == "per-job":
+        a, b = out.items / out.busy, hooks.items / hooks.busy
+        print(f"   the jobs run concurrently: phase 2's ceiling is the slower job's rate, min({a:,.0f}, {b:,.0f}) "
+              f"payouts/s, while CPU allows")
+    elif out.items and hooks.items and out.busy and hooks.busy:
         a, b = out.items / out.busy, hooks.items / hooks.busy
         print(f"   one loop alternates the jobs: its ceiling is 1 / (1/{a:,.0f} + 1/{b:,.0f}) = "
               f"{1 / (1 / a + 1 / b):,.0f} payouts/s (outbox busy {out.busy / p.n * 1000:.2f} ms + webhooks busy "
@@ -862,7 +881,7 @@ def report(f: Figures, args: argparse.Namespace) -> None:
     assert p is not None
     print(f"\nPostgreSQL {f.version}; {p.n:,} payouts of {AMOUNT} USD over {args.payees} payees; simulator latency 0, "
           f"autoSettle, settleDelayMs 0, paidRatio 1; batches outbox {args.batch_outbox} / webhooks "
-          f"{args.batch_webhooks}; {args.runners} runner loop(s); {c.machine_load()} after the run")
+          f"{args.batch_webhooks}; {args.runners} x {_shape(args)}; {c.machine_load()} after the run")
     report_pass(p, args, "1. payouts/s, end to end and per phase (same run, same database)",
                 "2. payouts/s per job (busy s = time inside execute_job, summed over the loops; items/busy s = the "
                 "job's own rate)")
@@ -1004,6 +1023,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch-webhooks", type=int, default=200, help="webhooks batch (default 200, the runbook's)")
     parser.add_argument("--runners", type=int, default=1, choices=(1, 2, 3, 4),
                         help="concurrent runner loops (default 1)")
+    parser.add_argument("--schedule", choices=("alternate", "per-job"), default="alternate",
+                        help="alternate: each runner loop runs outbox then webhooks (default); per-job: each job in "
+                             "its own loop, the two concurrent, as `periodya scheduler` runs each job as its own task")
     parser.add_argument("--runner-pool", type=int, default=SCHEDULER_POOL,
                         help=f"runners' pool max size (default {SCHEDULER_POOL}, as `periodya scheduler`)")
     parser.add_argument("--layout", choices=("procs", "inproc"), default="procs",
