@@ -30,6 +30,12 @@ Step = Callable[[PayoutState | None], Decision]
 
 def chain(state: PayoutState | None, *steps: Step) -> Decision:
     """Run decide steps one after another, each on the state the previous one's events produce."""
+    return chain_state(state, *steps)[0]
+
+
+def chain_state(state: PayoutState | None, *steps: Step) -> tuple[Decision, PayoutState | None]:
+    """`chain`, also returning the state after the decision's events (a batch decides the next item of
+    the same payout on it without folding the events again)."""
     events: list[Event] = []
     groups: list[LedgerGroup] = []
     for step in steps:
@@ -38,7 +44,7 @@ def chain(state: PayoutState | None, *steps: Step) -> Decision:
             state = payout.evolve(state, ev)
         events.extend(decision.events)
         groups.extend(decision.groups)
-    return Decision(tuple(events), tuple(groups))
+    return Decision(tuple(events), tuple(groups)), state
 
 
 async def decide(uow: UnitOfWork, payout_id: str, *steps: Step) -> PayoutState:

@@ -96,16 +96,13 @@ async def claim_batch(deps: Deps, payout_ids: list[str]) -> list[payout.PayoutSt
         for pid in mine:
             state = states[pid]
             try:
-                decision = payout.decide_start_send(state, now)
+                decision, after = lifecycle.chain_state(state, lambda s: payout.decide_start_send(s, now))
             except DomainError as exc:
                 log.info("item_not_applicable", job="outbox", item=pid, reason=str(exc))
                 continue
-            assert state is not None
+            assert state is not None and after is not None
             decisions[pid] = (state.version, decision)
-            for ev in decision.events:
-                state = payout.evolve(state, ev)
-            assert state is not None
-            claimed.append(state)
+            claimed.append(after)
         await lifecycle.commit_many(uow, decisions)
 
     try:

@@ -140,13 +140,12 @@ async def apply_batch(uow: UnitOfWork, event_ids: list[str]) -> list[str | None]
             outcome = "unknown_payout"
         else:
             try:
-                decision = lifecycle.chain(state, *_steps(row["type"], row["status"], row["provider_payout_id"], eid))
+                decision, after = lifecycle.chain_state(
+                    state, *_steps(row["type"], row["status"], row["provider_payout_id"], eid))
                 outcome = "applied" if decision.events else "no_change"
             except DomainError as exc:
-                decision, outcome = Decision(), f"ignored: {exc}"[:300]
-            for ev in decision.events:
-                state = payout.evolve(state, ev)
-            states[pid] = state
+                decision, after, outcome = Decision(), state, f"ignored: {exc}"[:300]
+            states[pid] = after
             events.setdefault(pid, []).extend(decision.events)
             groups.setdefault(pid, []).extend(decision.groups)
         await faults.checkpoint("before_webhook_apply", eid)
