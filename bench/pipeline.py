@@ -8,7 +8,8 @@ One run, one fresh scratch database (dropped afterwards):
   3. phase 2, settle: the real jobs back to back, as the scheduler runs them minus the cron waits:
      loop { outbox ; webhooks } through periodya.runners.execute.execute_job (its job_runs rows and
      job_finished log line included), the runbook's batches (50 / 200) unless --batch-outbox /
-     --batch-webhooks, one loop unless --runners 2, until every payout is FINALIZED; reconcile-pull and
+     --batch-webhooks, one loop unless --runners 2, until every payout is FINALIZED (--schedule per-job:
+     one loop per job, the two concurrent, as the scheduler runs each job as its own task); reconcile-pull and
      repair run only when progress stalls for --stall-seconds. The provider simulator (latency 0,
      autoSettle, settleDelayMs 0, paidRatio 1) and the API that receives its webhooks run as separate
      processes (`python -m periodya provider-sim`, `python -m periodya serve`), or in this process
@@ -65,8 +66,8 @@ from periodya.runners.execute import execute_job
 
 TARGET_E2E = 500
 DEFAULT_PAYOUTS = 10_000
-DEFAULT_NOTE = ("note: 10,000 payouts take ~2.5-3 minutes on a 2-core machine (phase 2 runs near 80-90 payouts/s; "
-                "the profiling pass adds ~30 s); the rates are steady from ~2,000 payouts up, so --payouts 2000 gives "
+DEFAULT_NOTE = ("note: 10,000 payouts take well under a minute on a 2-core machine (a busy one: ~1 minute); the "
+                "rates are steady from ~2,000 payouts up, so --payouts 2000 gives "
                 "the same figures in under a minute.")
 API_KEY = "sk_bench_pipeline"
 WEBHOOK_SECRET = "whsec_bench_pipeline"
@@ -181,36 +182,40 @@ class TimedProvider:
             INSTRUMENTS.provider_ms.append((time.perf_counter() - started) * 1000)
 
 
-CLAIM_STEP, SEND_STEP = "outbox: claim (SENDING)", "outbox: provider call + record SENT"
+CLAIM_STEP, SEND_STEP, RECORD_STEP = ("outbox: claim batch (SENDING)", "outbox: provider calls",
+                                     "outbox: record batch (SENT)")
+OUTBOX_STEPS = (CLAIM_STEP, SEND_STEP, RECORD_STEP)
 INTAKE = "webhook intake (API)"
 
 
 @contextmanager
 def outbox_steps() -> Iterator[None]:
-    """Time the outbox's two steps and file their SQL under their own names (bench-only patch, undone after)."""
-    claim, send = outbox._claim, outbox.send_one
+    """Time the outbox's three batch steps and file their SQL under their own names (bench-only patch,
+    undone after)."""
+    originals = {"claim_batch": outbox.claim_batch, "send_batch": outbox.send_batch,
+                 "record_batch": outbox.record_batch}
+    names = dict(zip(originals, OUTBOX_STEPS, strict=True))
 
-    async def timed_claim(deps: Deps, payout_id: str) -> Any:
-        token, started = _job.set(CLAIM_STEP), time.perf_counter()
-        try:
-            return await claim(deps, payout_id)
-        finally:
-            _step(CLAIM_STEP, started)
-            _job.reset(token)
+    def timed(attr: str) -> Any:
+        inner, name = originals[attr], names[attr]
 
-    async def timed_send(deps: Deps, state: Any) -> str:
-        token, started = _job.set(SEND_STEP), time.perf_counter()
-        try:
-            return await send(deps, state)
-        finally:
-            _step(SEND_STEP, started)
-            _job.reset(token)
+        async def step(*args: Any) -> Any:
+            token, started = _job.set(name), time.perf_counter()
+            try:
+                return await inner(*args)
+            finally:
+                _step(name, started)
+                _job.reset(token)
 
-    outbox._claim, outbox.send_one = timed_claim, timed_send  # type: ignore[assignment]
+        return step
+
+    for attr in originals:
+        setattr(outbox, attr, timed(attr))
     try:
         yield
     finally:
-        outbox._claim, outbox.send_one = claim, send  # type: ignore[assignment]
+        for attr, fn in originals.items():
+            setattr(outbox, attr, fn)
 
 
 def _step(name: str, started: float) -> None:
@@ -475,11 +480,15 @@ async def run_pass(ctx: Context, n: int, label: str, profiler: cProfile.Profile 
         if await finalized_count(ctx.run_pool, prefix) >= n:
             done.set()
 
-    async def loop() -> None:
-        quiet_since, checked, rescued = time.perf_counter(), 0.0, 0.0
+    batches = {"outbox": args.batch_outbox, "webhooks": args.batch_webhooks}
+    progress = [time.perf_counter()]  # when any loop last did work
+
+    async def loop(names: tuple[str, ...]) -> None:
+        checked, rescued = 0.0, 0.0
         while not done.is_set():
-            worked = await job("outbox", args.batch_outbox, ctx.deps)
-            worked += await job("webhooks", args.batch_webhooks, ctx.deps)
+            worked = 0
+            for name in names:
+                worked += await job(name, batches[name], ctx.deps)
             now = time.perf_counter()
             if result.finalized >= n:
                 await confirm()
@@ -490,7 +499,7 @@ async def run_pass(ctx: Context, n: int, label: str, profiler: cProfile.Profile 
                 done.set()
                 break
             if worked:
-                quiet_since = now
+                progress[0] = now
                 continue
             if now - checked > 0.25:  # the tallies could miss a finalize (another path); ask the table
                 checked = now
@@ -498,7 +507,8 @@ async def run_pass(ctx: Context, n: int, label: str, profiler: cProfile.Profile 
                 if done.is_set():
                     last[0] = now
                     break
-            if now - quiet_since > args.stall_seconds and now - rescued > args.stall_seconds:
+            if ("webhooks" in names and now - progress[0] > args.stall_seconds
+                    and now - rescued > args.stall_seconds):
                 rescued = now  # stuck: what the cron table's slower jobs would do, with short thresholds
                 await job("reconcile-pull", 100, ctx.stalled_deps)
                 await job("repair", 200, ctx.stalled_deps)
@@ -507,10 +517,11 @@ async def run_pass(ctx: Context, n: int, label: str, profiler: cProfile.Profile 
             await asyncio.sleep(0.002)  # the webhooks for what was just sent are still on their way
             result.idle_s += time.perf_counter() - t
 
+    shapes = [("outbox", "webhooks")] if args.schedule == "alternate" else [("outbox",), ("webhooks",)]
     if profiler is not None:
         profiler.enable()
     try:
-        await asyncio.gather(*(loop() for _ in range(args.runners)))
+        await asyncio.gather(*(loop(shape) for _ in range(args.runners) for shape in shapes))
     finally:
         if profiler is not None:
             profiler.disable()
@@ -627,7 +638,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> Figures:
                          *parts.where,
                          f"requests:    this process pid {os.getpid()}: run_command + platform.request_payout, "
                          f"concurrency {args.concurrency}, pool {size}",
-                         f"runners:     this process: {args.runners} loop(s) of execute_job(outbox "
+                         f"runners:     this process: {args.runners} x {_shape(args)} of execute_job(outbox "
                          f"{args.batch_outbox}) ; execute_job(webhooks {args.batch_webhooks}), pool max "
                          f"{args.runner_pool}, StripePayoutsClient -> the simulator"]
         if args.payouts == DEFAULT_PAYOUTS:
@@ -692,6 +703,14 @@ def _count_levels(log: Path) -> int:
 # Report
 # ============================================================================================
 
+def _shape(args: argparse.Namespace) -> str:
+    return "loop { outbox ; webhooks }" if args.schedule == "alternate" else "(loop { outbox } || loop { webhooks })"
+
+
+def _loops(args: argparse.Namespace) -> int:
+    return int(args.runners) * (1 if args.schedule == "alternate" else 2)
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
@@ -715,7 +734,7 @@ def report_pass(p: Pass, args: argparse.Namespace, title: str, jobs_title: str |
     rows = [
         [f"phase 1, requests: run_command + platform.request_payout, concurrency {args.concurrency}", f"{p.n:,}",
          f"{p.request_s:.2f}", per_s(p.n, p.request_s), f"p50 {c.ms(r.p50_ms)} / p99 {c.ms(r.p99_ms)} ms"],
-        [f"phase 2, settle: {args.runners} loop(s) of outbox ; webhooks until all FINALIZED", f"{p.finalized:,}",
+        [f"phase 2, settle: {args.runners} x {_shape(args)} until all FINALIZED", f"{p.finalized:,}",
          f"{p.settle_s:.2f}", per_s(p.settled, p.settle_s), "TIMED OUT" if p.timed_out else ""],
         ["END TO END: first request -> last FINALIZED", f"{p.settled:,}", f"{p.e2e_s:.2f}", c.rate(p.e2e_rate), ""],
     ]
@@ -728,11 +747,15 @@ def report_pass(p: Pass, args: argparse.Namespace, title: str, jobs_title: str |
                          per_s(t.items, p.settle_s), c.percent(t.busy / args.runners / p.settle_s)
                          if p.settle_s > 0 else "-", _outcomes(t)])
     job_rows.append(["idle: nothing due, webhooks on their way", "", "", f"{p.idle_s:.2f}", "", "",
-                     c.percent(p.idle_s / args.runners / p.settle_s) if p.settle_s > 0 else "-", ""])
+                     c.percent(p.idle_s / _loops(args) / p.settle_s) if p.settle_s > 0 else "-", ""])
     c.print_table(["job (phase 2)", "runs", "items", "busy s", "items/busy s", "items/s of phase 2",
                    "share of phase 2", "outcomes"], job_rows, title=jobs_title)
     out, hooks = p.jobs["outbox"], p.jobs["webhooks"]
-    if out.items and hooks.items and out.busy and hooks.busy:
+    if out.items and hooks.items and out.busy and hooks.busy and args.schedule == "per-job":
+        a, b = out.items / out.busy, hooks.items / hooks.busy
+        print(f"   the jobs run concurrently: phase 2's ceiling is the slower job's rate, min({a:,.0f}, {b:,.0f}) "
+              f"payouts/s, while CPU allows")
+    elif out.items and hooks.items and out.busy and hooks.busy:
         a, b = out.items / out.busy, hooks.items / hooks.busy
         print(f"   one loop alternates the jobs: its ceiling is 1 / (1/{a:,.0f} + 1/{b:,.0f}) = "
               f"{1 / (1 / a + 1 / b):,.0f} payouts/s (outbox busy {out.busy / p.n * 1000:.2f} ms + webhooks busy "
@@ -777,7 +800,7 @@ def report_profile(f: Figures, args: argparse.Namespace) -> None:
     for (job, _key), (count, secs) in f.sql.items():
         by_job[job][0] += count
         by_job[job][1] += secs
-    order = ["request", "outbox", CLAIM_STEP, SEND_STEP, INTAKE, "webhooks", "reconcile-pull", "repair", "other"]
+    order = ["request", "outbox", *OUTBOX_STEPS, INTAKE, "webhooks", "reconcile-pull", "repair", "other"]
     rows = []
     for job in sorted(by_job, key=lambda j: order.index(j) if j in order else len(order)):
         count, secs = by_job[job]
@@ -792,7 +815,7 @@ def report_profile(f: Figures, args: argparse.Namespace) -> None:
                   title="   SQL round trips per payout (lock waits count as SQL time)")
     print("   wall ms/payout: the job's busy time (request: summed over the concurrent workers; outbox steps: summed "
           "over their concurrent sends)")
-    for job in ("request", "outbox", CLAIM_STEP, SEND_STEP, INTAKE, "webhooks"):
+    for job in ("request", "outbox", *OUTBOX_STEPS, INTAKE, "webhooks"):
         stmts = sorted(((k, v) for (j, k), v in f.sql.items() if j == job), key=lambda kv: -kv[1][1])
         if not stmts:
             continue
@@ -858,7 +881,7 @@ def report(f: Figures, args: argparse.Namespace) -> None:
     assert p is not None
     print(f"\nPostgreSQL {f.version}; {p.n:,} payouts of {AMOUNT} USD over {args.payees} payees; simulator latency 0, "
           f"autoSettle, settleDelayMs 0, paidRatio 1; batches outbox {args.batch_outbox} / webhooks "
-          f"{args.batch_webhooks}; {args.runners} runner loop(s); {c.machine_load()} after the run")
+          f"{args.batch_webhooks}; {args.runners} x {_shape(args)}; {c.machine_load()} after the run")
     report_pass(p, args, "1. payouts/s, end to end and per phase (same run, same database)",
                 "2. payouts/s per job (busy s = time inside execute_job, summed over the loops; items/busy s = the "
                 "job's own rate)")
@@ -910,9 +933,9 @@ def findings(f: Figures, args: argparse.Namespace) -> None:
     wall2 = cpu2.get("wall", 0.0)
     if wall2 > 0:
         ours, machine = _ours(cpu2) / wall2, cpu2["machine"] / wall2
-        lines.append(f"phase 2 is latency-bound, not CPU-bound: our processes used {ours:.2f} of {cores} cores; every "
-                     f"item is its own transaction run one after another (webhooks one event at a time, outbox claims "
-                     f"one at a time), so phase 2 runs at 1 / (the sum of round-trip latencies per payout)")
+        lines.append(f"phase 2: our processes used {ours:.2f} of {cores} cores; one loop runs the jobs one after the "
+                     f"other and each waits on its round trips and provider calls, so phase 2 runs at 1 / (the sum "
+                     f"of those latencies per batch)")
         if machine - ours >= 0.25:
             lines.append(f"other processes on the machine used {machine - ours:.2f} cores during phase 2 (the whole "
                          f"machine {machine:.2f}): every round trip waited for a CPU too, so the rates here are lower "
@@ -957,46 +980,35 @@ def profile_findings(f: Figures, args: argparse.Namespace) -> list[str]:
                f"transactions; PostgreSQL's and Python's CPU per payout scale with these round trips"
                + ("" if INTAKE in per_job else "; the webhook intake in `periodya serve` adds ~4 more and a 5th "
                   "commit (--layout inproc counts it)"))
-    claim, send = f.steps.get(CLAIM_STEP), f.steps.get(SEND_STEP)
-    if claim and send and f.provider_ms:
-        waits = f.acquires.get(SEND_STEP, [0, 0.0])
+    claim, send, record = (f.steps.get(step) for step in OUTBOX_STEPS)
+    if claim and send and record and f.provider_ms:
         mean_provider = sum(f.provider_ms) / len(f.provider_ms)
-        out.append(f"outbox: claims run one at a time, {claim[1] / claim[0] * 1000:.2f} ms each ({args.batch_outbox} "
-                   f"per run = {claim[1] / claim[0] * args.batch_outbox * 1000:.0f} ms before the first provider call);"
-                   f" then {outbox.SEND_CONCURRENCY} concurrent sends, each {send[1] / send[0] * 1000:.1f} ms: the "
-                   f"provider call {mean_provider:.1f} ms, a pool wait of {waits[1] / send[0] * 1000:.1f} ms "
-                   f"({outbox.SEND_CONCURRENCY} sends share a pool of {args.runner_pool}) and the SENT transaction")
+        out.append(f"outbox, per run of up to {args.batch_outbox}: the claim transaction "
+                   f"{claim[1] / claim[0] * 1000:.1f} ms, then the provider calls ({outbox.SEND_CONCURRENCY} at a "
+                   f"time, each {mean_provider:.1f} ms) "
+                   f"{send[1] / send[0] * 1000:.1f} ms, then the record transaction {record[1] / record[0] * 1000:.1f} "
+                   f"ms; per payout {(claim[1] + send[1] + record[1]) / n * 1000:.2f} ms")
     hook = [(k, v) for (j, k), v in f.sql.items() if j == "webhooks"]
-    held = sum(v[1] / v[0] * 1000 for k, v in hook if k.startswith(_AFTER_ACCOUNT_LOCK) and v[0] >= 0.9 * n)
+    runs = max(1, p.jobs["webhooks"].runs)
+    held = sum(v[1] / v[0] * 1000 for k, v in hook if k.startswith(_AFTER_ACCOUNT_LOCK) and v[0] >= 0.9 * runs)
     locks = [v for k, v in hook if k.startswith("SELECT lock_keys")]
     if held and locks:
         count, secs = sum(v[0] for v in locks), sum(v[1] for v in locks)
-        out.append(f"cash:platform: every finalize posts to it, so every webhooks transaction locks it from its "
-                   f"account lock_keys to its COMMIT, ~{held:.2f} ms here (append, projections, commit): applied "
-                   f"concurrently, finalizes serialise there at <= {1000 / held:,.0f}/s; with {args.runners} loop(s) "
-                   f"lock_keys took {secs / count * 1000:.2f} ms on average ("
-                   + ("uncontended: one event at a time)" if args.runners == 1 else "contended)"))
+        out.append(f"cash:platform: every finalize posts to it; a webhooks run locks it once for its whole batch, "
+                   f"from its account lock_keys to its COMMIT, ~{held:.2f} ms here (append, projections, commit); "
+                   f"with {args.runners} loop(s) lock_keys took {secs / count * 1000:.2f} ms on average")
     return out
 
 
 SUGGESTIONS = [
-    "fix 1, batch each job run into one transaction (the projections' apply(conn, events) is batch-shaped already): "
-    "outbox claims all due tasks with one `SELECT ... WHERE pg_try_advisory_xact_lock(k)` over the batch, reads the "
-    "streams with one `stream_id = ANY($1)`, one append_events, one apply_all, one COMMIT; the SENT records of a run "
-    "likewise (a crash between the provider's answers and that commit leaves SENDING tasks, which repair already "
-    "resolves); webhooks applies its pending events in one transaction per run (events of one payout in arrival "
-    "order). That turns ~40 round trips and 4 commits per payout in phase 2 into a handful per batch, and takes the "
-    "cash:platform lock once per batch instead of once per payout",
-    "fix 2, fewer round trips per item where batching does not apply (the request path too): the unit of work has "
-    "just folded the payout, so the payouts/outbox projections need not SELECT the row again before the upsert (2 per "
-    "transaction, in every job); `SELECT * FROM provider_events` + the earlier-unapplied check can be one query; the "
-    "account lock_keys can ride in append_events' own lock keys; sequential items outrun EventStore.wake's 2 ms "
-    "coalescing, so each transaction pays a NOTIFY round trip (and an acquire): a longer window, or one NOTIFY per "
-    "job run",
-    "fix 3, only after 1: concurrency inside the webhooks job (and claims) and two runner loops; before it, a second "
-    "loop mostly re-lists the events the first is applying (skipped items) and queues on cash:platform (see "
-    "--runners 2). If finalizes must stay one per transaction, shard the cash account (cash:platform:<n>, summed "
-    "for reports) so concurrent finalizes do not queue on one lock and one balances row",
+    "done: each job run is batched (outbox: one claim transaction, concurrent provider calls, one record "
+    "transaction; webhooks: one transaction per run, cash:platform locked once per batch)",
+    "next, outside the runners: the request path (phase 1) costs more CPU per payout than the whole of phase 2 and "
+    "the phases run one after the other, so end to end is capped by 1 / (1/requests + 1/settle); the webhook intake "
+    "in `periodya serve` is one transaction per provider event (~4 round trips and a commit each); the projections "
+    "SELECT the payout/outbox rows the unit of work has just folded",
+    "next, in the runners: a second runner loop (--runners 2) overlaps the outbox's provider calls with the "
+    "webhooks' transaction; the loops skip each other's try-locked items",
 ]
 
 
@@ -1011,6 +1023,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch-webhooks", type=int, default=200, help="webhooks batch (default 200, the runbook's)")
     parser.add_argument("--runners", type=int, default=1, choices=(1, 2, 3, 4),
                         help="concurrent runner loops (default 1)")
+    parser.add_argument("--schedule", choices=("alternate", "per-job"), default="alternate",
+                        help="alternate: each runner loop runs outbox then webhooks (default); per-job: each job in "
+                             "its own loop, the two concurrent, as `periodya scheduler` runs each job as its own task")
     parser.add_argument("--runner-pool", type=int, default=SCHEDULER_POOL,
                         help=f"runners' pool max size (default {SCHEDULER_POOL}, as `periodya scheduler`)")
     parser.add_argument("--layout", choices=("procs", "inproc"), default="procs",

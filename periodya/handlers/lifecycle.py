@@ -7,22 +7,35 @@ up as a version conflict (retried from scratch by run_command) or as an InvalidS
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 
+import asyncpg
+
+from periodya.catalog import REGISTRY
 from periodya.domain import payout
-from periodya.domain.decision import Decision
-from periodya.domain.errors import NotFound
+from periodya.domain.decision import Decision, posted
+from periodya.domain.errors import NotFound, OverdraftRefused
 from periodya.domain.events import Event, Source
 from periodya.domain.ledger import LedgerGroup
 from periodya.domain.payout import PayoutState
+from periodya.eventstore import NO_STREAM, RecordedEvent, StreamAppend
+from periodya.eventstore.hashing import lock_key
+from periodya.eventstore.store import row_to_event, stream_lock
 from periodya.handlers.unit_of_work import UnitOfWork
+from periodya.projections import apply_all
 
 Step = Callable[[PayoutState | None], Decision]
 
 
 def chain(state: PayoutState | None, *steps: Step) -> Decision:
     """Run decide steps one after another, each on the state the previous one's events produce."""
+    return chain_state(state, *steps)[0]
+
+
+def chain_state(state: PayoutState | None, *steps: Step) -> tuple[Decision, PayoutState | None]:
+    """`chain`, also returning the state after the decision's events (a batch decides the next item of
+    the same payout on it without folding the events again)."""
     events: list[Event] = []
     groups: list[LedgerGroup] = []
     for step in steps:
@@ -31,7 +44,7 @@ def chain(state: PayoutState | None, *steps: Step) -> Decision:
             state = payout.evolve(state, ev)
         events.extend(decision.events)
         groups.extend(decision.groups)
-    return Decision(tuple(events), tuple(groups))
+    return Decision(tuple(events), tuple(groups)), state
 
 
 async def decide(uow: UnitOfWork, payout_id: str, *steps: Step) -> PayoutState:
@@ -95,3 +108,71 @@ async def quarantine(uow: UnitOfWork, payout_id: str, reason: str) -> PayoutStat
 
 async def cancel(uow: UnitOfWork, payout_id: str, reason: str, *, provider_has_none: bool) -> PayoutState:
     return await decide(uow, payout_id, lambda s: payout.decide_cancel(s, reason, provider_has_none=provider_has_none))
+
+
+# --- batch variants (the runners: many payouts in one unit of work) ----------------------------------
+
+_READ_MANY = ("SELECT seq, tx::text::bigint AS tx, stream_id, stream_version, event_type, data, metadata, recorded_at "
+              "FROM events WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, stream_version")
+
+
+async def try_lock_many(uow: UnitOfWork, names: Iterable[str]) -> set[str]:
+    """Try-lock every name in ONE round trip; return the names now held (the others are held by another
+    transaction: skip them, SKIP LOCKED style). A try-lock never waits, so the order does not matter
+    for deadlock freedom."""
+    by_key = {lock_key(n): n for n in names}
+    if not by_key:
+        return set()
+    rows = await uow.conn.fetch(
+        "SELECT k FROM unnest($1::bigint[]) AS k WHERE pg_try_advisory_xact_lock(k)", list(by_key))
+    return {by_key[r["k"]] for r in rows}
+
+
+async def lock_payouts(uow: UnitOfWork, payout_ids: Iterable[str]) -> None:
+    """Lock many payout streams in one call, in sorted key order (waiting). Call it once per transaction,
+    before any account lock: two batches locking overlapping sets both go in key order, so no cycle."""
+    await uow.lock(stream_lock(payout.stream(p)) for p in payout_ids)
+
+
+async def load_many(uow: UnitOfWork, payout_ids: Iterable[str]) -> dict[str, PayoutState | None]:
+    """Fold many payout streams with one read. The caller holds their stream locks (lock_payouts or
+    try_lock_many) so the states cannot change before the commit."""
+    ids = list(dict.fromkeys(payout_ids))
+    states: dict[str, PayoutState | None] = dict.fromkeys(ids)
+    if not ids:
+        return states
+    prefix = len(payout.stream(""))
+    for row in await uow.conn.fetch(_READ_MANY, [payout.stream(p) for p in ids]):
+        pid = row["stream_id"][prefix:]
+        states[pid] = payout.evolve(states[pid], REGISTRY.decode(row_to_event(row)))
+    return states
+
+
+async def commit_many(uow: UnitOfWork, decisions: Mapping[str, tuple[int, Decision]],
+                      also: Sequence[StreamAppend] = ()) -> list[RecordedEvent]:
+    """Commit the decisions of many payouts ({payout id: (expected version, decision)}) and `also` in ONE
+    append and one projection apply: all or nothing (a version conflict raises ConcurrencyConflict and
+    writes nothing). The payout streams must already be locked (lock order: streams, then accounts);
+    the accounts of every group are locked here, sorted, once each, before the append's first write."""
+    decisions = {pid: vd for pid, vd in decisions.items() if not vd[1].is_noop}
+    if not decisions and not also:
+        return []
+    await uow.lock_accounts(pair for _v, d in decisions.values() for g in d.groups for pair in g.accounts())
+    meta = uow.meta.as_metadata()
+    appends: list[StreamAppend] = []
+    for pid, (version, decision) in decisions.items():
+        sid = payout.stream(pid)
+        if decision.events:
+            appends.append(StreamAppend(sid, version or NO_STREAM, [REGISTRY.to_new(e, meta) for e in decision.events]))
+        appends += [StreamAppend(f"ledger-{g.group_id}", NO_STREAM, [REGISTRY.to_new(posted(g, sid), meta)])
+                    for g in decision.groups]
+    appends += list(also)
+    recorded = await uow.store.append(appends, conn=uow.conn)
+    try:
+        await apply_all(uow.conn, recorded)
+    except asyncpg.CheckViolationError as exc:
+        if exc.constraint_name != "no_overdraft":
+            raise
+        raise OverdraftRefused(f"the database refused an overdraft: {exc.detail}") from None
+    uow.recorded.extend(recorded)
+    return recorded

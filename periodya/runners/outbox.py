@@ -1,9 +1,14 @@
 """The outbox job (batch 50): claim due PENDING tasks, record SENDING, call the provider, record SENT.
 
-Claiming takes the payout stream's advisory lock with try-lock (the runners' SKIP LOCKED) and records
-PayoutSendStarted in its own committed transaction BEFORE the provider is called: a run that loses
-the race sees SENDING and never calls the provider. The provider's idempotency key is the payout id,
-so whatever happens after the claim (crash, timeout, dropped connection) a resend cannot pay twice.
+A run is three steps over the whole batch: (1) claim: try-lock every listed payout's stream in one
+round trip (the runners' SKIP LOCKED: a payout another run holds is skipped), fold them with one read
+and record PayoutSendStarted for all of them in ONE append, committed BEFORE any provider call: a run
+that loses the race sees SENDING (or cannot take the lock) and never calls the provider; (2) call the
+provider for the claimed payouts, SEND_CONCURRENCY at a time; (3) record every answer (SENT, retry,
+abandon, quarantine) in ONE transaction. The provider's idempotency key is the payout id, so whatever
+happens after the claim (crash before step 3, timeout, dropped connection) a resend cannot pay twice:
+a payout left SENDING is resolved by repair. A batch that cannot commit (a version conflict, or a
+domain refusal at commit) wrote nothing and falls back to one transaction per payout.
 
 Failures: ProviderUnavailable (the payout may or may not exist) -> back to PENDING with exponential
 backoff and jitter; past MAX_ATTEMPTS the provider is asked whether it holds the payout: if yes it is
@@ -15,10 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import dataclass
 from datetime import timedelta
 
 from periodya.domain import payout
 from periodya.domain.alerts import WARNING
+from periodya.domain.decision import Decision
+from periodya.domain.errors import DomainError
+from periodya.errors import ConcurrencyConflict
 from periodya.eventstore.store import stream_lock
 from periodya.handlers import alerts, lifecycle
 from periodya.handlers.unit_of_work import Meta, UnitOfWork, run_command
@@ -29,7 +38,7 @@ from periodya.provider.port import (
     ProviderRejected,
 )
 from periodya.runners import faults
-from periodya.runners.base import Deps, Summary, claim_and_run
+from periodya.runners.base import Deps, Summary, claim_and_run, log
 from periodya.runners.sentinel_checks import REMEDY
 
 BATCH = 50
@@ -38,6 +47,7 @@ BASE_BACKOFF_S = 2.0
 MAX_BACKOFF_S = 600.0
 SEND_CONCURRENCY = 16
 _UNKNOWN = object()
+_META = Meta(actor="runner:outbox")
 _rng = random.Random()
 
 
@@ -55,6 +65,7 @@ async def due_tasks(deps: Deps, batch: int) -> list[str]:
 
 
 async def _claim(deps: Deps, payout_id: str) -> payout.PayoutState | None:
+    """Claim one payout in its own transaction (the fallback when a batch claim cannot commit)."""
     claimed: list[payout.PayoutState] = []
 
     async def body(uow: UnitOfWork) -> str:
@@ -65,6 +76,43 @@ async def _claim(deps: Deps, payout_id: str) -> payout.PayoutState | None:
     return claimed[0] if outcome == "claimed" else None
 
 
+async def claim_batch(deps: Deps, payout_ids: list[str]) -> list[payout.PayoutState]:
+    """Record PayoutSendStarted for every claimable payout of `payout_ids` in ONE committed transaction,
+    before any provider call: try-lock all their streams in one round trip (a payout another run holds is
+    skipped), fold them with one read, decide, one append. A payout no longer claimable (sent meanwhile,
+    backoff not over, quarantined) is skipped. Should the batch commit fail on a version conflict (it
+    cannot while the locks are held; a guard), nothing was written and each payout is claimed on its own."""
+    if not payout_ids:
+        return []
+    now = deps.clock()
+    claimed: list[payout.PayoutState] = []
+
+    async def body(uow: UnitOfWork) -> None:
+        claimed.clear()
+        held = await lifecycle.try_lock_many(uow, (stream_lock(payout.stream(p)) for p in payout_ids))
+        mine = [p for p in payout_ids if stream_lock(payout.stream(p)) in held]
+        states = await lifecycle.load_many(uow, mine)
+        decisions: dict[str, tuple[int, Decision]] = {}
+        for pid in mine:
+            state = states[pid]
+            try:
+                decision, after = lifecycle.chain_state(state, lambda s: payout.decide_start_send(s, now))
+            except DomainError as exc:
+                log.info("item_not_applicable", job="outbox", item=pid, reason=str(exc))
+                continue
+            assert state is not None and after is not None
+            decisions[pid] = (state.version, decision)
+            claimed.append(after)
+        await lifecycle.commit_many(uow, decisions)
+
+    try:
+        await run_command(deps.store, _META, body, attempts=2)
+    except (DomainError, ConcurrencyConflict) as exc:
+        log.warning("batch_claim_conflict", job="outbox", reason=str(exc), items=len(payout_ids))
+        return [s for s in [await _claim(deps, pid) for pid in payout_ids] if s is not None]
+    return list(claimed)
+
+
 async def _record(deps: Deps, payout_id: str, step: lifecycle.Step) -> str:
     async def body(uow: UnitOfWork) -> str:
         await lifecycle.decide(uow, payout_id, step)
@@ -73,29 +121,70 @@ async def _record(deps: Deps, payout_id: str, step: lifecycle.Step) -> str:
     return await claim_and_run(deps, "outbox", [stream_lock(payout.stream(payout_id))], body) or "busy"
 
 
-async def send_one(deps: Deps, state: payout.PayoutState) -> str:
-    """Call the provider for a claimed (SENDING) payout and record what it said."""
+@dataclass
+class Answer:
+    """What the provider said for one claimed payout: the outcome word, the step that records it, and
+    the reason for an alert when the payout was abandoned."""
+
+    state: payout.PayoutState
+    outcome: str
+    step: lifecycle.Step
+    alert: str | None = None
+
+
+async def call_provider(deps: Deps, state: payout.PayoutState) -> Answer:
+    """Call the provider for a claimed (SENDING) payout; nothing is recorded here (see record_batch)."""
     pid = state.payout_id
     try:
         accepted: ProviderPayout = await deps.provider.create_payout(pid, state.amount, state.currency,
                                                                     state.destination)
     except ProviderIdempotencyMismatch as exc:
         why = f"provider idempotency mismatch: {exc}"
-        await _record(deps, pid, lambda s: payout.decide_quarantine(s, why))
-        return "quarantined"
+        return Answer(state, "quarantined", lambda s: payout.decide_quarantine(s, why))
     except ProviderRejected as exc:
         refused = str(exc)
-        await _record(deps, pid, lambda s: payout.decide_abandon(s, refused))
-        await _alert_abandoned(deps, state, refused)
-        return "rejected"
+        return Answer(state, "rejected", lambda s: payout.decide_abandon(s, refused), refused)
     except ProviderError as exc:
         return await _after_transient(deps, state, exc)
     await faults.checkpoint("after_provider_accept", accepted.id)
-    await _record(deps, pid, lambda s: payout.decide_sent(s, accepted.id, "outbox"))
-    return "sent"
+    return Answer(state, "sent", lambda s: payout.decide_sent(s, accepted.id, "outbox"))
 
 
-async def _after_transient(deps: Deps, state: payout.PayoutState, exc: ProviderError) -> str:
+async def record_batch(deps: Deps, answers: list[Answer]) -> None:
+    """Record every answer in ONE transaction: lock the payouts' streams (waiting, one sorted call), fold
+    them with one read, decide each, one append. A payout whose record no longer applies (e.g. a webhook
+    already recorded it paid, or an operator quarantined it) is left as it is, as the one-by-one path
+    did. On a version conflict (a guard: the locks are held) nothing was written and each answer is
+    recorded on its own. A crash before this commit leaves the payouts SENDING: repair resends them with
+    the same idempotency key, so the provider still holds exactly one payout each."""
+    if not answers:
+        return
+
+    async def body(uow: UnitOfWork) -> None:
+        ids = [a.state.payout_id for a in answers]
+        await lifecycle.lock_payouts(uow, ids)
+        states = await lifecycle.load_many(uow, ids)
+        decisions: dict[str, tuple[int, Decision]] = {}
+        for a in answers:
+            pid, state = a.state.payout_id, states[a.state.payout_id]
+            try:
+                decision = lifecycle.chain(state, a.step)
+            except DomainError as exc:
+                log.info("item_not_applicable", job="outbox", item=pid, reason=str(exc))
+                continue
+            if state is not None:
+                decisions[pid] = (state.version, decision)
+        await lifecycle.commit_many(uow, decisions)
+
+    try:
+        await run_command(deps.store, _META, body, attempts=2)
+    except (DomainError, ConcurrencyConflict) as exc:
+        log.warning("batch_record_conflict", job="outbox", reason=str(exc), items=len(answers))
+        for a in answers:
+            await _record(deps, a.state.payout_id, a.step)
+
+
+async def _after_transient(deps: Deps, state: payout.PayoutState, exc: ProviderError) -> Answer:
     pid = state.payout_id
     if state.attempts >= MAX_ATTEMPTS:
         found: ProviderPayout | object | None
@@ -105,16 +194,13 @@ async def _after_transient(deps: Deps, state: payout.PayoutState, exc: ProviderE
             found = _UNKNOWN  # the provider cannot say: keep retrying, never abandon on a guess
         if found is None:
             why = f"gave up after {state.attempts} attempts: {exc}"
-            await _record(deps, pid, lambda s: payout.decide_abandon(s, why))
-            await _alert_abandoned(deps, state, why)
-            return "abandoned"
+            return Answer(state, "abandoned", lambda s: payout.decide_abandon(s, why), why)
         if isinstance(found, ProviderPayout):
             accepted_id = found.id
-            await _record(deps, pid, lambda s: payout.decide_sent(s, accepted_id, "outbox"))
-            return "sent"
+            return Answer(state, "sent", lambda s: payout.decide_sent(s, accepted_id, "outbox"))
     retry_at = deps.clock() + backoff(state.attempts)
-    await _record(deps, pid, lambda s: payout.decide_send_failed(s, f"{type(exc).__name__}: {exc}", retry_at))
-    return "retry"
+    error = f"{type(exc).__name__}: {exc}"
+    return Answer(state, "retry", lambda s: payout.decide_send_failed(s, error, retry_at))
 
 
 async def _alert_abandoned(deps: Deps, state: payout.PayoutState, why: str) -> None:
@@ -124,16 +210,35 @@ async def _alert_abandoned(deps: Deps, state: payout.PayoutState, why: str) -> N
         u, "PAYOUT_SEND_ABANDONED", WARNING, state.payout_id, details, REMEDY["PAYOUT_SEND_ABANDONED"]))
 
 
-async def run(deps: Deps, batch: int = BATCH) -> Summary:
-    summary = Summary("outbox")
-    claimed = [s for s in [await _claim(deps, pid) for pid in await due_tasks(deps, batch)] if s is not None]
+async def send_batch(deps: Deps, claimed: list[payout.PayoutState]) -> list[Answer]:
+    """Call the provider for every claimed payout, SEND_CONCURRENCY at a time (idempotency key = payout id)."""
     gate = asyncio.Semaphore(SEND_CONCURRENCY)
 
-    async def guarded(state: payout.PayoutState) -> str:
+    async def guarded(state: payout.PayoutState) -> Answer:
         async with gate:
-            return await send_one(deps, state)
+            return await call_provider(deps, state)
 
-    outcomes = await asyncio.gather(*(guarded(s) for s in claimed))
-    for outcome in outcomes:
-        summary.record(outcome, ok={"sent", "quarantined"}, neutral={"retry"})
+    return list(await asyncio.gather(*(guarded(s) for s in claimed)))
+
+
+async def send_one(deps: Deps, state: payout.PayoutState) -> str:
+    """Call the provider for one claimed (SENDING) payout and record what it said (a batch of one)."""
+    answer = await call_provider(deps, state)
+    await record_batch(deps, [answer])
+    if answer.alert is not None:
+        await _alert_abandoned(deps, state, answer.alert)
+    return answer.outcome
+
+
+async def run(deps: Deps, batch: int = BATCH) -> Summary:
+    """Three steps, each one transaction for the whole batch except the provider calls: claim (SENDING
+    committed), call the provider concurrently, record every answer. Alerts for abandoned payouts follow."""
+    summary = Summary("outbox")
+    claimed = await claim_batch(deps, await due_tasks(deps, batch))
+    answers = await send_batch(deps, claimed)
+    await record_batch(deps, answers)
+    for answer in answers:
+        if answer.alert is not None:
+            await _alert_abandoned(deps, answer.state, answer.alert)
+        summary.record(answer.outcome, ok={"sent", "quarantined"}, neutral={"retry"})
     return summary

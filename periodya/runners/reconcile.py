@@ -63,7 +63,8 @@ async def run(deps: Deps, batch: int = BATCH) -> Summary:
     sent_before = deps.minutes_ago(deps.settings.sent_stuck_minutes)
     rows = await deps.store.pool.fetch(
         "SELECT payout_id FROM payouts WHERE (status = 'SENT' AND status_changed_at < $1) "
-        "OR (status = 'PAID' AND NOT ledger_finalized) ORDER BY status_changed_at LIMIT $2", sent_before, batch)
+        "OR (status = 'PAID' AND NOT ledger_finalized) ORDER BY status_changed_at, created_at "
+        "LIMIT $2", sent_before, batch)  # ties (one batch's SENT records share a time) by request time
     for row in rows:
         pid = row["payout_id"]
         outcome = await claim_and_run(deps, "reconcile-pull", [stream_lock(payout.stream(pid))],

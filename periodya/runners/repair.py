@@ -52,10 +52,11 @@ async def repair_one(deps: Deps, uow: UnitOfWork, payout_id: str, *, sending_sin
 
 
 async def run(deps: Deps, batch: int = BATCH) -> Summary:
+    """Oldest first; a batch claim gives its tasks one updated_at, so ties go by request time (created_at)."""
     summary = Summary("repair")
     rows = await deps.store.pool.fetch(
         "SELECT payout_id, updated_at FROM outbox WHERE status = 'SENDING' AND updated_at < $1 "
-        "ORDER BY updated_at LIMIT $2", deps.minutes_ago(deps.settings.sending_stuck_minutes), batch)
+        "ORDER BY updated_at, created_at LIMIT $2", deps.minutes_ago(deps.settings.sending_stuck_minutes), batch)
     for row in rows:
         pid, since = row["payout_id"], row["updated_at"]
         outcome = await claim_and_run(deps, "repair", [stream_lock(payout.stream(pid))],

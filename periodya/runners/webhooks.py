@@ -5,6 +5,14 @@ FAILED with funds back (a compensating group if it had been finalized). Each eve
 (ProviderEventApplied) in the same transaction as its effects, so it is applied exactly once even when
 two runs overlap: each event is claimed with a try-lock on its stream, and an event waits while an
 earlier event for the same payout is still unapplied.
+
+A run applies its whole batch in ONE transaction (apply_batch): try-lock every listed event's stream
+in one round trip (events another run holds are skipped), drop the already applied ones and those
+waiting for an earlier event that is not in this batch, lock the payouts' streams (one sorted call),
+fold them with one read, decide every event in arrival order on the state the previous ones left, and
+commit all payouts' events, ledger groups and applied-marks in one append: each account (cash:platform
+among them) is locked once per batch, not once per payout. A batch that cannot commit (a version
+conflict or a domain refusal at commit) wrote nothing; its events are then applied one per transaction.
 """
 
 from __future__ import annotations
@@ -14,17 +22,20 @@ from functools import partial
 from periodya.domain import payout
 from periodya.domain.decision import Decision
 from periodya.domain.errors import DomainError
-from periodya.domain.events import ProviderEventApplied
+from periodya.domain.events import Event, ProviderEventApplied
+from periodya.domain.ledger import LedgerGroup
+from periodya.errors import ConcurrencyConflict
 from periodya.eventstore import StreamAppend
 from periodya.eventstore.store import stream_lock
 from periodya.handlers import lifecycle
-from periodya.handlers.unit_of_work import UnitOfWork
+from periodya.handlers.unit_of_work import Meta, UnitOfWork, run_command
 from periodya.projections.provider_events import stream as event_stream
 from periodya.runners import faults
-from periodya.runners.base import Deps, Summary, claim_and_run
+from periodya.runners.base import Deps, Summary, claim_and_run, log
 
 BATCH = 200
 PAID_TYPES = {"payout.paid"}
+_META = Meta(actor="runner:webhooks")
 FAILED_TYPES = {"payout.failed", "payout.canceled"}
 
 
@@ -69,14 +80,99 @@ async def apply_event(uow: UnitOfWork, event_id: str) -> str:
     return outcome.split(":")[0]
 
 
+_SELECT_HELD = (
+    "SELECT e.event_id, e.type, e.status, e.provider_payout_id, e.received_seq, e.applied_seq, "
+    "coalesce(e.payout_id, (SELECT p.payout_id FROM payouts p WHERE p.provider_payout_id = e.provider_payout_id "
+    "LIMIT 1)) AS pid FROM provider_events e WHERE e.event_id = ANY($1::text[]) ORDER BY e.received_seq")
+_SELECT_UNAPPLIED = ("SELECT payout_id, event_id, received_seq FROM provider_events "
+                     "WHERE applied_seq IS NULL AND payout_id = ANY($1::text[]) ORDER BY received_seq")
+
+
+async def apply_batch(uow: UnitOfWork, event_ids: list[str]) -> list[str | None]:
+    """Apply the stored provider events `event_ids` in one transaction; one outcome per id, in order:
+    None (another run holds it), "already_applied", "waiting_for_earlier", or apply_event's words.
+
+    Per payout, events are decided in arrival order, each on the state the previous ones produced, and
+    an event is applied only if every earlier unapplied event of its payout is applied before it in this
+    same batch (the one-by-one rule, applied to the batch)."""
+    held = await lifecycle.try_lock_many(uow, (stream_lock(event_stream(e)) for e in event_ids))
+    mine = [e for e in event_ids if stream_lock(event_stream(e)) in held]
+    outcomes: dict[str, str | None] = dict.fromkeys(event_ids)
+    rows = await uow.conn.fetch(_SELECT_HELD, mine) if mine else []
+    pending = []
+    for row in rows:
+        if row["applied_seq"] is not None:
+            outcomes[row["event_id"]] = "already_applied"
+        else:
+            pending.append(row)
+    found = {r["event_id"] for r in rows}
+    for eid in mine:  # listed, locked, but gone: nothing to apply
+        if eid not in found:
+            outcomes[eid] = "already_applied"
+    pids = sorted({r["pid"] for r in pending if r["pid"] is not None})
+    unapplied: dict[str, list[tuple[int, str]]] = {}
+    for u in (await uow.conn.fetch(_SELECT_UNAPPLIED, pids) if pids else []):
+        unapplied.setdefault(u["payout_id"], []).append((u["received_seq"], u["event_id"]))
+    done: set[str] = set()  # applied earlier in this batch
+    ready = []
+    for row in pending:
+        pid = row["pid"]
+        if pid is not None and any(seq < row["received_seq"] and eid not in done
+                                   for seq, eid in unapplied.get(pid, ())):
+            outcomes[row["event_id"]] = "waiting_for_earlier"
+            continue
+        done.add(row["event_id"])
+        ready.append(row)
+    if not ready:
+        return [outcomes[e] for e in event_ids]
+    ready_pids = sorted({r["pid"] for r in ready if r["pid"] is not None})
+    await lifecycle.lock_payouts(uow, ready_pids)
+    states = await lifecycle.load_many(uow, ready_pids)
+    versions = {pid: s.version for pid, s in states.items() if s is not None}
+    events: dict[str, list[Event]] = {}
+    groups: dict[str, list[LedgerGroup]] = {}
+    marks: list[StreamAppend] = []
+    for row in ready:
+        eid, pid = row["event_id"], row["pid"]
+        state = states.get(pid) if pid is not None else None
+        outcome = "no_action"
+        if state is None:
+            outcome = "unknown_payout"
+        else:
+            try:
+                decision, after = lifecycle.chain_state(
+                    state, *_steps(row["type"], row["status"], row["provider_payout_id"], eid))
+                outcome = "applied" if decision.events else "no_change"
+            except DomainError as exc:
+                decision, after, outcome = Decision(), state, f"ignored: {exc}"[:300]
+            states[pid] = after
+            events.setdefault(pid, []).extend(decision.events)
+            groups.setdefault(pid, []).extend(decision.groups)
+        await faults.checkpoint("before_webhook_apply", eid)
+        marks.append(StreamAppend(event_stream(eid), 1, [uow.new_event(ProviderEventApplied(outcome=outcome))]))
+        outcomes[eid] = outcome.split(":")[0]
+    decisions = {pid: (versions[pid], Decision(tuple(evs), tuple(groups[pid]))) for pid, evs in events.items()}
+    await lifecycle.commit_many(uow, decisions, also=marks)
+    return [outcomes[e] for e in event_ids]
+
+
+def _count(summary: Summary, outcome: str | None) -> None:
+    summary.record(outcome, ok={"applied", "no_change", "no_action"}, skip={"already_applied", "waiting_for_earlier"})
+
+
 async def run(deps: Deps, batch: int = BATCH) -> Summary:
     summary = Summary("webhooks")
     rows = await deps.store.pool.fetch(
         "SELECT event_id FROM provider_events WHERE applied_seq IS NULL ORDER BY received_seq LIMIT $1", batch)
-    for row in rows:
-        eid = row["event_id"]
-        outcome = await claim_and_run(deps, "webhooks", [stream_lock(event_stream(eid))],
-                                      partial(_apply, event_id=eid))
-        summary.record(outcome, ok={"applied", "no_change", "no_action"},
-                       skip={"already_applied", "waiting_for_earlier"})
+    ids = [row["event_id"] for row in rows]
+    if not ids:
+        return summary
+    try:
+        outcomes = await run_command(deps.store, _META, partial(apply_batch, event_ids=ids), attempts=2)
+    except (DomainError, ConcurrencyConflict) as exc:
+        log.warning("batch_apply_conflict", job="webhooks", reason=str(exc), items=len(ids))
+        outcomes = [await claim_and_run(deps, "webhooks", [stream_lock(event_stream(eid))],
+                                        partial(_apply, event_id=eid)) for eid in ids]
+    for outcome in outcomes:
+        _count(summary, outcome)
     return summary

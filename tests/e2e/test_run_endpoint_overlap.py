@@ -9,6 +9,11 @@ while holding its claim; the other run skips it and works through the other 199 
 Then the lock is released, and the stalled run walks over its list, every item of which the other
 run has already handled. (This is what a run slowed by lock contention or a slow provider does.)
 
+The outbox and webhooks jobs handle their whole batch in one transaction, so a run stalled on the solo
+item holds its whole batch: there the stalled run is a batch of one (the solo item, first in order),
+started first and seen waiting on the lock before the other run (a batch of all 200) starts; that run
+must skip the solo item, which the stalled run holds, and handle the other 199.
+
 Checked: one run finished while the other was stalled (so they overlapped), the summaries add up to
 exactly the items there were, and from the event log and the simulator's counters that nothing
 happened twice: no second PayoutSendStarted, no second provider payout, no provider event applied
@@ -158,6 +163,32 @@ async def stalled_overlap(system: System, job: str, stall: Any,
     return Overlap([through, stalled])
 
 
+async def stalled_batch_overlap(system: System, pool: asyncpg.Pool, job: str, stall: Any,
+                                first_through: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+                                ) -> Overlap:
+    """For the batched jobs: a run of batch 1 claims the solo item and stalls on `stall` (holding its claim);
+    once it waits on the lock, a run of batch N goes through. Then release and collect both."""
+    async def waiting() -> bool:
+        return bool(await pool.fetchval("SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = "
+                                        "current_database() AND wait_event_type = 'Lock'"))
+
+    stalled_task: asyncio.Task[dict[str, Any]] | None = None
+    try:
+        async with stall:
+            stalled_task = asyncio.create_task(system.cron(job, "?batch=1"))
+            await eventually(waiting, "the batch-of-one run to stall on the solo item")
+            through = await asyncio.wait_for(system.cron(job, f"?batch={N}"), 25)
+            if first_through is not None:
+                await first_through(through)
+            await asyncio.sleep(0.2)
+            assert not stalled_task.done(), "the stalled run finished while the lock was still held"
+        stalled = await asyncio.wait_for(stalled_task, 30)
+    finally:
+        if stalled_task is not None and not stalled_task.done():
+            await asyncio.wait([stalled_task], timeout=30)
+    return Overlap([through, stalled])
+
+
 async def per_payout(pool: asyncpg.Pool, event_type: str) -> dict[int, int]:
     """How many payouts have how many events of `event_type`: {count: payouts}."""
     rows = await pool.fetch(
@@ -195,8 +226,8 @@ async def test_outbox_overlap(database_url: str, pool: asyncpg.Pool, sim_url: st
             assert summary["outcomes"] == {"sent": N - 1}, summary  # all but the solo one, being claimed
             assert await pool.fetchval("SELECT status FROM payouts WHERE payout_id = $1", SOLO) == "REQUESTED"
 
-        run = await stalled_overlap(system, "outbox", holding_payout_row(pool, SOLO), through)
-        assert run.summaries[1]["outcomes"] == {"sent": 1}, run.summaries  # the rest were not_applicable
+        run = await stalled_batch_overlap(system, pool, "outbox", holding_payout_row(pool, SOLO), through)
+        assert run.summaries[1]["outcomes"] == {"sent": 1}, run.summaries
         assert (run.processed, run.failed, run.outcomes) == (N, 0, {"sent": N}), run.summaries
         assert await per_payout(pool, "PayoutSendStarted") == {1: N}  # one claim each, never two
         assert await per_payout(pool, "PayoutSent") == {1: N}
@@ -221,8 +252,10 @@ async def test_webhooks_overlap(database_url: str, pool: asyncpg.Pool, sim_url: 
         await eventually(lambda: pool.fetchval("SELECT count(*) = $1 FROM provider_events", N),
                          "every paid webhook to be stored", seconds=30)
 
-        run = await stalled_overlap(system, "webhooks", holding_account(pool, accounts.inflight(SOLO_PAYEE)))
+        run = await stalled_batch_overlap(system, pool, "webhooks",
+                                          holding_account(pool, accounts.inflight(SOLO_PAYEE)))
         assert run.summaries[0]["outcomes"] == {"applied": N - 1}, run.summaries
+        assert run.summaries[0]["skipped"] == 1, run.summaries  # the solo event, held by the stalled run
         assert (run.processed, run.failed, run.outcomes) == (N, 0, {"applied": N}), run.summaries
         applied = await pool.fetch("SELECT stream_id, count(*) AS n FROM events WHERE event_type = "
                                    "'ProviderEventApplied' GROUP BY stream_id HAVING count(*) <> 1")
