@@ -13,7 +13,7 @@ import asyncpg
 import orjson
 
 from periodya.eventstore import EventStore
-from tests.integration.test_audit_export import YESTERDAY, insert_day
+from tests.integration.test_audit_export import CLOSED_DAY, insert_day
 from tests.integration.test_audit_replay import PROGRAM
 from tests.integration.test_ledger_properties import _run
 
@@ -83,8 +83,8 @@ async def test_history_commands(database_url: str, pool: asyncpg.Pool) -> None:
 
 
 async def test_export_digest_and_verify_export(database_url: str, pool: asyncpg.Pool, tmp_path: Path) -> None:
-    await insert_day(pool, YESTERDAY)
-    day = YESTERDAY.isoformat()
+    await insert_day(pool, CLOSED_DAY)
+    day = CLOSED_DAY.isoformat()
     recorded = await periodya(database_url, "digest", "record", "--day", day)
     assert recorded.returncode == 0 and '"status":"recorded"' in recorded.stdout, recorded.stdout
     again = await periodya(database_url, "digest", "record", "--day", day)

@@ -21,7 +21,9 @@ from periodya.eventstore import EventStore
 from periodya.eventstore.hashing import GENESIS, canonical_json, chain_hash
 from periodya.eventstore.verify import verify_chains
 
-YESTERDAY = (datetime.now(UTC) - timedelta(days=1)).date()
+# The most recent day that is certainly closed: yesterday, except in the grace period after midnight UTC
+# (digests.GRACE, plus a margin for a slow run), when yesterday is still open and the day before is used.
+CLOSED_DAY = (datetime.now(UTC) - timedelta(days=1) - digests.GRACE - timedelta(minutes=5)).date()
 
 
 async def insert_day(pool: asyncpg.Pool, day: date, streams: int = 4, per_stream: int = 5,
@@ -51,11 +53,11 @@ async def export_day(pool: asyncpg.Pool, day: date) -> list[bytes]:
 
 @pytest.fixture
 async def day_export(pool: asyncpg.Pool) -> tuple[list[bytes], list[DigestRecord]]:
-    await insert_day(pool, YESTERDAY)
-    await insert_day(pool, YESTERDAY - timedelta(days=1), streams=2, prefix="older")
-    outcome = await digests.record_daily_digest(EventStore(pool), YESTERDAY)
+    await insert_day(pool, CLOSED_DAY)
+    await insert_day(pool, CLOSED_DAY - timedelta(days=1), streams=2, prefix="older")
+    outcome = await digests.record_daily_digest(EventStore(pool), CLOSED_DAY)
     assert outcome.status == digests.RECORDED and outcome.computed is not None
-    lines = await export_day(pool, YESTERDAY)
+    lines = await export_day(pool, CLOSED_DAY)
     assert len(lines) == 20 and check_export(lines, [outcome.computed]).ok
     return lines, [outcome.computed]
 
@@ -137,19 +139,19 @@ def test_checker_detects_reordered_events(day_export: Any) -> None:
     renumbered[3], renumbered[4] = _edit(lines[4], seq=a["seq"]), _edit(lines[3], seq=b["seq"])
     report = check_export(renumbered, digest)
     [problem] = report.problems
-    assert problem.startswith(f"day {YESTERDAY.isoformat()}: digest: expected")
+    assert problem.startswith(f"day {CLOSED_DAY.isoformat()}: digest: expected")
 
 
 def test_checker_names_days_without_a_digest(day_export: Any) -> None:
     lines, _digest = day_export
     report = check_export(lines, [])
-    assert not report.ok and report.unverified_days == [YESTERDAY.isoformat()] and not report.problems
+    assert not report.ok and report.unverified_days == [CLOSED_DAY.isoformat()] and not report.problems
 
 
 async def test_recording_a_day_is_idempotent_and_never_overwrites(pool: asyncpg.Pool, day_export: Any) -> None:
     store = EventStore(pool)
     count = await pool.fetchval("SELECT count(*) FROM events")
-    again = await digests.record_daily_digest(store, YESTERDAY)
+    again = await digests.record_daily_digest(store, CLOSED_DAY)
     assert again.status == digests.ALREADY_RECORDED and await pool.fetchval("SELECT count(*) FROM events") == count
     today = await digests.record_daily_digest(store, datetime.now(UTC).date())
     assert today.status == digests.NOT_CLOSED
@@ -161,10 +163,10 @@ async def test_recording_a_day_is_idempotent_and_never_overwrites(pool: asyncpg.
     await _tamper(pool, f"UPDATE events SET data = '{canonical_json(data)}', hash = '\\x{forged.hex()}' "
                         "WHERE stream_id = 'past-1' AND stream_version = 5")
     assert (await verify_chains(pool)).ok
-    changed = await digests.record_daily_digest(store, YESTERDAY)
+    changed = await digests.record_daily_digest(store, CLOSED_DAY)
     assert changed.status == digests.MISMATCH and any(p.startswith("digest:") for p in changed.problems)
     assert await pool.fetchval("SELECT count(*) FROM events") == count  # reported, not overwritten
-    [outcome] = [o for o in await digests.verify_digests(pool) if o.day == YESTERDAY.isoformat()]
+    [outcome] = [o for o in await digests.verify_digests(pool) if o.day == CLOSED_DAY.isoformat()]
     assert outcome.status == digests.MISMATCH
 
 
@@ -182,7 +184,7 @@ async def test_verify_recomputes_recorded_digests(pool: asyncpg.Pool, settings: 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert await audit_cli.cmd_verify(args, settings) == 1
-    assert f"DIGEST MISMATCH day {YESTERDAY.isoformat()}: count: expected 20, found 15" in out.getvalue()
+    assert f"DIGEST MISMATCH day {CLOSED_DAY.isoformat()}: count: expected 20, found 15" in out.getvalue()
 
 
 async def _tamper(pool: asyncpg.Pool, sql: str) -> None:
