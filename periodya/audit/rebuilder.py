@@ -62,15 +62,19 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-async def create_scratch(conn: asyncpg.Connection, scratch: str) -> list[str]:
+async def create_scratch(conn: asyncpg.Connection, scratch: str, *, unlogged: bool = False) -> list[str]:
     """Create the scratch schema from schema.sql's projection DDL, minus its secondary indexes; returns
-    their definitions (to recreate). search_path stays `scratch, periodya` for the transaction."""
+    their definitions (to recreate). search_path stays `scratch, periodya` for the transaction.
+    `unlogged` makes the (still empty) tables UNLOGGED: only for a rebuild that is rolled back."""
     await conn.execute(f"DROP SCHEMA IF EXISTS {scratch} CASCADE; CREATE SCHEMA {scratch}")
     await conn.execute(f"SET LOCAL search_path = {scratch}, periodya")
     await conn.execute(projections_sql())
     secondary = await conn.fetch(_SECONDARY, scratch)
     for row in secondary:
         await conn.execute(f"DROP INDEX {row['name']}")
+    if unlogged:
+        for table in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1", scratch):
+            await conn.execute(f"ALTER TABLE {scratch}.{table['tablename']} SET UNLOGGED")
     return [row["definition"] for row in secondary]
 
 
@@ -86,12 +90,14 @@ async def _pages(reader: asyncpg.Connection, sql: str, args: list[Any], batch: i
 
 async def rebuild_into(conn: asyncpg.Connection, reader: asyncpg.Connection, scratch: str,
                        names: Sequence[str] | None, position: Position | None, *, keep_indexes: bool = False,
-                       batch: int = 5000, apply_batch: int | None = None) -> int:
+                       batch: int = 5000, apply_batch: int | None = None, unlogged: bool | None = None) -> int:
     """Inside the caller's REPEATABLE READ transaction on `conn`: build `scratch` from the log up to
     `position` (None: all of it), reading on `reader` (idle, not in a transaction) in the same snapshot.
     With `keep_indexes`, the secondary indexes are recreated. The log is read in pages of `batch`
     events and applied in batches of about `apply_batch` (default APPLY_BATCH) events, whole pages.
-    Returns the number of events replayed."""
+    `unlogged` (default: not `keep_indexes`, i.e. tables that are diffed or counted, then rolled back,
+    never swapped in) builds UNLOGGED tables: no WAL for rows nobody keeps. Tables to be kept (swap)
+    are always logged. Returns the number of events replayed."""
     modules = selected(names).values()
     # The apply functions' statements name tables unqualified. Prepared (and cached by asyncpg) under
     # another search_path, PostgreSQL re-analyses them on every execution: measured twice as slow.
@@ -100,15 +106,17 @@ async def rebuild_into(conn: asyncpg.Connection, reader: asyncpg.Connection, scr
     try:
         with gc_paused():
                 return await _rebuild(conn, reader, scratch, modules, position, keep_indexes, batch,
-                                  max(batch, apply_batch or APPLY_BATCH))
+                                  max(batch, apply_batch or APPLY_BATCH),
+                                  not keep_indexes if unlogged is None else unlogged and not keep_indexes)
     finally:
         await conn.reload_schema_state()
 
 
 async def _rebuild(conn: asyncpg.Connection, reader: asyncpg.Connection, scratch: str, modules: Any,
-                   position: Position | None, keep_indexes: bool, batch: int, apply_batch: int) -> int:
+                   position: Position | None, keep_indexes: bool, batch: int, apply_batch: int,
+                   unlogged: bool) -> int:
     snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
-    indexes = await create_scratch(conn, scratch)
+    indexes = await create_scratch(conn, scratch, unlogged=unlogged)
     where, args = "", []
     if position is not None:
         where, args = "WHERE (tx, seq) <= ($1::text::xid8, $2::bigint)", [str(position.tx), position.seq]
