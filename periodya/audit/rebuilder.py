@@ -127,14 +127,15 @@ async def _rebuild(conn: asyncpg.Connection, reader: asyncpg.Connection, scratch
         await reader.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
         await reader.execute("SET LOCAL statement_timeout = 0")
         producer = asyncio.create_task(_pages(reader, _EVENTS.format(where=where), args, batch, queue))
+        shared = SharedConnection(conn)
         try:
             pending: list[Any] = []
             while (page := await queue.get()) is not None:
                 pending += page
                 if len(pending) >= apply_batch:
-                    count += await _apply(conn, modules, pending)
+                    count += await _apply(shared, modules, pending)
                     pending = []
-            count += await _apply(conn, modules, pending)
+            count += await _apply(shared, modules, pending)
             await producer
         finally:
             producer.cancel()
@@ -144,8 +145,40 @@ async def _rebuild(conn: asyncpg.Connection, reader: asyncpg.Connection, scratch
     return count
 
 
-async def _apply(conn: asyncpg.Connection, modules: Any, events: list[Any]) -> int:
+class SharedConnection:
+    """One connection shared by concurrent apply calls, one statement at a time (FIFO).
+
+    Each projection writes only its own tables (its TABLES), so the statements of different
+    projections commute; each apply call still awaits its own statements in order. Running the
+    projections' apply calls of a batch concurrently lets one compute its rows while the server
+    executes another's statement. The apply functions use execute, fetch and copy_records_to_table;
+    anything else fails loudly (AttributeError)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._turn = asyncio.Lock()
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._turn:
+            return await self._conn.execute(*args, **kwargs)
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._turn:
+            return await self._conn.fetch(*args, **kwargs)
+
+    async def copy_records_to_table(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._turn:
+            return await self._conn.copy_records_to_table(*args, **kwargs)
+
+
+async def _apply(conn: SharedConnection, modules: Any, events: list[Any]) -> int:
+    """Every projection's apply on one batch, concurrently (see SharedConnection). A failing one
+    cancels the others (TaskGroup) and the error ends the rebuild; the caller rolls back."""
     if events:
-        for module in modules:
-            await module.apply(conn, events)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for module in modules:
+                    group.create_task(module.apply(conn, events))
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None  # the apply's own error, as a sequential rebuild raises it
     return len(events)

@@ -7,6 +7,7 @@ import io
 import uuid
 
 import asyncpg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -206,3 +207,22 @@ async def test_audit_rebuild_in_small_pages_and_batches_equals_live(pool: asyncp
         finally:
             await tx.rollback()
     assert all(d.clean for d in diffs), [d for d in diffs if not d.clean]
+
+
+async def test_audit_rebuild_raises_an_apply_error_as_itself(pool: asyncpg.Pool) -> None:
+    """A log the projections refuse (here a protected account overdrawn by a tampered group) ends the
+    rebuild with the database's own error, not a wrapper, and nothing of the scratch schema survives."""
+    await _run(EventStore(pool), "t-", PROGRAM[:2])
+    async with pool.acquire() as c, c.transaction():
+        await c.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        await c.execute("UPDATE events SET data = jsonb_set(data, '{entries,0,debit}', '999999') "
+                        "WHERE event_type = 'LedgerGroupPosted' AND data->>'kind' = 'escrow_released'")
+        await c.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+    async with pool.acquire() as conn, pool.acquire() as reader:
+        tx = await rb.open_repeatable_read(conn)
+        try:
+            with pytest.raises(asyncpg.CheckViolationError):
+                await rebuild_into(conn, reader, "replay_bad", None, None)
+        finally:
+            await tx.rollback()
+    assert await pool.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = 'replay_bad'") == 0
