@@ -151,7 +151,9 @@ async def test_full_sentinel_records_every_unrecorded_closed_day_oldest_first_bo
 
     monkeypatch.setattr(sentinel, "MAX_DIGEST_DAYS", 2)
     async with live_pipeline(pool, settings) as p:
-        p.advance(15)  # "yesterday" is closed (its end plus the grace period has passed) at any time of day
+        now = p.deps.clock()
+        if now.hour == 0 and now.minute < 11:  # yesterday closes 10 minutes after midnight: be 15 minutes
+            p.advance(-15)                     # earlier, so the runs' "yesterday" is the day before
         today = p.deps.clock().date()
         for back in (6, 4, 2):
             await insert_day(pool, today - timedelta(days=back), prefix=f"day{back}")
