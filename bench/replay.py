@@ -10,7 +10,10 @@ Then, in rounds (the median of each figure is reported):
   1. raw: the rebuild's own query, (tx, seq) order, through an asyncpg cursor with the same page size,
      jsonb decoded by the pool's codec (orjson) and nothing else done with the rows;
   2. rebuild (audit): what `periodya replay` runs (audit.rebuilder.rebuild_into): every projection, the
-     live apply functions, the log read a page ahead on a second connection in the same snapshot;
+     live apply functions, the log read in pages of the same size a page ahead on a second connection
+     in the same snapshot, whole pages applied in batches of about audit.rebuilder.APPLY_BATCH events
+     (the projections' apply calls of a batch concurrently, one statement at a time), into UNLOGGED
+     scratch tables (rolled back, as `periodya replay` without --swap does);
   3. rebuild (library): projections.replay.rebuild_in, one connection, for comparison.
 Each rebuild runs in a REPEATABLE READ transaction rolled back afterwards. Targets (on the audit
 rebuild): >= 50,000 events/s and >= 20% of the raw rate. `--profile` runs one more audit rebuild under
@@ -271,7 +274,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--events", type=int, default=1_000_000, help="events to load (default 1,000,000)")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds of each figure (default 3)")
     parser.add_argument("--prefetch", type=int, default=5000,
-                        help="page size of every read = rebuild batch (default 5000)")
+                        help="page size of every read (default 5000); rebuild_in applies each page, the "
+                             "audit rebuild whole pages in batches of about APPLY_BATCH events")
     parser.add_argument("--payees", type=int, default=1000, help="distinct payees (default 1000)")
     parser.add_argument("--deals-per-append", type=int, default=100, help="deals per EventStore.append (default 100)")
     parser.add_argument("--workers", type=int, default=3, help="loading connections (default 3)")

@@ -7,14 +7,21 @@
 * Secondary indexes of the scratch tables (everything but primary keys and unique constraints, which the
   upserts need) are dropped before the rebuild and, when the tables are to be kept (swap), created again
   afterwards from their own definitions: one bulk build instead of one insertion per row.
-Both change how fast the tables are built, never what is in them; the tests compare its result with
-rebuild_in's (projections.replay.replay_and_diff).
+* Pages are applied in batches of about APPLY_BATCH events (whole pages, in order): the apply functions
+  take any batch in commit-safe order, and fewer, bigger batches mean fewer statements and fewer
+  versions of the rows every batch updates (balances), which later lookups in this one long
+  transaction must walk.
+* Python's cyclic garbage collector is paused for the rebuild (gc_paused).
+All of these change how fast the tables are built, never what is in them; the tests compare its result
+with rebuild_in's (projections.replay.replay_and_diff).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import asyncpg
@@ -26,6 +33,10 @@ from periodya.projections.replay import selected
 
 _EVENTS = ("SELECT seq, tx::text::bigint AS tx, stream_id, stream_version, event_type, data, metadata, recorded_at "
            "FROM periodya.events {where} ORDER BY tx, seq")
+APPLY_BATCH = 50_000
+"""Events per apply call in a rebuild (several read pages). Each call updates a row touched in it once,
+and in one long transaction every update leaves a row version that later lookups of that row walk
+(balances: the same accounts in every batch). Fewer, bigger batches: fewer versions and statements."""
 _SECONDARY = """
 SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS definition
   FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -33,15 +44,37 @@ SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS de
    AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)"""
 
 
-async def create_scratch(conn: asyncpg.Connection, scratch: str) -> list[str]:
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a rebuild, and restore it afterwards (also on error).
+
+    A rebuild allocates millions of short-lived, acyclic containers (the decoded events' dicts and
+    lists) while a batch of them is alive, so the collector's generations fill quickly and it traverses
+    the live pages again and again: measured at about a third of the rebuild's client CPU. Reference
+    counting still frees every page as soon as it is applied; anything cyclic created meanwhile waits
+    for the next collection after the rebuild. Only the audit's rebuild (a CLI process) runs this."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+async def create_scratch(conn: asyncpg.Connection, scratch: str, *, unlogged: bool = False) -> list[str]:
     """Create the scratch schema from schema.sql's projection DDL, minus its secondary indexes; returns
-    their definitions (to recreate). search_path stays `scratch, periodya` for the transaction."""
+    their definitions (to recreate). search_path stays `scratch, periodya` for the transaction.
+    `unlogged` makes the (still empty) tables UNLOGGED: only for a rebuild that is rolled back."""
     await conn.execute(f"DROP SCHEMA IF EXISTS {scratch} CASCADE; CREATE SCHEMA {scratch}")
     await conn.execute(f"SET LOCAL search_path = {scratch}, periodya")
     await conn.execute(projections_sql())
     secondary = await conn.fetch(_SECONDARY, scratch)
     for row in secondary:
         await conn.execute(f"DROP INDEX {row['name']}")
+    if unlogged:
+        for table in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1", scratch):
+            await conn.execute(f"ALTER TABLE {scratch}.{table['tablename']} SET UNLOGGED")
     return [row["definition"] for row in secondary]
 
 
@@ -57,39 +90,52 @@ async def _pages(reader: asyncpg.Connection, sql: str, args: list[Any], batch: i
 
 async def rebuild_into(conn: asyncpg.Connection, reader: asyncpg.Connection, scratch: str,
                        names: Sequence[str] | None, position: Position | None, *, keep_indexes: bool = False,
-                       batch: int = 5000) -> int:
+                       batch: int = 5000, apply_batch: int | None = None, unlogged: bool | None = None) -> int:
     """Inside the caller's REPEATABLE READ transaction on `conn`: build `scratch` from the log up to
     `position` (None: all of it), reading on `reader` (idle, not in a transaction) in the same snapshot.
-    With `keep_indexes`, the secondary indexes are recreated. Returns the number of events replayed."""
+    With `keep_indexes`, the secondary indexes are recreated. The log is read in pages of `batch`
+    events and applied in batches of about `apply_batch` (default APPLY_BATCH) events, whole pages.
+    `unlogged` (default: not `keep_indexes`, i.e. tables that are diffed or counted, then rolled back,
+    never swapped in) builds UNLOGGED tables: no WAL for rows nobody keeps. Tables to be kept (swap)
+    are always logged. Returns the number of events replayed."""
     modules = selected(names).values()
     # The apply functions' statements name tables unqualified. Prepared (and cached by asyncpg) under
     # another search_path, PostgreSQL re-analyses them on every execution: measured twice as slow.
     # So start and end with a fresh statement cache.
     await conn.reload_schema_state()
     try:
-        return await _rebuild(conn, reader, scratch, modules, position, keep_indexes, batch)
+        with gc_paused():
+                return await _rebuild(conn, reader, scratch, modules, position, keep_indexes, batch,
+                                  max(batch, apply_batch or APPLY_BATCH),
+                                  not keep_indexes if unlogged is None else unlogged and not keep_indexes)
     finally:
         await conn.reload_schema_state()
 
 
 async def _rebuild(conn: asyncpg.Connection, reader: asyncpg.Connection, scratch: str, modules: Any,
-                   position: Position | None, keep_indexes: bool, batch: int) -> int:
+                   position: Position | None, keep_indexes: bool, batch: int, apply_batch: int,
+                   unlogged: bool) -> int:
     snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
-    indexes = await create_scratch(conn, scratch)
+    indexes = await create_scratch(conn, scratch, unlogged=unlogged)
     where, args = "", []
     if position is not None:
         where, args = "WHERE (tx, seq) <= ($1::text::xid8, $2::bigint)", [str(position.tx), position.seq]
-    queue: asyncio.Queue[list[Any] | None] = asyncio.Queue(maxsize=2)
+    # Room for a whole apply batch of pages: the reader keeps reading while a batch is applied.
+    queue: asyncio.Queue[list[Any] | None] = asyncio.Queue(maxsize=apply_batch // batch + 1)
     count = 0
     async with reader.transaction(isolation="repeatable_read", readonly=True):
         await reader.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
         await reader.execute("SET LOCAL statement_timeout = 0")
         producer = asyncio.create_task(_pages(reader, _EVENTS.format(where=where), args, batch, queue))
+        shared = SharedConnection(conn)
         try:
-            while (events := await queue.get()) is not None:
-                for module in modules:
-                    await module.apply(conn, events)
-                count += len(events)
+            pending: list[Any] = []
+            while (page := await queue.get()) is not None:
+                pending += page
+                if len(pending) >= apply_batch:
+                    count += await _apply(shared, modules, pending)
+                    pending = []
+            count += await _apply(shared, modules, pending)
             await producer
         finally:
             producer.cancel()
@@ -97,3 +143,42 @@ async def _rebuild(conn: asyncpg.Connection, reader: asyncpg.Connection, scratch
         for definition in indexes:
             await conn.execute(definition)
     return count
+
+
+class SharedConnection:
+    """One connection shared by concurrent apply calls, one statement at a time (FIFO).
+
+    Each projection writes only its own tables (its TABLES), so the statements of different
+    projections commute; each apply call still awaits its own statements in order. Running the
+    projections' apply calls of a batch concurrently lets one compute its rows while the server
+    executes another's statement. The apply functions use execute, fetch and copy_records_to_table;
+    anything else fails loudly (AttributeError)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._turn = asyncio.Lock()
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._turn:
+            return await self._conn.execute(*args, **kwargs)
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._turn:
+            return await self._conn.fetch(*args, **kwargs)
+
+    async def copy_records_to_table(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._turn:
+            return await self._conn.copy_records_to_table(*args, **kwargs)
+
+
+async def _apply(conn: SharedConnection, modules: Any, events: list[Any]) -> int:
+    """Every projection's apply on one batch, concurrently (see SharedConnection). A failing one
+    cancels the others (TaskGroup) and the error ends the rebuild; the caller rolls back."""
+    if events:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for module in modules:
+                    group.create_task(module.apply(conn, events))
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None  # the apply's own error, as a sequential rebuild raises it
+    return len(events)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
 
 from periodya.domain import accounts
 from periodya.domain.decision import Decision, group_id
@@ -51,15 +53,39 @@ class RefundEscrow:
     amount: int
 
 
+def _advanced(state: EscrowState, **changes: int) -> EscrowState:
+    """`replace(state, version=state.version + 1, **changes)`, without dataclasses.replace's per-field
+    overhead: EscrowState is a plain frozen dataclass (no __post_init__), so filling a new instance's
+    __dict__ is what its __init__ does. Replay folds every escrow event through here."""
+    new = object.__new__(EscrowState)
+    fields_ = new.__dict__
+    fields_.update(state.__dict__)
+    fields_.update(changes)
+    fields_["version"] = state.version + 1
+    return new
+
+
+def _released(state: EscrowState, event: EscrowReleased) -> EscrowState:
+    return _advanced(state, released=state.released + event.amount + event.fee_amount)
+
+
+def _refunded(state: EscrowState, event: EscrowRefunded) -> EscrowState:
+    return _advanced(state, refunded=state.refunded + event.amount)
+
+
+# By the event's exact class first: isinstance on pydantic models goes through ABCMeta, slow per event.
+_STEPS: dict[type[Event], Callable[[EscrowState, Any], EscrowState]] = {
+    EscrowReleased: _released, EscrowRefunded: _refunded}
+
+
 def evolve(state: EscrowState | None, event: Event) -> EscrowState | None:
-    if isinstance(event, EscrowFunded):
-        return EscrowState(event.escrow_id, event.currency, funded=event.amount, version=1)
+    kind = type(event)
+    if kind is EscrowFunded or (kind not in _STEPS and isinstance(event, EscrowFunded)):
+        funded = cast(EscrowFunded, event)
+        return EscrowState(funded.escrow_id, funded.currency, funded=funded.amount, version=1)
     assert state is not None, "escrow events before EscrowFunded"
-    if isinstance(event, EscrowReleased):
-        return replace(state, released=state.released + event.amount + event.fee_amount, version=state.version + 1)
-    if isinstance(event, EscrowRefunded):
-        return replace(state, refunded=state.refunded + event.amount, version=state.version + 1)
-    return state
+    step = _STEPS.get(kind) or next((_STEPS[b] for b in kind.__mro__ if b in _STEPS), None)
+    return state if step is None else step(state, event)
 
 
 def decide_fund(state: EscrowState | None, cmd: FundEscrow) -> Decision:

@@ -13,8 +13,10 @@ nothing is sent again; force-finalize may settle a quarantined payout the provid
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
 from periodya.domain import accounts
 from periodya.domain.decision import Decision, group_id
@@ -95,40 +97,99 @@ def _gid(state: PayoutState, offset: int, kind: str) -> str:
 
 
 # --- evolve ------------------------------------------------------------------------------------------
+def _advanced(state: PayoutState, **changes: object) -> PayoutState:
+    """`replace(state, version=state.version + 1, **changes)` in one step: a copy of the fields with
+    the changes applied. PayoutState is a plain frozen dataclass (no __post_init__, no validation), so
+    filling the new instance's __dict__ is exactly what its __init__ would do, without the per-field
+    object.__setattr__ calls; replay folds hundreds of thousands of events through here."""
+    new = object.__new__(PayoutState)
+    fields_ = new.__dict__
+    fields_.update(state.__dict__)
+    fields_.update(changes)
+    fields_["version"] = state.version + 1
+    return new
+
+
+def _requested(_state: PayoutState | None, event: PayoutRequested) -> PayoutState:
+    return PayoutState(event.payout_id, event.payee_id, event.amount, event.currency, event.destination, version=1)
+
+
+def _send_started(s: PayoutState, event: PayoutSendStarted) -> PayoutState:
+    return _advanced(s, status=SENDING, attempts=event.attempt, next_attempt_at=None)
+
+
+def _sent(s: PayoutState, event: PayoutSent) -> PayoutState:
+    return _advanced(s, status=s.status if s.status == QUARANTINED else SENT,
+                     provider_payout_id=event.provider_payout_id, last_error=None)
+
+
+def _send_failed(s: PayoutState, event: PayoutSendFailed) -> PayoutState:
+    return _advanced(s, status=REQUESTED, last_error=event.error, next_attempt_at=event.next_attempt_at)
+
+
+def _send_abandoned(s: PayoutState, event: PayoutSendAbandoned) -> PayoutState:
+    return _advanced(s, status=FAILED, last_error=event.error)
+
+
+def _requeued(s: PayoutState, event: PayoutRequeued) -> PayoutState:
+    return _advanced(s, status=REQUESTED, next_attempt_at=None, last_error=event.reason)
+
+
+def _provider_paid(s: PayoutState, event: PayoutProviderPaid) -> PayoutState:
+    return _advanced(s, status=s.status if s.status in (QUARANTINED, FINALIZED) else PAID,
+                     provider_payout_id=event.provider_payout_id, provider_status="paid")
+
+
+def _finalized(s: PayoutState, event: PayoutFinalized) -> PayoutState:
+    return _advanced(s, status=FINALIZED, ledger_finalized=True)
+
+
+def _provider_failed(s: PayoutState, event: PayoutProviderFailed) -> PayoutState:
+    return _advanced(s, status=FAILED, provider_status="failed",
+                     provider_payout_id=event.provider_payout_id or s.provider_payout_id,
+                     last_error=event.failure_message or event.failure_code)
+
+
+def _reversed(s: PayoutState, event: PayoutReversed) -> PayoutState:
+    return _advanced(s, funds_returned=True)
+
+
+def _quarantined(s: PayoutState, event: PayoutQuarantined) -> PayoutState:
+    return _advanced(s, status=QUARANTINED, quarantine_reason=event.reason)
+
+
+def _cancelled(s: PayoutState, event: PayoutCancelled) -> PayoutState:
+    return _advanced(s, status=CANCELLED)
+
+
+def _other(s: PayoutState, event: Event) -> PayoutState:
+    return _advanced(s)
+
+
+# One step per event type, found by the event's class (its MRO for a subclass): a dict lookup instead
+# of a chain of isinstance checks, which are slow on pydantic models (their metaclass is an ABCMeta).
+_STEPS: dict[type[Event], Callable[[Any, Any], PayoutState]] = {
+    PayoutRequested: _requested, PayoutSendStarted: _send_started, PayoutSent: _sent, PayoutSendFailed: _send_failed,
+    PayoutSendAbandoned: _send_abandoned, PayoutRequeued: _requeued, PayoutProviderPaid: _provider_paid,
+    PayoutFinalized: _finalized, PayoutProviderFailed: _provider_failed, PayoutReversed: _reversed,
+    PayoutQuarantined: _quarantined, PayoutCancelled: _cancelled,
+}
+
+
+def _step_for(kind: type[Event]) -> Callable[[Any, Any], PayoutState]:
+    step = _STEPS.get(kind)
+    if step is None:
+        step = next((_STEPS[base] for base in kind.__mro__ if base in _STEPS), _other)
+        _STEPS[kind] = step
+    return step
+
+
 def evolve(state: PayoutState | None, event: Event) -> PayoutState | None:
-    if isinstance(event, PayoutRequested):
-        return PayoutState(event.payout_id, event.payee_id, event.amount, event.currency, event.destination,
-                           version=1)
+    step = _step_for(type(event))
+    if step is _requested:
+        return _requested(state, cast(PayoutRequested, event))
     assert state is not None, "payout events before PayoutRequested"
-    s = replace(state, version=state.version + 1)
-    quarantined = s.status == QUARANTINED
-    if isinstance(event, PayoutSendStarted):
-        return replace(s, status=SENDING, attempts=event.attempt, next_attempt_at=None)
-    if isinstance(event, PayoutSent):
-        return replace(s, status=s.status if quarantined else SENT, provider_payout_id=event.provider_payout_id,
-                       last_error=None)
-    if isinstance(event, PayoutSendFailed):
-        return replace(s, status=REQUESTED, last_error=event.error, next_attempt_at=event.next_attempt_at)
-    if isinstance(event, PayoutSendAbandoned):
-        return replace(s, status=FAILED, last_error=event.error)
-    if isinstance(event, PayoutRequeued):
-        return replace(s, status=REQUESTED, next_attempt_at=None, last_error=event.reason)
-    if isinstance(event, PayoutProviderPaid):
-        return replace(s, status=s.status if quarantined or s.status == FINALIZED else PAID,
-                       provider_payout_id=event.provider_payout_id, provider_status="paid")
-    if isinstance(event, PayoutFinalized):
-        return replace(s, status=FINALIZED, ledger_finalized=True)
-    if isinstance(event, PayoutProviderFailed):
-        return replace(s, status=FAILED, provider_status="failed",
-                       provider_payout_id=event.provider_payout_id or s.provider_payout_id,
-                       last_error=event.failure_message or event.failure_code)
-    if isinstance(event, PayoutReversed):
-        return replace(s, funds_returned=True)
-    if isinstance(event, PayoutQuarantined):
-        return replace(s, status=QUARANTINED, quarantine_reason=event.reason)
-    if isinstance(event, PayoutCancelled):
-        return replace(s, status=CANCELLED)
-    return s
+    return step(state, event)
 
 
 def fold(events: list[Event]) -> PayoutState | None:

@@ -38,8 +38,13 @@ def stream_lock(stream_id: str) -> str:
 
 
 def row_to_event(row: asyncpg.Record) -> RecordedEvent:
-    return RecordedEvent(row["seq"], row["tx"], row["stream_id"], row["stream_version"], row["event_type"],
-                         row["data"], row["metadata"], row["recorded_at"])
+    # RecordedEvent is a plain frozen dataclass (no __post_init__): its fields are set in declaration
+    # order as __init__ would, without the per-field object.__setattr__. Replay converts every row.
+    event = object.__new__(RecordedEvent)
+    event.__dict__.update(seq=row["seq"], tx=row["tx"], stream_id=row["stream_id"],
+                          stream_version=row["stream_version"], type=row["event_type"], data=row["data"],
+                          metadata=row["metadata"], recorded_at=row["recorded_at"])
+    return event
 
 
 def _conflict_from(exc: asyncpg.PostgresError) -> ConcurrencyConflict:

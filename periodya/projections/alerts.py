@@ -10,10 +10,11 @@ import orjson
 from periodya.eventstore.model import RecordedEvent
 
 TABLES = ("alerts",)
+TYPES = frozenset({"AlertRaised", "AlertAcknowledged", "AlertResolved"})
 
 
 async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
-    for ev in events:
+    for ev in [e for e in events if e.type in TYPES]:
         d = ev.data
         if ev.type == "AlertRaised":
             await conn.execute(

@@ -21,8 +21,12 @@ INSERT INTO balances AS b (account, currency, balance, debits, credits, protecte
 SELECT a, c, cr - dr, dr, cr,
        -- CHECK constraints run on the candidate row before ON CONFLICT; only a new account's candidate
        -- is the final row, so only it carries the real flag. An updated row keeps b.protected and is
-       -- checked with its final balance.
-       p AND NOT EXISTS (SELECT 1 FROM balances x WHERE x.account = a AND x.currency = c), s, t
+       -- checked with its final balance. A candidate whose balance (cr - dr) is not negative passes
+       -- no_overdraft whatever its flag, so it carries the real flag without looking the row up: the
+       -- lookup (a walk over every version of a row updated often in one transaction, as in replay)
+       -- is only needed for a negative one.
+       CASE WHEN cr - dr >= 0 THEN p
+            ELSE p AND NOT EXISTS (SELECT 1 FROM balances x WHERE x.account = a AND x.currency = c) END, s, t
   FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bool[], $6::bigint[], $7::timestamptz[])
        AS u(a, c, dr, cr, p, s, t)
  ORDER BY a, c

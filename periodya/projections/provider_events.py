@@ -7,9 +7,13 @@ from collections.abc import Sequence
 import asyncpg
 
 from periodya.eventstore.model import RecordedEvent
+from periodya.projections.rows import insert
 
 TABLES = ("provider_events",)
 PREFIX = "provider-event-"
+_RECEIVED = (("event_id", "text"), ("type", "text"), ("provider_payout_id", "text"), ("payout_id", "text"),
+             ("status", "text"), ("received_seq", "bigint"), ("received_at", "timestamptz"), ("amount", "bigint"),
+             ("currency", "text"))
 
 
 def stream(event_id: str) -> str:
@@ -17,15 +21,11 @@ def stream(event_id: str) -> str:
 
 
 async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
-    # One statement per kind for the whole batch (unnest), rather than one per row.
+    # One statement per kind for the whole batch (COPY or unnest: rows.insert), rather than one per row.
     received = [(e.data["eventId"], e.data["type"], e.data["providerPayoutId"], e.data["payoutId"], e.data["status"],
                  e.seq, e.recorded_at, e.data.get("amount"), e.data.get("currency"))
                 for e in events if e.type == "ProviderEventReceived"]
-    if received:
-        await conn.execute(
-            "INSERT INTO provider_events (event_id, type, provider_payout_id, payout_id, status, received_seq, "
-            "received_at, amount, currency) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
-            "$5::text[], $6::bigint[], $7::timestamptz[], $8::bigint[], $9::text[])", *zip(*received, strict=True))
+    await insert(conn, "provider_events", _RECEIVED, received)
     # Keyed by event id, the last one winning: what one UPDATE per event in order would leave behind.
     applied = {e.stream_id[len(PREFIX):]: (e.seq, e.data["outcome"])
                for e in events if e.type == "ProviderEventApplied"}

@@ -6,7 +6,7 @@ MAX_NEW_PER_CODE alerts are raised per code per run; the rest are summed up in o
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -19,6 +19,7 @@ from periodya.runners.base import Deps, Summary
 from periodya.runners.sentinel_checks import CHECKS, REMEDY, Result, Scope
 
 MAX_NEW_PER_CODE = 50
+MAX_DIGEST_DAYS = 31  # daily digests recorded per full run, oldest first
 CHECKPOINT = "sentinel"
 META = Meta(actor="runner:sentinel")
 log = get_logger("periodya.sentinel")
@@ -99,23 +100,49 @@ async def run(deps: Deps, batch: int = 0, *, mode: str = "recent") -> Summary:
     return summary
 
 
-async def _record_digest(deps: Deps, summary: Summary) -> None:
-    """The daily run records yesterday's digest of the log (idempotent); a digest that no longer matches
-    the recorded one means the log was changed: a critical alert for a human."""
-    from periodya.audit.digests import MISMATCH, record_daily_digest
+async def _days_to_digest(deps: Deps, limit: int) -> list[date]:
+    """The days whose digest the full run records or re-checks, oldest first: every day from the log's
+    first one up to yesterday that has no recorded digest yet (at most `limit` of them; the next run
+    goes on from there), then yesterday again when it is recorded (a re-check that catches a change)."""
+    from periodya.audit.digests import stream
 
     yesterday = (deps.clock() - timedelta(days=1)).date()
-    try:
-        outcome = await record_daily_digest(deps.store, yesterday, now=deps.clock())
-    except Exception as exc:  # like a check that could not run: alert, never a silent pass
-        log.exception("digest_failed", day=yesterday.isoformat())
-        await _raise("SENTINEL_CHECK_FAILED", CRITICAL, "daily_digest", {"check": "daily_digest",
-                                                                         "error": str(exc)[:500]}, deps)
-        summary.failed += 1
-        return
-    summary.count(f"digest:{outcome.status}")
-    if outcome.status == MISMATCH:
-        await _raise("DIGEST_MISMATCH", CRITICAL, outcome.day, {"day": outcome.day}, deps)
+    first: datetime | None = await deps.store.pool.fetchval("SELECT min(recorded_at) FROM events")
+    if first is None or first.astimezone(UTC).date() > yesterday:
+        return []
+    days = [first.astimezone(UTC).date() + timedelta(days=n)
+            for n in range((yesterday - first.astimezone(UTC).date()).days + 1)]
+    recorded = {r["stream_id"] for r in await deps.store.pool.fetch(
+        "SELECT stream_id FROM events WHERE stream_id = ANY($1::text[]) AND stream_version = 1",
+        [stream(d) for d in days])}
+    todo = [d for d in days if stream(d) not in recorded][:limit]
+    return [*todo, yesterday] if stream(yesterday) in recorded else todo
+
+
+async def _record_digest(deps: Deps, summary: Summary) -> None:
+    """The daily run records the digest of every closed day not recorded yet, oldest first, at most
+    MAX_DIGEST_DAYS per run (a first run on an old log catches up over several runs), and re-checks
+    yesterday's. Idempotent, also with two sentinels at once: each day's digest is appended to its own
+    stream with expected version NO_STREAM, so one run records it and the other compares with it
+    (audit.digests.record_daily_digest). A digest that no longer matches the recorded one means the log
+    was changed: a critical alert for a human. The first day not closed yet ends the run's digests."""
+    from periodya.audit.digests import MISMATCH, NOT_CLOSED, record_daily_digest
+
+    days = await _days_to_digest(deps, MAX_DIGEST_DAYS)
+    for day in days:
+        try:
+            outcome = await record_daily_digest(deps.store, day, now=deps.clock())
+        except Exception as exc:  # like a check that could not run: alert, never a silent pass
+            log.exception("digest_failed", day=day.isoformat())
+            await _raise("SENTINEL_CHECK_FAILED", CRITICAL, "daily_digest", {"check": "daily_digest",
+                                                                             "error": str(exc)[:500]}, deps)
+            summary.failed += 1
+            return
+        summary.count(f"digest:{outcome.status}")
+        if outcome.status == MISMATCH:
+            await _raise("DIGEST_MISMATCH", CRITICAL, outcome.day, {"day": outcome.day}, deps)
+        if outcome.status == NOT_CLOSED:
+            return  # nor is any later day
 
 
 async def _clear_check_failure(deps: Deps, name: str, summary: Summary) -> None:

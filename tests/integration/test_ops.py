@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
+import pytest
 
 from periodya.config import Settings
 from periodya.runners import outbox, sentinel, webhooks
@@ -135,3 +138,40 @@ async def test_full_sentinel_records_the_daily_digest_and_catches_a_changed_day(
         assert summary.details["digest:mismatch"] == 1
         codes = {r["code"] for r in await pool.fetch("SELECT code FROM alerts WHERE status = 'OPEN'")}
         assert {"DIGEST_MISMATCH", "HASH_CHAIN_BROKEN"} <= codes
+
+
+async def test_full_sentinel_records_every_unrecorded_closed_day_oldest_first_bounded_per_run(
+        pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Days -6, -4 and -2 hold events; -5, -3 and -1 none (their digest records an empty day). Two days
+    per run, oldest first, until -6 .. -1 are recorded; two sentinels at once record each day once."""
+    from datetime import timedelta
+
+    from periodya.audit.digests import recorded_days
+    from tests.integration.test_audit_export import insert_day
+
+    monkeypatch.setattr(sentinel, "MAX_DIGEST_DAYS", 2)
+    async with live_pipeline(pool, settings) as p:
+        now = p.deps.clock()
+        if now.hour == 0 and now.minute < 11:  # yesterday closes 10 minutes after midnight: be 15 minutes
+            p.advance(-15)                     # earlier, so the runs' "yesterday" is the day before
+        today = p.deps.clock().date()
+        for back in (6, 4, 2):
+            await insert_day(pool, today - timedelta(days=back), prefix=f"day{back}")
+        days = [(today - timedelta(days=back)).isoformat() for back in range(6, 0, -1)]
+
+        first = await sentinel.run(p.deps, mode="full")
+        assert first.details["digest:recorded"] == 2 and first.failed == 0
+        assert [d.day for d in await recorded_days(pool)] == days[:2]
+        both = await asyncio.gather(sentinel.run(p.deps, mode="full"), sentinel.run(p.deps, mode="full"))
+        assert all(s.failed == 0 and "digest:mismatch" not in s.details for s in both)
+        n = 2 + sum(s.details.get("digest:recorded", 0) for s in both)  # 4, or 6 when one run came after
+        assert [d.day for d in await recorded_days(pool)] == days[:n]  # oldest first, each day once
+        assert await pool.fetchval("SELECT count(*) FROM events WHERE event_type = 'LogDigestRecorded'") == n
+        while n < 6:
+            n += (await sentinel.run(p.deps, mode="full")).details["digest:recorded"]
+        assert [(d.day, d.count) for d in await recorded_days(pool)] == [
+            (day, 20 if k % 2 == 0 else 0) for k, day in enumerate(days)]
+        again = await sentinel.run(p.deps, mode="full")  # nothing left to record; yesterday re-checked
+        assert "digest:recorded" not in again.details and again.details["digest:already_recorded"] == 1
+        assert await pool.fetchval("SELECT count(*) FROM events WHERE event_type = 'LogDigestRecorded'") == 6
+        assert await pool.fetchval("SELECT count(*) FROM alerts WHERE status = 'OPEN'") == 0

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
-from periodya.eventstore import EventStore
+from periodya.catalog import REGISTRY
+from periodya.domain.events import ProviderEventApplied, ProviderEventReceived
+from periodya.eventstore import NO_STREAM, EventStore, StreamAppend
+from periodya.projections import apply_all, provider_events, rows
 from periodya.projections.replay import replay_and_diff
 from tests.integration.test_ledger_properties import _run
 
@@ -36,3 +40,39 @@ async def test_replay_names_missing_and_extra_rows(pool: asyncpg.Pool) -> None:
     dirty = {d.table: d for d in await replay_and_diff(pool, "replay_t") if not d.clean}
     assert [r["payout_id"] for r in dirty["outbox"].only_replayed] == ["y-po0"]
     assert [r["escrow_id"] for r in dirty["escrows"].only_live] == ["ghost"]
+
+
+
+async def _webhook(store: EventStore, event_id: str, payout_id: str) -> None:
+    """A provider event received and applied, projected inline like the webhooks route and runner do."""
+    received = ProviderEventReceived(event_id=event_id, type="payout.paid", provider_payout_id=f"po_{payout_id}",
+                                     payout_id=payout_id, status="paid", amount=1000, currency="USD")
+    async with store.pool.acquire() as conn, conn.transaction():
+        recorded = await store.append([StreamAppend(provider_events.stream(event_id), NO_STREAM, [
+            REGISTRY.to_new(received, {"actor": "provider"}),
+            REGISTRY.to_new(ProviderEventApplied(outcome="applied"), {"actor": "test"})])], conn=conn)
+        await apply_all(conn, recorded)
+
+
+async def test_copy_and_unnest_inserts_build_the_same_rows(pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of COPY_FROM rows or more are inserted with COPY (replay's pages), smaller ones with
+    INSERT ... unnest (the inline path): live tables written one way equal a replay done the other way."""
+    store = EventStore(pool)
+    monkeypatch.setattr(rows, "COPY_FROM", 1)  # every insert, live and replayed, through COPY
+    await _run(store, "c-", PROGRAM)
+    await _webhook(store, "evt_c", "c-po0")
+    monkeypatch.setattr(rows, "COPY_FROM", 10**9)  # replay through unnest
+    assert all(d.clean for d in await replay_and_diff(pool, "replay_t"))
+    await _run(store, "u-", PROGRAM)  # live through unnest
+    await _webhook(store, "evt_u", "u-po0")
+    monkeypatch.setattr(rows, "COPY_FROM", 1)  # replay through COPY
+    diffs = await replay_and_diff(pool, "replay_t")
+    assert all(d.clean for d in diffs), [d for d in diffs if not d.clean]
+    assert await pool.fetchval("SELECT count(*) FROM ledger_entries WHERE group_id LIKE '%u-%'") > 0
+    assert await pool.fetchval("SELECT count(*) FROM provider_events WHERE outcome = 'applied'") == 2
+
+    await pool.execute("UPDATE ledger_entries SET credit = credit + 1 WHERE group_id LIKE '%c-%' AND line = 2 "
+                       "AND credit > 0 AND group_id = (SELECT min(group_id) FROM ledger_entries "
+                       "WHERE group_id LIKE '%c-%' AND line = 2 AND credit > 0)")
+    dirty = {d.table: d for d in await replay_and_diff(pool, "replay_t") if not d.clean}
+    assert list(dirty) == ["ledger_entries"] and len(dirty["ledger_entries"].changed) == 1
