@@ -120,13 +120,16 @@ async def test_sentinel_raises_once_and_auto_resolves(pool: asyncpg.Pool, settin
 
 async def test_full_sentinel_records_the_daily_digest_and_catches_a_changed_day(
         pool: asyncpg.Pool, settings: Settings) -> None:
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
     from tests.integration.test_audit_export import insert_day
 
-    yesterday = (datetime.now(UTC) - timedelta(days=1)).date()
-    await insert_day(pool, yesterday)
     async with live_pipeline(pool, settings) as p:
+        now = p.deps.clock()
+        if now.hour == 0 and now.minute < 11:  # yesterday closes 10 minutes after midnight: be 15 minutes
+            p.advance(-15)                     # earlier, so the runs' "yesterday" is the day before
+        yesterday = p.deps.clock().date() - timedelta(days=1)
+        await insert_day(pool, yesterday)
         assert (await sentinel.run(p.deps, mode="full")).details["digest:recorded"] == 1
         assert (await sentinel.run(p.deps, mode="full")).details["digest:already_recorded"] == 1
         async with pool.acquire() as c, c.transaction():
