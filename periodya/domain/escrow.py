@@ -12,6 +12,7 @@ from periodya.domain.errors import InsufficientFunds, InvalidState, ValidationFa
 from periodya.domain.events import EscrowFunded, EscrowRefunded, EscrowReleased, Event
 from periodya.domain.ledger import transfer
 from periodya.domain.money import check_amount, check_currency
+from periodya.domain.records import changed
 
 
 def stream(escrow_id: str) -> str:
@@ -54,15 +55,9 @@ class RefundEscrow:
 
 
 def _advanced(state: EscrowState, **changes: int) -> EscrowState:
-    """`replace(state, version=state.version + 1, **changes)`, without dataclasses.replace's per-field
-    overhead: EscrowState is a plain frozen dataclass (no __post_init__), so filling a new instance's
-    __dict__ is what its __init__ does. Replay folds every escrow event through here."""
-    new = object.__new__(EscrowState)
-    fields_ = new.__dict__
-    fields_.update(state.__dict__)
-    fields_.update(changes)
-    fields_["version"] = state.version + 1
-    return new
+    """`replace(state, version=state.version + 1, **changes)` via records.changed: replay folds every
+    event through here."""
+    return changed(state, **changes, version=state.version + 1)
 
 
 def _released(state: EscrowState, event: EscrowReleased) -> EscrowState:

@@ -39,6 +39,7 @@ from periodya.domain.events import (
 )
 from periodya.domain.ledger import transfer
 from periodya.domain.money import check_amount, check_currency
+from periodya.domain.records import changed
 
 REQUESTED, SENDING, SENT, PAID, FINALIZED = "REQUESTED", "SENDING", "SENT", "PAID", "FINALIZED"
 FAILED, QUARANTINED, CANCELLED = "FAILED", "QUARANTINED", "CANCELLED"
@@ -98,16 +99,9 @@ def _gid(state: PayoutState, offset: int, kind: str) -> str:
 
 # --- evolve ------------------------------------------------------------------------------------------
 def _advanced(state: PayoutState, **changes: object) -> PayoutState:
-    """`replace(state, version=state.version + 1, **changes)` in one step: a copy of the fields with
-    the changes applied. PayoutState is a plain frozen dataclass (no __post_init__, no validation), so
-    filling the new instance's __dict__ is exactly what its __init__ would do, without the per-field
-    object.__setattr__ calls; replay folds hundreds of thousands of events through here."""
-    new = object.__new__(PayoutState)
-    fields_ = new.__dict__
-    fields_.update(state.__dict__)
-    fields_.update(changes)
-    fields_["version"] = state.version + 1
-    return new
+    """`replace(state, version=state.version + 1, **changes)` via records.changed: replay folds every
+    event through here."""
+    return changed(state, **changes, version=state.version + 1)
 
 
 def _requested(_state: PayoutState | None, event: PayoutRequested) -> PayoutState:

@@ -13,8 +13,9 @@ from datetime import datetime
 
 import asyncpg
 
+from periodya.domain.records import changed
 from periodya.eventstore.model import RecordedEvent
-from periodya.projections.rows import changed, values
+from periodya.projections.rows import values
 
 TABLES = ("outbox",)
 PREFIX = "payout-"
@@ -39,7 +40,7 @@ def step(task: OutboxTask | None, ev: RecordedEvent) -> OutboxTask | None:
         return OutboxTask(d["payoutId"], PENDING, 0, None, None, at, at)
     if task is None:
         return None
-    # One copy per event (rows.changed: dataclasses.replace without its overhead): replay runs this per event.
+    # One copy per event (domain.records.changed: dataclasses.replace without its overhead): replay runs this per event.
     if task.status == FAILED:
         return changed(task, updated_at=at)  # a failed task is never revived (quarantined or abandoned)
     match ev.type:

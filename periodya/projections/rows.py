@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
-
-T = TypeVar("T")
 
 
 def values(obj: Any) -> tuple[Any, ...]:
     """A dataclass instance's field values in declaration order, without dataclasses.astuple's deep copy."""
     return tuple(vars(obj).values())
-
-
-def changed(obj: T, **changes: Any) -> T:
-    """dataclasses.replace for a plain frozen dataclass (no __post_init__, no InitVar): a new instance
-    whose __dict__ is the old one's with `changes` applied, fields in declaration order, which is what
-    its __init__ builds, without the per-field object.__setattr__ calls. Replay runs this per event."""
-    new = object.__new__(type(obj))
-    fields = new.__dict__
-    fields.update(obj.__dict__)
-    fields.update(changes)
-    return new
 
 
 COPY_FROM = 200
