@@ -1035,8 +1035,8 @@ def profile_findings(f: Figures, args: argparse.Namespace) -> list[str]:
     parts = ", ".join(f"{job} {v[0] / n:.1f}" for job, v in per_job.items() if v[0] / n >= 0.5)
     out.append(f"SQL round trips per payout: {total / n:.1f} in this process ({parts}), {commits / n:.1f} "
                f"transactions; PostgreSQL's and Python's CPU per payout scale with these round trips"
-               + ("" if INTAKE in per_job else "; the webhook intake in `periodya serve` adds ~4 more and a 5th "
-                  "commit (--layout inproc counts it)"))
+               + ("" if INTAKE in per_job else "; the API process's SQL (payout requests and webhook intake, both "
+                  "group-committed) is not counted here (--layout inproc counts it, under \"other\")"))
     claim, send, record = (f.steps.get(step) for step in OUTBOX_STEPS)
     if claim and send and record and f.provider_ms:
         mean_provider = sum(f.provider_ms) / len(f.provider_ms)
@@ -1059,11 +1059,10 @@ def profile_findings(f: Figures, args: argparse.Namespace) -> list[str]:
 
 SUGGESTIONS = [
     "done: each job run is batched (outbox: one claim transaction, concurrent provider calls, one record "
-    "transaction; webhooks: one transaction per run, cash:platform locked once per batch)",
-    "next, outside the runners: the request path (phase 1) costs more CPU per payout than the whole of phase 2 and "
-    "the phases run one after the other, so end to end is capped by 1 / (1/requests + 1/settle); the webhook intake "
-    "in `periodya serve` is one transaction per provider event (~4 round trips and a commit each); the projections "
-    "SELECT the payout/outbox rows the unit of work has just folded",
+    "transaction; webhooks: one transaction per run, cash:platform locked once per batch); POST /api/payouts and "
+    "the webhook intake are group-committed (handlers/group_commit.py)",
+    "next: the projections SELECT the payout/outbox rows the unit of work has just folded; the API process parses "
+    "and answers one HTTP request per payout and per webhook (aiohttp + pydantic), which no batching removes",
     "next, in the runners: a second runner loop (--runners 2) overlaps the outbox's provider calls with the "
     "webhooks' transaction; the loops skip each other's try-locked items",
 ]

@@ -9,8 +9,9 @@ by the provider webhook intake (http/webhook_routes).
 
 Scheduling: a request that arrives while fewer than `max_running` batches run starts at once, as a
 batch of one; otherwise it queues, and the next batch takes every queued request (up to `max_batch`)
-in arrival order, at most one per `key` (a second request with the same key waits for a later batch,
-which then sees the first one's committed effect), skipping requests whose caller went away.
+in arrival order, skipping requests whose caller went away; with a `key`, at most one request per key
+(a second request with the same key waits for a later batch, which then sees the first one's committed
+effect); without one, `commit` handles repeats within a batch itself.
 
 Why a failure is safe: `commit` must be all or nothing (one transaction). If it raises, nothing of the
 batch was written, and every request in it runs again ALONE through `alone`, concurrently: one bad
@@ -43,7 +44,7 @@ class GroupCommit(Generic[T, A]):
     """Runs requests in batches (see the module docstring). One per app, on its event loop."""
 
     def __init__(self, commit: Callable[[list[T]], Awaitable[Sequence[A | BaseException]]],
-                 alone: Callable[[T], Awaitable[A]], *, key: Callable[[T], Hashable],
+                 alone: Callable[[T], Awaitable[A]], *, key: Callable[[T], Hashable] | None = None,
                  max_batch: int, max_running: int, name: str, label: Callable[[T], object] = repr) -> None:
         if max_batch < 1 or max_running < 1:
             raise ValueError("max_batch and max_running must be at least 1")
@@ -88,8 +89,8 @@ class GroupCommit(Generic[T, A]):
             item = self._queue.popleft()
             if item[1].done():  # the caller was cancelled while queued
                 continue
-            k = self._key(item[0])
-            if k in keys:
+            k = self._key(item[0]) if self._key is not None else None
+            if k is not None and k in keys:
                 later.append(item)
             else:
                 keys.add(k)
