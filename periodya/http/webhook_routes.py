@@ -13,8 +13,10 @@ Why it is safe:
   the lock) sees every earlier writer of those streams; an event id that exists already, or that came
   earlier in the same batch, is answered `duplicate: true` and appended nothing. The append's NO_STREAM
   expectation stays the backstop: a clash fails the batch instead of storing an event twice.
-* Locks. Only provider-event streams are locked, in one sorted call; nothing else in the system takes
-  them together with other locks, so no cycle can form.
+* Locks. A batch locks only provider-event streams, in one sorted call, and holds nothing else while it
+  waits, so batches cannot deadlock each other. The webhooks runner, the only other holder of several
+  of them, takes them with try-locks (it never waits for one), so it cannot close a cycle either: the
+  intake may wait for a run that holds a redelivered event's stream, never the other way round.
 * All or nothing. A batch is one transaction; if it fails (a bad event the database refuses, a
   conflict), nothing of it was written and every event runs again ALONE through the single path
   (`store_alone`, as before group commit): one bad event never fails the others.
