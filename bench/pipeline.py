@@ -30,22 +30,25 @@ One run, one fresh scratch database (dropped afterwards):
 The bench's own HTTP client (phase 1) runs in this process beside the runners: it is not the system under
 test, and costs ~0.2 ms of CPU per payout (the "this process" row of phase 1 in --phases sequential).
 
-Measured (2026-11-25, 2-core machine shared with three other engineers' tests and benches: load average
-4-7.7, other processes used ~1 of the 2 cores throughout; figures are low and noisy, compare ratios):
-  * webhook intake group commit, A/B back to back, --payouts 3000 --phases overlap, two rounds (before =
-    one transaction per provider event): API CPU per payout 1.22 / 1.25 ms -> 0.82 / 0.83 ms, PostgreSQL
-    1.55 / 1.53 -> 1.08 / 1.07 ms, all our processes + PostgreSQL 4.57 / 4.57 -> 3.50 / 3.47 ms (-24%);
-    end to end 227 / 190 -> 384 / 256 payouts/s.
-  * shape, same code, --payouts 3000: overlap 384 / 256 payouts/s end to end, sequential 272 / 234 (its
-    phase 1 alone 971 / 986 requests/s over HTTP, phase 2 377 / 307/s). Overlapped, the requests run at
-    ~400-700/s and the single runner loop trails them; the CPU per payout is a little higher (3.5 vs
-    3.0-3.3 ms: smaller batches on both sides while requests trickle in).
-  * default N = 10,000, load 5-7.7: overlap 160/s end to end (requests 345/s, jobs tail 33 s), sequential
-    134/s (phase 1 504/s, phase 2 182/s); 4.7-4.9 ms CPU per payout in all our processes + PostgreSQL
-    (API 1.0-1.1, PostgreSQL 1.3-2.0, runners + client 1.4-1.6, simulator 0.5-0.6).
-  * target >= 500/s end to end: MISS on this machine. The CPU budget says why: at 3.5 ms per payout,
-    2 idle cores cap the pipeline near 570/s, and here only ~1 core was ours; the lead's quiet-machine
-    run decides. What is left per payout is the runners' transactions and the HTTP work in the API.
+Measured (2026-11-25, 2-core machine shared with three other engineers' tests and benches, load average
+1.7-7.7; other processes used 0.1-1 of the 2 cores; figures are low and noisy, compare ratios and CPU):
+  * webhook intake group commit, A/B back to back, --payouts 3000 --phases overlap, four rounds (before =
+    one transaction per provider event, commit f1aabd9's webhook_routes.py): API CPU per payout 1.22 /
+    1.25 / 1.00 / 0.93 ms -> 0.82 / 0.83 / 0.74 / 0.66 ms, PostgreSQL 1.55 / 1.53 / 1.27 / 1.24 -> 1.08 /
+    1.07 / 1.10 / 0.88 ms, all our processes + PostgreSQL 4.57 / 4.57 / 3.71 / 3.58 -> 3.50 / 3.47 / 3.30 /
+    2.87 ms (-11% to -24%); end to end 227 / 190 / 288 / 273 -> 384 / 256 / 296 / 378 payouts/s.
+  * default N = 10,000, back to back (load 4.1-4.8): end to end (payouts/s; CPU ms per payout, all ours)
+      --phases overlap                      245  (requests 447/s, jobs tail 18 s; 3.77 ms)
+      --phases sequential                   266  (phase 1 744/s, phase 2 414/s; 3.26 ms)
+      --phases overlap --schedule per-job   293  (requests 333/s, tail 4 s; 3.96 ms; others used 0.7 core)
+      --phases sequential --schedule per-job 420 (phase 1 1,180/s, phase 2 653/s; 3.44 ms; others 0.1 core)
+    Overlapped, one alternating runner loop trails the requests (its ceiling 1 / (1/outbox + 1/webhooks));
+    with a loop per job the jobs keep pace and the run is CPU-bound. A payout costs ~10-15% more CPU
+    overlapped than sequential (smaller batches on every side while requests trickle in).
+  * target >= 500/s end to end: MISS on this machine. The CPU budget says why: at 3.3-4.0 ms per payout,
+    2 idle cores cap the pipeline near 500-600/s, and we never had both cores; the lead's quiet-machine
+    run decides. What is left per payout is the runners' transactions (runners + bench client ~1.1-1.2
+    ms), PostgreSQL (~0.9-1.3 ms), the API's HTTP work (~0.7-0.8 ms) and the simulator (~0.4 ms).
 """
 
 from __future__ import annotations
