@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -26,7 +27,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
+import aiohttp
 import asyncpg
+import orjson
 
 from periodya import db
 from periodya.config import validate_database_url
@@ -235,6 +238,40 @@ def drive_threads(op: SyncOp, concurrency: int, *, seconds: float | None = None,
     if warmup > 0:
         _thread_window(op, concurrency, _Plan(warmup, None))
     return _thread_window(op, concurrency, _Plan(seconds, count))
+
+
+# --- HTTP payout requests (the API's own front door) ---------------------------------------------
+
+def client_session(url: str, concurrency: int) -> aiohttp.ClientSession:
+    """A keep-alive client for `concurrency` workers against the API at `url`."""
+    connector = aiohttp.TCPConnector(limit=concurrency + 4, keepalive_timeout=60, force_close=False)
+    return aiohttp.ClientSession(base_url=url, connector=connector, timeout=aiohttp.ClientTimeout(total=60))
+
+
+def payout_op(session: aiohttp.ClientSession, token: str, payees: list[str], amount: int,
+              statuses: Counter[int], errors: Counter[str], label: str,
+              created: Callable[[dict[str, Any]], object] | None = None) -> AsyncOp:
+    """POST /api/payouts with the service token and a unique Idempotency-Key (`label`-n) per call, payees
+    round-robin. Statuses and transport errors are counted, never fatal to the run; `created` gets each
+    201 answer's body."""
+    serial = itertools.count()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    async def op(worker: int) -> None:
+        n = next(serial)
+        body = orjson.dumps({"payeeId": payees[n % len(payees)], "amount": amount, "currency": "USD",
+                             "destination": f"ba_{n % 997}"})
+        try:
+            async with session.post("/api/payouts", data=body,
+                                    headers={**headers, "Idempotency-Key": f"{label}-{n}"}) as resp:
+                answer = await resp.read()
+                statuses[resp.status] += 1
+                if created is not None and resp.status == 201:
+                    created(orjson.loads(answer))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            errors[type(exc).__name__] += 1
+
+    return op
 
 
 # --- options and output ---------------------------------------------------------------------------

@@ -30,7 +30,6 @@ import asyncio
 import contextvars
 import cProfile
 import io
-import itertools
 import os
 import pstats
 import re
@@ -363,22 +362,7 @@ class Run:
 
 def payout_op(session: aiohttp.ClientSession, payees: list[str], statuses: Counter[int],
               errors: Counter[str], label: str) -> c.AsyncOp:
-    serial = itertools.count()
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-
-    async def op(worker: int) -> None:
-        n = next(serial)
-        body = orjson.dumps({"payeeId": payees[n % len(payees)], "amount": AMOUNT, "currency": "USD",
-                             "destination": f"ba_{n % 997}"})
-        try:
-            async with session.post("/api/payouts", data=body,
-                                    headers={**headers, "Idempotency-Key": f"{label}-{n}"}) as resp:
-                await resp.read()
-                statuses[resp.status] += 1
-        except (aiohttp.ClientError, TimeoutError) as exc:  # counted, never fatal to the run
-            errors[type(exc).__name__] += 1
-
-    return op
+    return c.payout_op(session, TOKEN, payees, AMOUNT, statuses, errors, label)
 
 
 async def seed(session: aiohttp.ClientSession, payees: list[str]) -> None:
@@ -479,9 +463,7 @@ async def measure(server: Server, session: aiohttp.ClientSession, payees: list[s
     return Run(result, statuses, errors, CpuMeter.cores(before, meter.snapshot()))
 
 
-def client_session(url: str, concurrency: int) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=concurrency + 4, keepalive_timeout=60, force_close=False)
-    return aiohttp.ClientSession(base_url=url, connector=connector, timeout=aiohttp.ClientTimeout(total=60))
+client_session = c.client_session
 
 
 async def measure_appends(url: str, concurrency: int, seconds: float, warmup: float) -> c.Result:

@@ -2,27 +2,53 @@
 
 One run, one fresh scratch database (dropped afterwards):
   1. seed: payees credited through the handlers (fund an escrow, release all of it to the payee);
-  2. phase 1, requests: N payouts requested from THIS process through the handlers the API runs
-     (run_command + platform.request_payout, concurrency --concurrency; no HTTP layer in front) and
-     timed => the command throughput, on the same database in the same run;
-  3. phase 2, settle: the real jobs back to back, as the scheduler runs them minus the cron waits:
-     loop { outbox ; webhooks } through periodya.runners.execute.execute_job (its job_runs rows and
-     job_finished log line included), the runbook's batches (50 / 200) unless --batch-outbox /
-     --batch-webhooks, one loop unless --runners 2, until every payout is FINALIZED (--schedule per-job:
-     one loop per job, the two concurrent, as the scheduler runs each job as its own task); reconcile-pull and
-     repair run only when progress stalls for --stall-seconds. The provider simulator (latency 0,
-     autoSettle, settleDelayMs 0, paidRatio 1) and the API that receives its webhooks run as separate
-     processes (`python -m periodya provider-sim`, `python -m periodya serve`), or in this process
-     with --layout inproc; the runners always run in this process;
+  2. requests: N POST /api/payouts over HTTP to the API process (`periodya serve`, its group commit
+     included), from a keep-alive aiohttp client in THIS process at --concurrency (32, as bench commands),
+     each with its own Idempotency-Key and the service token (bench/_common.py payout_op) => the command
+     throughput, on the same database in the same run;
+  3. the jobs, as the scheduler runs them minus the cron waits: loop { outbox ; webhooks } through
+     periodya.runners.execute.execute_job (its job_runs rows and job_finished log line included), the
+     runbook's batches (50 / 200) unless --batch-outbox / --batch-webhooks, one loop unless --runners 2,
+     until every accepted payout is FINALIZED (--schedule per-job: one loop per job, the two concurrent, as
+     the scheduler runs each job as its own task); reconcile-pull and repair run only when progress stalls
+     for --stall-seconds. --phases overlap (default): the runner loops start with the first request, as in
+     production where requests keep arriving while the runners work; --phases sequential: all requests
+     first, then the jobs (the earlier shape, to compare). The provider simulator (latency 0, autoSettle,
+     settleDelayMs 0, paidRatio 1) and the API that takes the payout requests and receives the webhooks run
+     as separate processes (`python -m periodya provider-sim`, `python -m periodya serve`), or in this
+     process with --layout inproc; the runners always run in this process;
   4. figures: end to end payouts/s = N / (first request -> last FINALIZED), the split between the two
      phases, each job's items per busy second, the CPU each process used. Target >= 500 payouts/s end
      to end: PASS/MISS, never a non-zero exit for a miss. Checks: all N FINALIZED, the simulator's
      payoutsCreated == N, in-flight balances 0, the ledger sums to 0, cash moved by exactly N x amount.
-     The default N = 10,000 takes ~2.5-3 minutes on a 2-core machine; the rates are steady from ~2,000 up;
+     The default N = 10,000 took 1-1.5 minutes on a busy 2-core machine; the rates are steady from ~2,000 up;
   5. on a miss (or --profile): a second, instrumented pass (--profile-payouts) counting SQL round trips
      and their time per payout per job and per outbox step, pool waits, the provider call latency; then a
      smaller pass with the runner loop under cProfile (CPU time); then findings. The pools' connections are
      a counting subclass in every pass, inert (two clock reads and a flag test per statement) until then.
+
+The bench's own HTTP client (phase 1) runs in this process beside the runners: it is not the system under
+test, and costs ~0.2 ms of CPU per payout (the "this process" row of phase 1 in --phases sequential).
+
+Measured (2026-11-25, 2-core machine shared with three other engineers' tests and benches, load average
+1.7-7.7; other processes used 0.1-1 of the 2 cores; figures are low and noisy, compare ratios and CPU):
+  * webhook intake group commit, A/B back to back, --payouts 3000 --phases overlap, four rounds (before =
+    one transaction per provider event, commit f1aabd9's webhook_routes.py): API CPU per payout 1.22 /
+    1.25 / 1.00 / 0.93 ms -> 0.82 / 0.83 / 0.74 / 0.66 ms, PostgreSQL 1.55 / 1.53 / 1.27 / 1.24 -> 1.08 /
+    1.07 / 1.10 / 0.88 ms, all our processes + PostgreSQL 4.57 / 4.57 / 3.71 / 3.58 -> 3.50 / 3.47 / 3.30 /
+    2.87 ms (-11% to -24%); end to end 227 / 190 / 288 / 273 -> 384 / 256 / 296 / 378 payouts/s.
+  * default N = 10,000, back to back (load 4.1-4.8): end to end (payouts/s; CPU ms per payout, all ours)
+      --phases overlap                      245  (requests 447/s, jobs tail 18 s; 3.77 ms)
+      --phases sequential                   266  (phase 1 744/s, phase 2 414/s; 3.26 ms)
+      --phases overlap --schedule per-job   293  (requests 333/s, tail 4 s; 3.96 ms; others used 0.7 core)
+      --phases sequential --schedule per-job 420 (phase 1 1,180/s, phase 2 653/s; 3.44 ms; others 0.1 core)
+    Overlapped, one alternating runner loop trails the requests (its ceiling 1 / (1/outbox + 1/webhooks));
+    with a loop per job the jobs keep pace and the run is CPU-bound. A payout costs ~10-15% more CPU
+    overlapped than sequential (smaller batches on every side while requests trickle in).
+  * target >= 500/s end to end: MISS on this machine. The CPU budget says why: at 3.3-4.0 ms per payout,
+    2 idle cores cap the pipeline near 500-600/s, and we never had both cores; the lead's quiet-machine
+    run decides. What is left per payout is the runners' transactions (runners + bench client ~1.1-1.2
+    ms), PostgreSQL (~0.9-1.3 ms), the API's HTTP work (~0.7-0.8 ms) and the simulator (~0.4 ms).
 """
 
 from __future__ import annotations
@@ -32,12 +58,12 @@ import asyncio
 import contextvars
 import cProfile
 import io
-import itertools
 import os
 import pstats
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
@@ -53,7 +79,7 @@ from bench import _common as c
 from bench.commands import _machine_busy, _postgres_pids, _proc_cpu, statement_key
 from periodya import db
 from periodya.config import Settings
-from periodya.domain import accounts, escrow, payout
+from periodya.domain import accounts, escrow
 from periodya.errors import ConfigError
 from periodya.eventstore import EventStore
 from periodya.handlers import platform
@@ -66,11 +92,12 @@ from periodya.runners.execute import execute_job
 
 TARGET_E2E = 500
 DEFAULT_PAYOUTS = 10_000
-DEFAULT_NOTE = ("note: 10,000 payouts take well under a minute on a 2-core machine (a busy one: ~1 minute); the "
+DEFAULT_NOTE = ("note: 10,000 payouts took 1-1.5 minutes on a busy 2-core machine (less on a quiet one); the "
                 "rates are steady from ~2,000 payouts up, so --payouts 2000 gives "
                 "the same figures in under a minute.")
 API_KEY = "sk_bench_pipeline"
 WEBHOOK_SECRET = "whsec_bench_pipeline"
+SERVICE_TOKEN = "bench-pipeline-service-token"
 AMOUNT = 100
 CREDIT = 10**12  # per payee: never the limit
 META = Meta(actor="bench:pipeline")
@@ -301,13 +328,14 @@ async def separate_processes(url: str, http: aiohttp.ClientSession, workdir: Pat
         procs.append(sim)
         api = await _spawn(http, ["serve", "--host", "127.0.0.1", "--port", str(api_port)],
                            _child_env(DATABASE_URL=url, PERIODYA_WEBHOOK_SECRET=WEBHOOK_SECRET,
-                                      PERIODYA_LOG_LEVEL=log_level), api_log, f"{api_url}/livez")
+                                      PERIODYA_SERVICE_TOKEN=SERVICE_TOKEN, PERIODYA_LOG_LEVEL=log_level),
+                           api_log, f"{api_url}/livez")
         procs.append(api)
         yield Parts(sim_url, api_url, [
             f"simulator:   separate process pid {sim.pid}: python -m periodya provider-sim ({sim_url})",
-            f"webhook API: separate process pid {api.pid}: python -m periodya serve ({api_url}; its own pool, "
-            f"max {SCHEDULER_POOL}), receives POST /api/webhooks/provider"],
-            {"simulator": sim.pid, "webhook API": api.pid}, [sim_log, api_log])
+            f"API:         separate process pid {api.pid}: python -m periodya serve ({api_url}; its own pool, "
+            f"max {SCHEDULER_POOL}), receives POST /api/payouts and POST /api/webhooks/provider"],
+            {"simulator": sim.pid, "API": api.pid}, [sim_log, api_log])
     finally:
         for proc in reversed(procs):
             await _stop(proc)
@@ -322,7 +350,9 @@ async def same_process(url: str, settings: Settings) -> AsyncIterator[Parts]:
 
     @web.middleware
     async def intake(request: web.Request, handler: Any) -> web.StreamResponse:
-        token = _job.set(INTAKE)  # its SQL is counted as the intake's in the instrumented pass
+        # its SQL is counted as the route's in the instrumented pass (a group commit's batch task runs in a
+        # fresh context: its SQL is filed under "other")
+        token = _job.set(INTAKE if request.path.startswith("/api/webhooks") else "request")
         try:
             return await handler(request)  # type: ignore[no-any-return]
         finally:
@@ -340,8 +370,8 @@ async def same_process(url: str, settings: Settings) -> AsyncIterator[Parts]:
         async with running_simulator(API_KEY, WEBHOOK_SECRET, config=SIM_KNOBS) as sim_url:
             yield Parts(sim_url, api_url, [
                 f"simulator:   in this process (running_simulator, {sim_url})",
-                f"webhook API: in this process (create_app + AppRunner, {api_url}; its own pool, max "
-                f"{SCHEDULER_POOL}), receives POST /api/webhooks/provider"])
+                f"API:         in this process (create_app + AppRunner, {api_url}; its own pool, max "
+                f"{SCHEDULER_POOL}), receives POST /api/payouts and POST /api/webhooks/provider"])
     finally:
         await runner.cleanup()
         await api_pool.close()
@@ -385,19 +415,28 @@ class Tally:
 @dataclass
 class Pass:
     n: int
+    overlap: bool = True  # requests and jobs at the same time (else one phase after the other)
     request: c.Result | None = None
-    request_s: float = 0.0
-    settle_s: float = 0.0
+    request_s: float = 0.0  # first request sent -> last answer received
+    settle_s: float = 0.0  # last answer received -> last FINALIZED (sequential: the whole of phase 2)
     idle_s: float = 0.0
     jobs: dict[str, Tally] = field(default_factory=lambda: {"outbox": Tally(), "webhooks": Tally()})
     finalized: int = 0
     timed_out: bool = False
+    ids: list[str] = field(default_factory=list)  # the payout ids the API answered 201 with
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
     cpu_request: dict[str, float] = field(default_factory=dict)
     cpu_settle: dict[str, float] = field(default_factory=dict)
 
     @property
     def e2e_s(self) -> float:
         return self.request_s + self.settle_s
+
+    @property
+    def jobs_s(self) -> float:
+        """The jobs' window: overlapped, from the first request; sequential, from the last answer."""
+        return self.e2e_s if self.overlap else self.settle_s
 
     @property
     def settled(self) -> int:
@@ -414,42 +453,45 @@ class Context:
     args: argparse.Namespace
     url: str
     payees: list[str]
-    request_store: EventStore
+    session: aiohttp.ClientSession  # keep-alive client of the API process
+    store: EventStore
     deps: Deps
     stalled_deps: Deps
     meter: Meter
     run_pool: asyncpg.Pool
 
 
-async def finalized_count(pool: Any, prefix: str) -> int:
+async def finalized_count(pool: Any, ids: list[str]) -> int:
     return int(await pool.fetchval(
-        "SELECT count(*) FROM payouts WHERE status = 'FINALIZED' AND payout_id LIKE $1", prefix + "%"))
+        "SELECT count(*) FROM payouts WHERE status = 'FINALIZED' AND payout_id = ANY($1::text[])", ids))
 
 
 async def run_pass(ctx: Context, n: int, label: str, profiler: cProfile.Profile | None = None) -> Pass:
-    """Phase 1 (request n payouts), then phase 2 (the jobs until all n are FINALIZED); `profiler`, when
-    given, runs during phase 2 only."""
-    args, result = ctx.args, Pass(n)
-    prefix = f"pay_{label}_"
-    serial = itertools.count()
+    """Drive n payouts over HTTP (POST /api/payouts) and run the jobs until every payout the API accepted
+    is FINALIZED. --phases overlap (default): the runner loops start with the first request, as in the
+    real system, where requests keep arriving while the runners work; sequential: phase 1 (all requests)
+    then phase 2 (the jobs). `profiler`, when given, runs while the jobs run."""
+    args = ctx.args
+    result = Pass(n, overlap=args.phases == "overlap")
+    requests_done = asyncio.Event()
+    op = c.payout_op(ctx.session, SERVICE_TOKEN, ctx.payees, AMOUNT, result.statuses, result.errors,
+                     f"{label}-{uuid.uuid4().hex[:8]}", lambda body: result.ids.append(body["payoutId"]))
+    target = [n]  # the payouts to see FINALIZED: n, or what the API accepted once every answer is in
+    marks: dict[str, Any] = {}
 
-    async def request(_worker: int) -> None:
-        i = next(serial)
-        cmd = payout.RequestPayout(f"{prefix}{i:06d}", ctx.payees[i % len(ctx.payees)], AMOUNT, "USD",
-                                   f"ba_{i % 997}")
-        await run_command(ctx.request_store, META, lambda u: platform.request_payout(u, cmd))
+    async def requests() -> None:
+        result.request = await c.drive_async(op, args.concurrency, count=n)
+        marks["requested"] = time.perf_counter()
+        marks["middle"] = ctx.meter.snapshot()
+        target[0] = len(result.ids)
+        requests_done.set()
 
-    token = _job.set("request")
     before = ctx.meter.snapshot()
     started = time.perf_counter()
-    result.request = await c.drive_async(request, args.concurrency, count=n)
-    requested = time.perf_counter()
-    middle = ctx.meter.snapshot()
-    _job.reset(token)
-    result.request_s = requested - started
-    result.cpu_request = Meter.used(before, middle)
-
-    last = [requested]  # when the newest finalize came back
+    sender = asyncio.get_running_loop().create_task(requests())
+    if not result.overlap:
+        await sender
+    last = [started]  # when the newest finalize came back
     done = asyncio.Event()
     jobs = result.jobs
 
@@ -477,7 +519,7 @@ async def run_pass(ctx: Context, n: int, label: str, profiler: cProfile.Profile 
         return int(out["processed"])
 
     async def confirm() -> None:
-        if await finalized_count(ctx.run_pool, prefix) >= n:
+        if requests_done.is_set() and await finalized_count(ctx.run_pool, result.ids) >= target[0]:
             done.set()
 
     batches = {"outbox": args.batch_outbox, "webhooks": args.batch_webhooks}
@@ -490,11 +532,11 @@ async def run_pass(ctx: Context, n: int, label: str, profiler: cProfile.Profile 
             for name in names:
                 worked += await job(name, batches[name], ctx.deps)
             now = time.perf_counter()
-            if result.finalized >= n:
+            if result.finalized >= target[0] and requests_done.is_set():
                 await confirm()
             if done.is_set():
                 break
-            if now - requested > args.timeout:
+            if now - started > args.timeout:
                 result.timed_out = True
                 done.set()
                 break
@@ -525,8 +567,12 @@ async def run_pass(ctx: Context, n: int, label: str, profiler: cProfile.Profile 
     finally:
         if profiler is not None:
             profiler.disable()
-    result.settle_s = (time.perf_counter() if result.timed_out else last[0]) - requested
-    result.cpu_settle = Meter.used(middle, ctx.meter.snapshot())
+        await sender  # a timed-out run still waits for its requests' answers
+    requested = marks["requested"]
+    result.request_s = requested - started
+    result.settle_s = max(0.0, (time.perf_counter() if result.timed_out else last[0]) - requested)
+    result.cpu_request = Meter.used(before, marks["middle"])
+    result.cpu_settle = Meter.used(marks["middle"], ctx.meter.snapshot())
     return result
 
 
@@ -552,12 +598,16 @@ async def sim_get(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
         return dict(await r.json())
 
 
-async def checks(pool: asyncpg.Pool, http: aiohttp.ClientSession, parts: Parts, n: int, payees: int,
-                 label: str, *, total: int | None = None) -> list[tuple[str, str, bool]]:
-    """This pass's payouts all FINALIZED, and the whole database consistent (`total` payouts so far)."""
+async def checks(pool: asyncpg.Pool, http: aiohttp.ClientSession, parts: Parts, passes: list[Pass], payees: int,
+                 *, total: int | None = None) -> list[tuple[str, str, bool]]:
+    """Every request of these passes answered 201 and its payout FINALIZED, and the whole database
+    consistent (`total` payouts so far)."""
+    n = sum(p.n for p in passes)
+    ids = [i for p in passes for i in p.ids]
     total = n if total is None else total
+    answers = sum((p.statuses for p in passes), Counter()) + sum((p.errors for p in passes), Counter())
     statuses = {r["status"]: r["count"] for r in await pool.fetch(
-        "SELECT status, count(*) FROM payouts WHERE payout_id LIKE $1 GROUP BY status", f"pay_{label}%")}
+        "SELECT status, count(*) FROM payouts WHERE payout_id = ANY($1::text[]) GROUP BY status", ids)}
     stats = await sim_get(http, f"{parts.sim_url}/_sim/stats")
     inflight = await pool.fetchrow(
         "SELECT coalesce(sum(balance), 0) AS total, count(*) FILTER (WHERE balance <> 0) AS nonzero "
@@ -568,6 +618,8 @@ async def checks(pool: asyncpg.Pool, http: aiohttp.ClientSession, parts: Parts, 
     expected_cash = -payees * CREDIT + total * AMOUNT
     shown = " ".join(f"{k}={v:,}" for k, v in sorted(statuses.items()))
     return [
+        (f"all {n:,} POST /api/payouts answered 201", " ".join(f"{k}x{v:,}" for k, v in sorted(
+            answers.items(), key=str)), answers.get(201, 0) == n == sum(answers.values()) == len(set(ids))),
         (f"all {n:,} payouts FINALIZED", shown or "none", statuses.get("FINALIZED", 0) == n == sum(statuses.values())),
         (f"simulator payoutsCreated == {total:,}", f"{stats.get('payoutsCreated', 0):,} (replays "
          f"{stats.get('idempotentReplays', 0)}, webhooks sent {stats.get('webhooksSent', 0):,}, failed "
@@ -609,7 +661,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> Figures:
     async with c.scratch_database(server, "pipeline") as url, AsyncExitStack() as stack:
         http = await stack.enter_async_context(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)))
         settings = Settings.from_env({"DATABASE_URL": url}).with_overrides(
-            webhook_secret=WEBHOOK_SECRET, provider_api_key=API_KEY, log_level=args.log_level)
+            webhook_secret=WEBHOOK_SECRET, provider_api_key=API_KEY, log_level=args.log_level,
+            service_token=SERVICE_TOKEN)
         if args.layout == "procs":
             parts = await stack.enter_async_context(separate_processes(url, http, workdir, args.log_level))
         else:
@@ -619,25 +672,25 @@ async def run(args: argparse.Namespace, workdir: Path) -> Figures:
             if r.status != 200:
                 raise ConfigError(f"the simulator refused its config: {r.status} {await r.text()}")
         settings = settings.with_overrides(provider_url=parts.sim_url)
-        size = args.concurrency + 4
         # CountingConnection counts nothing until the instrumented pass switches it on (a perf_counter per
         # statement); one set of pools keeps the connection count low on a shared server
-        request_pool = await db.connect_pool(url, min_size=size, max_size=size, connection_class=CountingConnection)
-        stack.push_async_callback(request_pool.close)
         run_pool = await db.connect_pool(url, max_size=args.runner_pool, connection_class=CountingConnection)
         stack.push_async_callback(run_pool.close)
         provider = await stack.enter_async_context(StripePayoutsClient(parts.sim_url, API_KEY, timeout=10))
         stalled = settings.with_overrides(sent_stuck_minutes=args.stall_seconds / 60,
                                           sending_stuck_minutes=args.stall_seconds / 60)
         run_store = EventStore(run_pool)
-        ctx = Context(args, url, [f"payee_{i:04d}" for i in range(args.payees)], EventStore(request_pool),
+        session = await stack.enter_async_context(c.client_session(parts.api_url, args.concurrency))
+        ctx = Context(args, url, [f"payee_{i:04d}" for i in range(args.payees)], session, run_store,
                       Deps(run_store, provider, settings), Deps(run_store, provider, stalled),
                       Meter(parts.pids, c.database_name(url)), run_pool)
         figures.version = await c.server_version(run_pool)
         figures.where = [f"database:    {c.describe_server(server)}; scratch database {c.database_name(url)}",
                          *parts.where,
-                         f"requests:    this process pid {os.getpid()}: run_command + platform.request_payout, "
-                         f"concurrency {args.concurrency}, pool {size}",
+                         f"requests:    this process pid {os.getpid()}: POST /api/payouts over HTTP to the API "
+                         f"({parts.api_url}), keep-alive aiohttp client, concurrency {args.concurrency}, "
+                         f"Idempotency-Key + service token",
+                         f"shape:       {_phases(args)}",
                          f"runners:     this process: {args.runners} x {_shape(args)} of execute_job(outbox "
                          f"{args.batch_outbox}) ; execute_job(webhooks {args.batch_webhooks}), pool max "
                          f"{args.runner_pool}, StripePayoutsClient -> the simulator"]
@@ -646,17 +699,17 @@ async def run(args: argparse.Namespace, workdir: Path) -> Figures:
         for line in figures.where:
             print(line)
         print(f"{c.machine_load()} before the run", flush=True)
-        await seed(ctx.request_store, ctx.payees)
+        await seed(ctx.store, ctx.payees)
         await c.settle(run_pool)
         figures.main = await run_pass(ctx, args.payouts, "main")
-        figures.checks = await checks(run_pool, http, parts, args.payouts, args.payees, "main")
+        figures.checks = await checks(run_pool, http, parts, [figures.main], args.payees)
         missed = figures.main.e2e_rate < TARGET_E2E or figures.main.timed_out
         if (args.profile or (missed and not args.no_profile)) and args.profile_payouts > 0:
             print(f"profiling: a second pass of {args.profile_payouts:,} payouts, instrumented ...", flush=True)
             figures.profiled, figures.cprofiled = await profile_pass(ctx, args, figures, workdir)
             both = figures.profiled.n + figures.cprofiled.n
-            figures.profile_checks = await checks(run_pool, http, parts, both, args.payees, "prof",
-                                                  total=args.payouts + both)
+            figures.profile_checks = await checks(run_pool, http, parts, [figures.profiled, figures.cprofiled],
+                                                  args.payees, total=args.payouts + both)
         for log in parts.logs:
             figures.log_lines[log.name] = _count_levels(log)
     return figures
@@ -668,7 +721,7 @@ async def profile_pass(ctx: Context, args: argparse.Namespace, figures: Figures,
     own overhead does not inflate the SQL timings)."""
     store = EventStore(TimedPool(ctx.run_pool))  # type: ignore[arg-type]
     provider = TimedProvider(ctx.deps.provider)
-    pctx = Context(args, ctx.url, ctx.payees, EventStore(TimedPool(ctx.request_store.pool)),  # type: ignore[arg-type]
+    pctx = Context(args, ctx.url, ctx.payees, ctx.session, store,
                    Deps(store, provider, ctx.deps.settings), Deps(store, provider, ctx.stalled_deps.settings),
                    ctx.meter, ctx.run_pool)
     INSTRUMENTS.clear()
@@ -703,6 +756,11 @@ def _count_levels(log: Path) -> int:
 # Report
 # ============================================================================================
 
+def _phases(args: argparse.Namespace) -> str:
+    return ("overlap: requests and jobs at the same time (--phases sequential: one after the other)"
+            if args.phases == "overlap" else "sequential: all requests, then the jobs (--phases overlap: together)")
+
+
 def _shape(args: argparse.Namespace) -> str:
     return "loop { outbox ; webhooks }" if args.schedule == "alternate" else "(loop { outbox } || loop { webhooks })"
 
@@ -731,25 +789,31 @@ def _outcomes(t: Tally) -> str:
 def report_pass(p: Pass, args: argparse.Namespace, title: str, jobs_title: str | None = None) -> None:
     assert p.request is not None
     r = p.request
+    answers = " ".join(f"{k}x{v:,}" for k, v in sorted((p.statuses + p.errors).items(), key=str))
+    first = "requests (jobs running meanwhile)" if p.overlap else "phase 1, requests"
     rows = [
-        [f"phase 1, requests: run_command + platform.request_payout, concurrency {args.concurrency}", f"{p.n:,}",
-         f"{p.request_s:.2f}", per_s(p.n, p.request_s), f"p50 {c.ms(r.p50_ms)} / p99 {c.ms(r.p99_ms)} ms"],
-        [f"phase 2, settle: {args.runners} x {_shape(args)} until all FINALIZED", f"{p.finalized:,}",
-         f"{p.settle_s:.2f}", per_s(p.settled, p.settle_s), "TIMED OUT" if p.timed_out else ""],
-        ["END TO END: first request -> last FINALIZED", f"{p.settled:,}", f"{p.e2e_s:.2f}", c.rate(p.e2e_rate), ""],
+        [f"{first}: POST /api/payouts over HTTP, concurrency {args.concurrency}", f"{p.n:,}",
+         f"{p.request_s:.2f}", per_s(p.n, p.request_s), f"p50 {c.ms(r.p50_ms)} / p99 {c.ms(r.p99_ms)} ms; {answers}"],
+        [f"jobs: {args.runners} x {_shape(args)}, first request -> last FINALIZED" if p.overlap else
+         f"phase 2, settle: {args.runners} x {_shape(args)} until all FINALIZED", f"{p.finalized:,}",
+         f"{p.jobs_s:.2f}", per_s(p.settled, p.jobs_s), "TIMED OUT" if p.timed_out else ""],
     ]
+    if p.overlap:
+        rows.append(["  of which the tail: last request answered -> last FINALIZED", "", f"{p.settle_s:.2f}", "", ""])
+    rows.append([f"END TO END ({args.phases}): first request -> last FINALIZED", f"{p.settled:,}",
+                 f"{p.e2e_s:.2f}", c.rate(p.e2e_rate), ""])
     c.print_table(["phase", "payouts", "seconds", "payouts/s", ""], rows, title=title)
     job_rows = []
     for name, t in p.jobs.items():
         if not t.runs:
             continue
         job_rows.append([name, f"{t.runs:,}", f"{t.items:,}", f"{t.busy:.2f}", per_s(t.items, t.busy),
-                         per_s(t.items, p.settle_s), c.percent(t.busy / args.runners / p.settle_s)
-                         if p.settle_s > 0 else "-", _outcomes(t)])
+                         per_s(t.items, p.jobs_s), c.percent(t.busy / args.runners / p.jobs_s)
+                         if p.jobs_s > 0 else "-", _outcomes(t)])
     job_rows.append(["idle: nothing due, webhooks on their way", "", "", f"{p.idle_s:.2f}", "", "",
-                     c.percent(p.idle_s / _loops(args) / p.settle_s) if p.settle_s > 0 else "-", ""])
-    c.print_table(["job (phase 2)", "runs", "items", "busy s", "items/busy s", "items/s of phase 2",
-                   "share of phase 2", "outcomes"], job_rows, title=jobs_title)
+                     c.percent(p.idle_s / _loops(args) / p.jobs_s) if p.jobs_s > 0 else "-", ""])
+    c.print_table(["job", "runs", "items", "busy s", "items/busy s", "items/s of jobs' window",
+                   "share of window", "outcomes"], job_rows, title=jobs_title)
     out, hooks = p.jobs["outbox"], p.jobs["webhooks"]
     if out.items and hooks.items and out.busy and hooks.busy and args.schedule == "per-job":
         a, b = out.items / out.busy, hooks.items / hooks.busy
@@ -772,9 +836,16 @@ def report_cpu(p: Pass) -> None:
     for part in [k for k in req if k not in ("wall", "machine")] + ["machine"]:
         a, b = req.get(part, float("nan")), settle.get(part, float("nan"))
         label = "whole machine (all processes, incl. others)" if part == "machine" else part
-        rows.append([label, _cores(a, wall_r), _ms_per(a, p.n), _cores(b, wall_s), _ms_per(b, p.n)])
-    c.print_table(["process", "phase 1 cores", "CPU ms/payout", "phase 2 cores", "CPU ms/payout"], rows,
-                  title=f"3. CPU used ({os.cpu_count()} CPUs; PostgreSQL = this database's backends + auxiliaries)")
+        rows.append([label, _cores(a, wall_r), _ms_per(a, p.n), _cores(b, wall_s), _ms_per(b, p.n),
+                     _cores(a + b, wall_r + wall_s), _ms_per(a + b, p.n)])
+    rows.append(["all our processes + PostgreSQL", _cores(_ours(req), wall_r), _ms_per(_ours(req), p.n),
+                 _cores(_ours(settle), wall_s), _ms_per(_ours(settle), p.n),
+                 _cores(_ours(req) + _ours(settle), wall_r + wall_s), _ms_per(_ours(req) + _ours(settle), p.n)])
+    first, second = ("requests+jobs", "tail") if p.overlap else ("phase 1", "phase 2")
+    c.print_table(["process", f"{first} cores", "CPU ms/payout", f"{second} cores", "CPU ms/payout",
+                   "whole run cores", "CPU ms/payout"], rows,
+                  title=f"3. CPU used ({os.cpu_count()} CPUs; PostgreSQL = this database's backends + auxiliaries; "
+                        f"API = POST /api/payouts + webhook intake)")
 
 
 def _cores(cpu: float, wall: float) -> str:
@@ -880,7 +951,7 @@ def report(f: Figures, args: argparse.Namespace) -> None:
     p = f.main
     assert p is not None
     print(f"\nPostgreSQL {f.version}; {p.n:,} payouts of {AMOUNT} USD over {args.payees} payees; simulator latency 0, "
-          f"autoSettle, settleDelayMs 0, paidRatio 1; batches outbox {args.batch_outbox} / webhooks "
+          f"autoSettle, settleDelayMs 0, paidRatio 1; {_phases(args)}; batches outbox {args.batch_outbox} / webhooks "
           f"{args.batch_webhooks}; {args.runners} x {_shape(args)}; {c.machine_load()} after the run")
     report_pass(p, args, "1. payouts/s, end to end and per phase (same run, same database)",
                 "2. payouts/s per job (busy s = time inside execute_job, summed over the loops; items/busy s = the "
@@ -909,9 +980,17 @@ def findings(f: Figures, args: argparse.Namespace) -> None:
     cores = os.cpu_count() or 1
     req_rate = p.n / p.request_s if p.request_s else 0.0
     settle_rate = p.n / p.settle_s if p.settle_s else 0.0
-    lines.append(f"the phases run one after the other, so end to end = 1 / (1/{req_rate:,.0f} + 1/{settle_rate:,.0f}) "
-                 f"= {p.e2e_rate:,.0f}/s; phase 2 (the jobs) is {p.settle_s / p.e2e_s:.0%} of the time")
-    if req_rate > TARGET_E2E and settle_rate:
+    if p.overlap:
+        lines.append(f"requests and jobs overlap: requests ran at {req_rate:,.0f}/s with the jobs beside them, and "
+                     f"the jobs' tail after the last answer took {p.settle_s:.2f} s ({p.settle_s / p.e2e_s:.0%} of "
+                     f"the run); end to end {p.e2e_rate:,.0f}/s. Compare --phases sequential in the same conditions")
+    else:
+        lines.append(f"the phases run one after the other, so end to end = 1 / (1/{req_rate:,.0f} + "
+                     f"1/{settle_rate:,.0f}) = {p.e2e_rate:,.0f}/s; phase 2 (the jobs) is "
+                     f"{p.settle_s / p.e2e_s:.0%} of the time")
+    if p.overlap:
+        pass
+    elif req_rate > TARGET_E2E and settle_rate:
         need = 1 / (1 / TARGET_E2E - 1 / req_rate)
         lines.append(f"with requests at {req_rate:,.0f}/s, {TARGET_E2E}/s end to end needs phase 2 at >= {need:,.0f}/s "
                      f"({need / settle_rate:.0f}x today's {settle_rate:,.0f}/s)")
@@ -924,14 +1003,15 @@ def findings(f: Figures, args: argparse.Namespace) -> None:
     cpu1, cpu2 = p.cpu_request, p.cpu_settle
     all_in = (_ours(cpu1) + _ours(cpu2)) / p.n * 1000 if p.n and not p.timed_out else 0.0
     if all_in > 0:
-        lines.append(f"CPU budget: a payout costs {all_in:.2f} ms of CPU from request to FINALIZED (phase 1 "
-                     f"{_ours(cpu1) / p.n * 1000:.2f} + phase 2 {_ours(cpu2) / p.n * 1000:.2f}, all our processes and "
+        first, second = ("requests+jobs", "tail") if p.overlap else ("phase 1", "phase 2")
+        lines.append(f"CPU budget: a payout costs {all_in:.2f} ms of CPU from request to FINALIZED ({first} "
+                     f"{_ours(cpu1) / p.n * 1000:.2f} + {second} {_ours(cpu2) / p.n * 1000:.2f}, all our processes and "
                      f"PostgreSQL), so {cores} cores cap this pipeline near {cores / all_in * 1000:,.0f} payouts/s "
                      f"even with perfect overlap and nothing else running; {TARGET_E2E}/s needs <= "
                      f"{cores / TARGET_E2E * 1000:.1f} ms per payout, {all_in / (cores / TARGET_E2E * 1000):.1f}x less "
                      f"than today: no amount of concurrency closes that, only less work per payout does")
     wall2 = cpu2.get("wall", 0.0)
-    if wall2 > 0:
+    if wall2 > 0 and not p.overlap:
         ours, machine = _ours(cpu2) / wall2, cpu2["machine"] / wall2
         lines.append(f"phase 2: our processes used {ours:.2f} of {cores} cores; one loop runs the jobs one after the "
                      f"other and each waits on its round trips and provider calls, so phase 2 runs at 1 / (the sum "
@@ -948,8 +1028,8 @@ def findings(f: Figures, args: argparse.Namespace) -> None:
                      f"(compare a --runners 1 run: the difference is waiting, on cash:platform among others)")
     if hooks.items and out.items:
         lines.append(f"busy per payout: outbox {out.busy / p.n * 1000:.2f} ms + webhooks {hooks.busy / p.n * 1000:.2f} "
-                     f"ms (+ idle {p.idle_s / p.n * 1000:.2f} ms) = phase 2's {p.settle_s / p.n * 1000:.2f} ms per "
-                     f"payout with {args.runners} loop(s)")
+                     f"ms (+ idle {p.idle_s / p.n * 1000:.2f} ms) against the jobs' window of "
+                     f"{p.jobs_s / p.n * 1000:.2f} ms per payout with {args.runners} loop(s)")
     if f.profiled is not None:
         lines += profile_findings(f, args)
     lines += SUGGESTIONS
@@ -978,8 +1058,8 @@ def profile_findings(f: Figures, args: argparse.Namespace) -> list[str]:
     parts = ", ".join(f"{job} {v[0] / n:.1f}" for job, v in per_job.items() if v[0] / n >= 0.5)
     out.append(f"SQL round trips per payout: {total / n:.1f} in this process ({parts}), {commits / n:.1f} "
                f"transactions; PostgreSQL's and Python's CPU per payout scale with these round trips"
-               + ("" if INTAKE in per_job else "; the webhook intake in `periodya serve` adds ~4 more and a 5th "
-                  "commit (--layout inproc counts it)"))
+               + ("" if INTAKE in per_job else "; the API process's SQL (payout requests and webhook intake, both "
+                  "group-committed) is not counted here (--layout inproc counts it, under \"other\")"))
     claim, send, record = (f.steps.get(step) for step in OUTBOX_STEPS)
     if claim and send and record and f.provider_ms:
         mean_provider = sum(f.provider_ms) / len(f.provider_ms)
@@ -1002,11 +1082,10 @@ def profile_findings(f: Figures, args: argparse.Namespace) -> list[str]:
 
 SUGGESTIONS = [
     "done: each job run is batched (outbox: one claim transaction, concurrent provider calls, one record "
-    "transaction; webhooks: one transaction per run, cash:platform locked once per batch)",
-    "next, outside the runners: the request path (phase 1) costs more CPU per payout than the whole of phase 2 and "
-    "the phases run one after the other, so end to end is capped by 1 / (1/requests + 1/settle); the webhook intake "
-    "in `periodya serve` is one transaction per provider event (~4 round trips and a commit each); the projections "
-    "SELECT the payout/outbox rows the unit of work has just folded",
+    "transaction; webhooks: one transaction per run, cash:platform locked once per batch); POST /api/payouts and "
+    "the webhook intake are group-committed (handlers/group_commit.py)",
+    "next: the projections SELECT the payout/outbox rows the unit of work has just folded; the API process parses "
+    "and answers one HTTP request per payout and per webhook (aiohttp + pydantic), which no batching removes",
     "next, in the runners: a second runner loop (--runners 2) overlaps the outbox's provider calls with the "
     "webhooks' transaction; the loops skip each other's try-locked items",
 ]
@@ -1016,7 +1095,11 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--payouts", type=int, default=DEFAULT_PAYOUTS,
                         help=f"payouts to drive (default {DEFAULT_PAYOUTS:,})")
-    parser.add_argument("--concurrency", type=int, default=16, help="request-phase workers (default 16)")
+    parser.add_argument("--concurrency", type=int, default=32,
+                        help="HTTP request workers (default 32, as bench commands)")
+    parser.add_argument("--phases", choices=("overlap", "sequential"), default="overlap",
+                        help="overlap: requests and jobs at the same time, as in production (default); "
+                             "sequential: all requests first, then the jobs (the earlier shape, to compare)")
     parser.add_argument("--payees", type=int, default=64, help="payees the requests rotate over (default 64)")
     parser.add_argument("--batch-outbox", type=int, default=outbox.BATCH,
                         help=f"outbox batch (default {outbox.BATCH}, the runbook's)")

@@ -51,7 +51,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     app[auth.SESSION_VERIFIER] = admin_routes.verify_session
     app[admin_routes.SESSION_TTL] = admin_routes.session_ttl_from_env()
     app.add_routes(admin_routes.routes)
-    app.add_routes(webhook_routes.routes)
+    webhook_routes.setup(app, store)
     app.add_routes(ops_routes.routes)
     app.add_routes(audit_routes.routes)
     return app
