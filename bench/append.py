@@ -114,16 +114,25 @@ def events_insert_op(pool: asyncpg.Pool, label: str) -> c.AsyncOp:
     return op
 
 
-def asyncpg_series(pool: asyncpg.Pool, n: int, tag: str, breakdown: bool) -> dict[str, c.AsyncOp]:
-    store = EventStore(pool)
-    ops = {"floor": floor_op(pool), "store1": append_op(store, f"one-{tag}", 1),
-           "store10": append_op(store, f"ten-{tag}", 10)}
+def asyncpg_series(pool: asyncpg.Pool, n: int, tag: str, breakdown: bool,
+                   stores: dict[str, EventStore]) -> dict[str, c.AsyncOp]:
+    """The asyncpg-driven series of one slice. `stores` receives the group-commit store of each store
+    series (a fresh store per series, so its batch counters belong to that series alone)."""
+    stores |= {"store1": EventStore(pool), "store10": EventStore(pool)}
+    single = EventStore(pool, group_commit=False)
+    ops = {"floor": floor_op(pool),
+           "store1": append_op(stores["store1"], f"one-{tag}", 1),
+           "store10": append_op(stores["store10"], f"ten-{tag}", 10),
+           "single1": append_op(single, f"sone-{tag}", 1),
+           "single10": append_op(single, f"sten-{tag}", 10)}
     if breakdown:
         ops |= {"function": sql_function_op(pool, f"fn-{tag}"), "table": events_insert_op(pool, f"tbl-{tag}")}
     return ops
 
 
 Slices = dict[str, dict[int, list[c.Result]]]
+Commits = dict[str, dict[int, list[int]]]  # group-commit series -> concurrency -> [transactions, appends]
+COMMITS: Commits = defaultdict(lambda: defaultdict(lambda: [0, 0]))
 
 
 async def measure_asyncpg_slice(url: str, args: argparse.Namespace, r: int, slices: Slices) -> str:
@@ -132,9 +141,14 @@ async def measure_asyncpg_slice(url: str, args: argparse.Namespace, r: int, slic
     try:
         await c.settle(pool)
         for n in args.concurrency:
-            for name, op in asyncpg_series(pool, n, f"r{r}c{n}", args.breakdown).items():
+            stores: dict[str, EventStore] = {}
+            for name, op in asyncpg_series(pool, n, f"r{r}c{n}", args.breakdown, stores).items():
                 slices[name][n].append(await c.drive_async(op, n, seconds=args.seconds / args.slices,
                                                            warmup=args.warmup))
+            for name, store in stores.items():
+                assert store.batcher is not None
+                COMMITS[name][n][0] += store.batcher.stats.transactions
+                COMMITS[name][n][1] += store.batcher.stats.appends
         return await c.server_version(pool)
     finally:
         await pool.close()
@@ -190,13 +204,18 @@ def report(series: Series, args: argparse.Namespace) -> None:
                    for n, r in floor.items()],
                   title="1. floor: one single-row INSERT per autocommit transaction (asyncpg, shared pool)")
     rows = []
-    for name, per in (("store1", 1), ("store10", 10)):
-        rows += [[n, per, c.rate(r.per_second), c.rate(r.per_second * per), c.ms(r.p50_ms), c.ms(r.p99_ms),
-                  f"{r.client_us_per_op:.0f}", c.percent(r.per_second / floor[n].per_second)]
-                 for n, r in series[name].items()]
-    c.print_table(["concurrency", "events/append", "appends/s", "events/s", "p50 ms", "p99 ms", "client us/op",
-                   "vs floor"], rows,
-                  title="2. event store: EventStore.append, a new stream per append (same pool as the floor)")
+    for name, per, mode in (("store1", 1, "group"), ("single1", 1, "single"), ("store10", 10, "group"),
+                            ("single10", 10, "single")):
+        for n, r in series[name].items():
+            tx, appends = COMMITS[name][n] if name in COMMITS else (0, 0)
+            per_commit = f"{appends / tx:.1f}" if tx else "1"
+            rows.append([n, per, mode, c.rate(r.per_second), c.rate(r.per_second * per), per_commit, c.ms(r.p50_ms),
+                         c.ms(r.p99_ms), f"{r.client_us_per_op:.0f}", c.percent(r.per_second / floor[n].per_second)])
+    c.print_table(["concurrency", "events/append", "commit", "appends/s", "events/s", "appends/commit", "p50 ms",
+                   "p99 ms", "client us/op", "vs floor"], rows,
+                  title="2. event store: EventStore.append, a new stream per append (same pool as the floor);\n"
+                        "   group = group commit of pool-path appends (the default), single = "
+                        "EventStore(pool, group_commit=False),\n   one transaction per append")
     if args.breakdown:
         report_breakdown(series)
     report_peer(series)
