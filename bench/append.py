@@ -37,6 +37,7 @@ from bench import _common as c
 from bench import _eventsourcing_peer as peer
 from periodya import db
 from periodya.eventstore import NO_STREAM, EventStore, NewEvent, StreamAppend
+from periodya.eventstore.group_commit import MAX_RUNNING, OVERLAP_EVENTS
 from periodya.eventstore.hashing import canonical_json, lock_key
 
 POOL_HEADROOM = 4
@@ -114,11 +115,12 @@ def events_insert_op(pool: asyncpg.Pool, label: str) -> c.AsyncOp:
     return op
 
 
-def asyncpg_series(pool: asyncpg.Pool, n: int, tag: str, breakdown: bool,
-                   stores: dict[str, EventStore]) -> dict[str, c.AsyncOp]:
+def asyncpg_series(pool: asyncpg.Pool, n: int, tag: str, breakdown: bool, stores: dict[str, EventStore],
+                   max_running: int = MAX_RUNNING, overlap: int = OVERLAP_EVENTS) -> dict[str, c.AsyncOp]:
     """The asyncpg-driven series of one slice. `stores` receives the group-commit store of each store
     series (a fresh store per series, so its batch counters belong to that series alone)."""
-    stores |= {"store1": EventStore(pool), "store10": EventStore(pool)}
+    stores |= {name: EventStore(pool, max_running=max_running, overlap_events=overlap)
+               for name in ("store1", "store10")}
     single = EventStore(pool, group_commit=False)
     ops = {"floor": floor_op(pool),
            "store1": append_op(stores["store1"], f"one-{tag}", 1),
@@ -142,7 +144,8 @@ async def measure_asyncpg_slice(url: str, args: argparse.Namespace, r: int, slic
         await c.settle(pool)
         for n in args.concurrency:
             stores: dict[str, EventStore] = {}
-            for name, op in asyncpg_series(pool, n, f"r{r}c{n}", args.breakdown, stores).items():
+            for name, op in asyncpg_series(pool, n, f"r{r}c{n}", args.breakdown, stores, args.max_running,
+                                            args.overlap_events).items():
                 slices[name][n].append(await c.drive_async(op, n, seconds=args.seconds / args.slices,
                                                            warmup=args.warmup))
             for name, store in stores.items():
@@ -193,7 +196,8 @@ async def run(args: argparse.Namespace) -> Series:
         print(f"after:  {c.machine_load()}")
         print(f"PostgreSQL {version}; {args.seconds:g} s per figure in {args.slices} interleaved slices, each after "
               f"{args.warmup:g} s warm-up; every pool sized {max(args.concurrency) + POOL_HEADROOM} "
-              f"(max concurrency + {POOL_HEADROOM})")
+              f"(max concurrency + {POOL_HEADROOM}); group commit with at most {args.max_running} batch "
+              f"transactions in flight, a further one once {args.overlap_events} events are queued")
     return series
 
 
@@ -277,6 +281,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--warmup", type=float, default=0.3, help="unrecorded seconds before each slice (default 0.3)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time append_events() called directly and a plain INSERT into periodya.events")
+    parser.add_argument("--max-running", type=int, default=MAX_RUNNING,
+                        help=f"group commit: batch transactions in flight at once (default {MAX_RUNNING})")
+    parser.add_argument("--overlap-events", type=int, default=OVERLAP_EVENTS,
+                        help="group commit: queued events that let a further batch start while one is in flight "
+                             f"(default {OVERLAP_EVENTS})")
     args = parser.parse_args(argv)
     series = asyncio.run(run(args))
     report(series, args)

@@ -45,6 +45,7 @@ from periodya.eventstore.model import RecordedEvent
 from periodya.eventstore.prepared import PreparedAppend
 
 MAX_RUNNING = 2
+OVERLAP_EVENTS = 40
 MAX_APPENDS = 128
 MAX_EVENTS = 2000
 _BATCH = ("SELECT append_no, seq, tx, stream_id, stream_version, recorded_at, expected, actual "
@@ -75,17 +76,21 @@ class AppendBatcher:
     """Groups concurrent pool-path appends (see the module docstring). One per EventStore and event loop."""
 
     def __init__(self, pool: asyncpg.Pool, single: Single, *, max_running: int = MAX_RUNNING,
-                 max_appends: int = MAX_APPENDS, max_events: int = MAX_EVENTS) -> None:
-        if max_running < 1 or max_appends < 1 or max_events < 1:
-            raise ValueError("max_running, max_appends and max_events must be at least 1")
+                 overlap_events: int = OVERLAP_EVENTS, max_appends: int = MAX_APPENDS,
+                 max_events: int = MAX_EVENTS) -> None:
+        if max_running < 1 or max_appends < 1 or max_events < 1 or overlap_events < 0:
+            raise ValueError("max_running, max_appends and max_events must be at least 1, overlap_events at least 0")
         self.pool, self._single = pool, single
         self.max_running, self.max_appends, self.max_events = max_running, max_appends, max_events
+        self.overlap_events = overlap_events
+        self._queued_events = 0
         self.stats = BatchStats()
         self._queue: deque[_Queued] = deque()
         self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
 
     async def append(self, prepared: PreparedAppend) -> list[RecordedEvent]:
-        if self._in_flight < self.max_running and not self._queue:
+        if not self._in_flight and not self._queue:
             self._in_flight += 1  # runs at once, in the caller's task: no added latency
             try:
                 self.stats.transactions += 1
@@ -96,19 +101,31 @@ class AppendBatcher:
                 self._start()
         future: asyncio.Future[list[RecordedEvent]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Queued(prepared, future))
+        self._queued_events += len(prepared.flat)
         self._start()
         return await future
 
     # --- scheduling ---------------------------------------------------------------------------------
 
+    def _may_start(self) -> bool:
+        """A batch starts when nothing is in flight, or, while fewer than `max_running` are, when the
+        queue holds at least `overlap_events` events: small appends then wait and make bigger batches
+        (less CPU per append), large ones keep a second server process busy."""
+        if not self._queue:
+            return False
+        return not self._in_flight or (self._in_flight < self.max_running
+                                       and self._queued_events >= self.overlap_events)
+
     def _start(self) -> None:
-        while self._queue and self._in_flight < self.max_running:
+        while self._may_start():
             batch = self._take()
             if not batch:
                 return
             self._in_flight += 1
             # a fresh context: the batch belongs to no single caller
-            asyncio.get_running_loop().create_task(self._run(batch), context=contextvars.Context())
+            task = asyncio.get_running_loop().create_task(self._run(batch), context=contextvars.Context())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _take(self) -> list[_Queued]:
         """The next batch: queued appends in arrival order, skipping callers cancelled while queued."""
@@ -116,12 +133,12 @@ class AppendBatcher:
         events = 0
         while self._queue and len(batch) < self.max_appends:
             q = self._queue[0]
-            if q.future.done():
-                self._queue.popleft()
-                continue
-            if batch and events + len(q.prepared.flat) > self.max_events:
+            if not q.future.done() and batch and events + len(q.prepared.flat) > self.max_events:
                 break
             self._queue.popleft()
+            self._queued_events -= len(q.prepared.flat)
+            if q.future.done():  # the caller was cancelled while queued
+                continue
             batch.append(q)
             events += len(q.prepared.flat)
         return batch

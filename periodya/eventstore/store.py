@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from periodya.errors import ConcurrencyConflict
-from periodya.eventstore.group_commit import MAX_RUNNING, AppendBatcher
+from periodya.eventstore.group_commit import MAX_RUNNING, OVERLAP_EVENTS, AppendBatcher
 from periodya.eventstore.hashing import lock_key
 from periodya.eventstore.model import START, Position, RecordedEvent, StreamAppend
 from periodya.eventstore.prepared import PreparedAppend, prepare
@@ -70,9 +70,11 @@ class EventStore:
     update projections in one transaction; without one, a pooled connection is used, and with
     `group_commit` (the default) concurrent pool-path appends share transactions (group_commit.py)."""
 
-    def __init__(self, pool: asyncpg.Pool, *, group_commit: bool = True, max_running: int = MAX_RUNNING) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, group_commit: bool = True, max_running: int = MAX_RUNNING,
+                 overlap_events: int = OVERLAP_EVENTS) -> None:
         self.pool = pool
-        self.batcher = AppendBatcher(pool, self._append_alone, max_running=max_running) if group_commit else None
+        self.batcher = (AppendBatcher(pool, self._append_alone, max_running=max_running, overlap_events=overlap_events)
+                        if group_commit else None)
         self._wake_pending = False
         self._wake_tasks: set[asyncio.Task[None]] = set()
 
