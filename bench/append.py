@@ -8,8 +8,11 @@ Everything is measured in one run against one fresh scratch database (dropped af
 The floor and the event store share ONE asyncpg pool (periodya.db.connect_pool, min = max =
 max concurrency + 4), so their connection settings are identical by construction. Each figure is
 measured in interleaved slices (see `measure`), so load that comes and goes on a shared machine
-falls on every series alike. `--breakdown` adds two diagnostic series that split the event store's
-cost into table, SQL function and Python wrapper.
+falls on every series alike. The event store is measured twice in the same run: with group commit of
+pool-path appends (the default, "group", with the mean appends per commit) and with one transaction
+per append (EventStore(pool, group_commit=False), "single"); the targets are judged on the default.
+`--breakdown` adds two diagnostic series that split the single path's cost into table, SQL function
+and Python wrapper; `--max-running` and `--overlap-events` tune group commit for experiments.
 
 Measured (2026-11-25, branch perf-append, load 4-6 from other work on the 2 cores, so read the
 ratios; back to back against the previous commit, 3 s per figure):
@@ -20,6 +23,21 @@ Server CPU per call (log_statement_stats, EXECUTE message): floor INSERT ~22 us;
 the floor's row, calling any SQL function with array arguments ~25-35 us, and the locks, head read
 and hash chain ~35-45 us. The 70% target at c >= 8 needs the whole append within ~1.4x the floor's
 CPU; see the perf-append report for what was tried.
+
+Measured (2026-11-25, branch perf-groupappend, group commit; load 4-8 from other work, so read the
+ratios of one run, group vs single measured in the same slices):
+  `python -m bench append` (3 s per figure), store1 of floor at c=1/8/32:
+    group  65% / 76% / 169%, 1.0 / 4.0 / 16.0 appends per commit; store10 13,399 / 29,030 / 35,031 events/s
+    single 80% / 46% /  48%;                                          store10 13,597 / 16,836 / 21,665 events/s
+  (c=1 runs the same single path in both modes: its spread, 51-80% over runs, is the machine's noise.)
+  Other runs of the final settings (4 s per figure, c=8 / c=32): group 101% / 145% vs single 55% /
+  45%, and 58% / 107% vs 58% / 48% in a run at load 7; with two batches always overlapping, c=8 ranged
+  42-105% (single 46-84%) and c=32 121-153% (single 41-60%).
+  Server CPU per 1-event append (all PostgreSQL processes' /proc CPU over 3,000 appends): c=8 ~80 us
+  group vs ~235 us single, c=32 ~30 us vs ~290 us; client CPU ~75 vs ~130 us and ~27 vs ~107 us.
+  max_running 1 / 2 / 3 with a second batch always overlapping: 1-event appends cheapest with 1
+  (bigger batches), 10-event appends need 2-3 to reach 30,000 events/s (one batch keeps one core busy);
+  hence 2 in flight, the second only once 40 events are queued (group_commit.py).
 """
 
 from __future__ import annotations
@@ -134,10 +152,10 @@ def asyncpg_series(pool: asyncpg.Pool, n: int, tag: str, breakdown: bool, stores
 
 Slices = dict[str, dict[int, list[c.Result]]]
 Commits = dict[str, dict[int, list[int]]]  # group-commit series -> concurrency -> [transactions, appends]
-COMMITS: Commits = defaultdict(lambda: defaultdict(lambda: [0, 0]))
 
 
-async def measure_asyncpg_slice(url: str, args: argparse.Namespace, r: int, slices: Slices) -> str:
+async def measure_asyncpg_slice(url: str, args: argparse.Namespace, r: int, slices: Slices,
+                                commits: Commits) -> str:
     size = max(args.concurrency) + POOL_HEADROOM
     pool = await db.connect_pool(url, min_size=size, max_size=size)
     try:
@@ -150,8 +168,8 @@ async def measure_asyncpg_slice(url: str, args: argparse.Namespace, r: int, slic
                                                            warmup=args.warmup))
             for name, store in stores.items():
                 assert store.batcher is not None
-                COMMITS[name][n][0] += store.batcher.stats.transactions
-                COMMITS[name][n][1] += store.batcher.stats.appends
+                commits[name][n][0] += store.batcher.stats.transactions
+                commits[name][n][1] += store.batcher.stats.appends
         return await c.server_version(pool)
     finally:
         await pool.close()
@@ -167,21 +185,23 @@ def measure_peer_slice(url: str, args: argparse.Namespace, slices: Slices) -> No
         app.close()
 
 
-async def measure(url: str, args: argparse.Namespace) -> tuple[Series, str]:
+async def measure(url: str, args: argparse.Namespace) -> tuple[Series, Commits, str]:
     """Every figure is `slices` interleaved slices, pooled: slow drift (other load on the machine, table
     growth) then falls on the floor, the event store and the peer alike, so their ratios stay fair.
     Only one pool is open at a time (the asyncpg one, then the peer's), so the run needs at most
     max concurrency + 4 connections."""
     slices: Slices = defaultdict(lambda: defaultdict(list))
+    commits: Commits = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     version = ""
     for r in range(args.slices):
-        version = await measure_asyncpg_slice(url, args, r, slices)
+        version = await measure_asyncpg_slice(url, args, r, slices, commits)
         if peer.missing() is None:
             await asyncio.to_thread(measure_peer_slice, url, args, slices)
-    return {name: {n: c.combine(rs) for n, rs in by_n.items()} for name, by_n in slices.items()}, version
+    series = {name: {n: c.combine(rs) for n, rs in by_n.items()} for name, by_n in slices.items()}
+    return series, commits, version
 
 
-async def run(args: argparse.Namespace) -> Series:
+async def run(args: argparse.Namespace) -> tuple[Series, Commits]:
     server = c.server_url()
     async with c.scratch_database(server, "append") as url:
         conn = await asyncpg.connect(url)
@@ -192,16 +212,16 @@ async def run(args: argparse.Namespace) -> Series:
             await conn.close()
         print(f"server: {c.describe_server(server)}; scratch database {c.database_name(url)}")
         print(f"before: {c.machine_load()}")
-        series, version = await measure(url, args)
+        series, commits, version = await measure(url, args)
         print(f"after:  {c.machine_load()}")
         print(f"PostgreSQL {version}; {args.seconds:g} s per figure in {args.slices} interleaved slices, each after "
               f"{args.warmup:g} s warm-up; every pool sized {max(args.concurrency) + POOL_HEADROOM} "
               f"(max concurrency + {POOL_HEADROOM}); group commit with at most {args.max_running} batch "
               f"transactions in flight, a further one once {args.overlap_events} events are queued")
-    return series
+    return series, commits
 
 
-def report(series: Series, args: argparse.Namespace) -> None:
+def report(series: Series, commits: Commits, args: argparse.Namespace) -> None:
     floor = series["floor"]
     c.print_table(["concurrency", "commits/s", "p50 ms", "p99 ms", "client us/op"],
                   [[n, c.rate(r.per_second), c.ms(r.p50_ms), c.ms(r.p99_ms), f"{r.client_us_per_op:.0f}"]
@@ -211,7 +231,7 @@ def report(series: Series, args: argparse.Namespace) -> None:
     for name, per, mode in (("store1", 1, "group"), ("single1", 1, "single"), ("store10", 10, "group"),
                             ("single10", 10, "single")):
         for n, r in series[name].items():
-            tx, appends = COMMITS[name][n] if name in COMMITS else (0, 0)
+            tx, appends = commits[name][n] if name in commits else (0, 0)
             per_commit = f"{appends / tx:.1f}" if tx else "1"
             rows.append([n, per, mode, c.rate(r.per_second), c.rate(r.per_second * per), per_commit, c.ms(r.p50_ms),
                          c.ms(r.p99_ms), f"{r.client_us_per_op:.0f}", c.percent(r.per_second / floor[n].per_second)])
@@ -287,6 +307,6 @@ def main(argv: list[str]) -> int:
                         help="group commit: queued events that let a further batch start while one is in flight "
                              f"(default {OVERLAP_EVENTS})")
     args = parser.parse_args(argv)
-    series = asyncio.run(run(args))
-    report(series, args)
+    series, commits = asyncio.run(run(args))
+    report(series, commits, args)
     return 0
