@@ -24,20 +24,21 @@ the floor's row, calling any SQL function with array arguments ~25-35 us, and th
 and hash chain ~35-45 us. The 70% target at c >= 8 needs the whole append within ~1.4x the floor's
 CPU; see the perf-append report for what was tried.
 
-Measured (2026-11-25, branch perf-groupappend, group commit; load 4-8 from other work, so read the
-ratios of one run, group vs single measured in the same slices):
-  `python -m bench append` (3 s per figure), store1 of floor at c=1/8/32:
-    group  65% / 76% / 169%, 1.0 / 4.0 / 16.0 appends per commit; store10 13,399 / 29,030 / 35,031 events/s
-    single 80% / 46% /  48%;                                          store10 13,597 / 16,836 / 21,665 events/s
-  (c=1 runs the same single path in both modes: its spread, 51-80% over runs, is the machine's noise.)
-  Other runs of the final settings (4 s per figure, c=8 / c=32): group 101% / 145% vs single 55% /
-  45%, and 58% / 107% vs 58% / 48% in a run at load 7; with two batches always overlapping, c=8 ranged
-  42-105% (single 46-84%) and c=32 121-153% (single 41-60%).
-  Server CPU per 1-event append (all PostgreSQL processes' /proc CPU over 3,000 appends): c=8 ~80 us
-  group vs ~235 us single, c=32 ~30 us vs ~290 us; client CPU ~75 vs ~130 us and ~27 vs ~107 us.
-  max_running 1 / 2 / 3 with a second batch always overlapping: 1-event appends cheapest with 1
-  (bigger batches), 10-event appends need 2-3 to reach 30,000 events/s (one batch keeps one core busy);
-  hence 2 in flight, the second only once 40 events are queued (group_commit.py).
+Measured (2026-11-25, branch perf-groupappend, group commit; load 1-8 from other work, so read the
+ratios of one run: group and single are measured in the same slices):
+  final settings (2 in flight, a second batch once 4 events are queued), 3 s per figure, c=8 / c=32:
+    load 4.7: group 84% / 147% of floor (4.0 / 9.8 appends per commit), single 60% / 47%;
+              store10 group 32,065 / 49,796 events/s, single 26,388 / 30,660
+    load 4.1: group 90% / 107%, single 65% / 47%
+  with the second batch only once 40 events are queued (bigger batches for 1-event appends):
+    load 1.1: group 76% / 65% / 175% at c=1/8/32 (1.0 / 4.0 / 16.0 per commit), single 67% / 51% / 48%
+    load 4.8: group 82% / 161%, single 56% / 49%
+  with two batches always overlapping, c=8 ranged 42-105% (single 46-84%), c=32 121-153% (41-60%).
+  c=1 runs the same single path in both modes: its spread over runs (51-80%) is the machine's noise.
+  Server CPU per 1-event append (all PostgreSQL processes' /proc CPU over 3,000 appends, threshold 40):
+  c=8 ~80 us group vs ~235 us single, c=32 ~30 us vs ~290 us; client CPU ~75 vs ~130 us and ~27 vs
+  ~107 us. With one batch in flight at c=8 the floor overtakes group commit on a quiet machine (its 8
+  concurrent commits share WAL flushes, one batch at a time cannot), hence a low threshold.
 """
 
 from __future__ import annotations
