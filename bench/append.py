@@ -26,7 +26,12 @@ CPU; see the perf-append report for what was tried.
 
 Measured (2026-11-25, branch perf-groupappend, group commit; load 1-8 from other work, so read the
 ratios of one run: group and single are measured in the same slices):
-  final settings (2 in flight, a second batch once 4 events are queued), 3 s per figure, c=8 / c=32:
+  final settings (2 in flight, a second batch once 4 events are queued), `python -m bench append`:
+    load 3.1: group 68% / 73% / 149% of floor at c=1/8/32 (1.0 / 4.0 / 9.8 appends per commit),
+              single 69% / 58% / 43%; store10 group 13,768 / 32,707 / 49,425 events/s, single
+              13,774 / 30,889 / 29,987; peer 7.5x at c=8
+    load 2.1-2.2, c=8 only: group 76% (81% with --max-running 3), single 41% (47%)
+  earlier runs of the same settings, 3 s per figure, c=8 / c=32:
     load 4.7: group 84% / 147% of floor (4.0 / 9.8 appends per commit), single 60% / 47%;
               store10 group 32,065 / 49,796 events/s, single 26,388 / 30,660
     load 4.1: group 90% / 107%, single 65% / 47%
