@@ -145,6 +145,119 @@ BEGIN
         RETURNING e.seq, e.tx::text::bigint, e.stream_id, e.stream_version, e.recorded_at;
 END $$;
 
+-- Group commit: several independent appends (EventStore.append calls without a connection) in ONE
+-- transaction and ONE round trip. Each append keeps its own atomicity and its own conflict; only the
+-- transaction (and its id) is shared (periodya/eventstore/group_commit.py).
+--   p_lock_keys: the sorted, distinct union of every append's lock keys, all taken BEFORE any read or
+--                write (the same order and the same "lock before you write" as append_events).
+--   p_streams:   the distinct streams of the batch (their heads are read once, after the locks).
+--   p_item_append / p_item_stream / p_item_expected: one entry per (append, stream), appends in
+--                order and each append's entries contiguous: the append's 1-based number, the index
+--                into p_streams and the expected version (-1 any, 0 no stream, n exact).
+--   p_ev_item, p_types, p_data, p_metadata: one entry per event, grouped by item in item order.
+-- The appends are walked IN ORDER against running heads, which include the earlier appends of the
+-- batch: an append whose expected versions do not match is refused whole (one row with append_no,
+-- stream_id, expected and actual; nothing of it is written) and the rest go on. Accepted events get
+-- versions and chain hashes from the running heads and are written by ONE INSERT in append order
+-- (ascending seq), returned as rows with append_no NULL, conflict rows first.
+-- Anything else (bad data, the UNIQUE backstop, a timeout) fails the whole statement: nothing written.
+CREATE OR REPLACE FUNCTION append_batch(
+    p_lock_keys bigint[], p_streams text[], p_item_append int[], p_item_stream int[], p_item_expected bigint[],
+    p_ev_item int[], p_types text[], p_data text[], p_metadata text[])
+RETURNS TABLE (append_no int, seq bigint, tx bigint, stream_id text, stream_version bigint,
+               recorded_at timestamptz, expected bigint, actual bigint)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    k bigint;
+    i int := 1;
+    j int;
+    e int := 1;
+    a int;
+    s int;
+    ok boolean;
+    n_items int := coalesce(array_length(p_item_append, 1), 0);
+    n_events int := coalesce(array_length(p_types, 1), 0);
+    n_conflicts int := 0;
+    v_versions bigint[];
+    v_hashes bytea[];
+    c_append int[];
+    c_stream text[];
+    c_expected bigint[];
+    c_actual bigint[];
+    ev_versions bigint[];
+    ev_prev bytea[];
+    ev_hash bytea[];
+    ev_data jsonb[];
+    ev_meta jsonb[];
+BEGIN
+    FOREACH k IN ARRAY p_lock_keys LOOP
+        PERFORM pg_advisory_xact_lock(k);
+    END LOOP;
+
+    -- One statement after the locks (a fresh snapshot, see append_events): every stream's head.
+    SELECT array_agg(coalesce(hd.v, 0) ORDER BY u.i),
+           array_agg(coalesce(hd.hh, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea)
+                     ORDER BY u.i)
+      INTO v_versions, v_hashes
+      FROM unnest(p_streams) WITH ORDINALITY AS u(s, i)
+      LEFT JOIN LATERAL (SELECT x.stream_version AS v, x.hash AS hh FROM periodya.events x
+                          WHERE x.stream_id = u.s ORDER BY x.stream_version DESC LIMIT 1) hd ON true;
+
+    ev_data := p_data::jsonb[];
+    ev_meta := p_metadata::jsonb[];
+    WHILE i <= n_items LOOP
+        a := p_item_append[i];
+        ok := true;
+        j := i;
+        WHILE j <= n_items AND p_item_append[j] = a LOOP
+            s := p_item_stream[j];
+            IF ok AND p_item_expected[j] <> -1 AND p_item_expected[j] <> v_versions[s] THEN
+                ok := false;
+                n_conflicts := n_conflicts + 1;
+                c_append[n_conflicts] := a;
+                c_stream[n_conflicts] := p_streams[s];
+                c_expected[n_conflicts] := p_item_expected[j];
+                c_actual[n_conflicts] := v_versions[s];
+            END IF;
+            j := j + 1;
+        END LOOP;
+        -- this append's events (items i .. j-1); every slot is assigned, NULL when refused
+        WHILE e <= n_events AND p_ev_item[e] < j LOOP
+            IF ok THEN
+                s := p_item_stream[p_ev_item[e]];
+                v_versions[s] := v_versions[s] + 1;
+                ev_versions[e] := v_versions[s];
+                ev_prev[e] := v_hashes[s];
+                v_hashes[s] := periodya.event_hash(v_hashes[s], p_streams[s], v_versions[s], p_types[e], now(),
+                                                   ev_data[e]::text, ev_meta[e]::text);
+                ev_hash[e] := v_hashes[s];
+            ELSE
+                ev_versions[e] := NULL;
+                ev_prev[e] := NULL;
+                ev_hash[e] := NULL;
+            END IF;
+            e := e + 1;
+        END LOOP;
+        i := j;
+    END LOOP;
+
+    IF n_conflicts > 0 THEN
+        RETURN QUERY SELECT u.a, NULL::bigint, NULL::bigint, u.s, NULL::bigint, NULL::timestamptz, u.x, u.y
+                       FROM unnest(c_append, c_stream, c_expected, c_actual) AS u(a, s, x, y);
+    END IF;
+    RETURN QUERY
+        INSERT INTO periodya.events AS ev (stream_id, stream_version, event_type, data, metadata, recorded_at,
+                                           prev_hash, hash)
+        SELECT p_streams[p_item_stream[u.it]], u.v, u.t, u.d, u.m, now(), u.p, u.h
+          FROM unnest(p_ev_item, ev_versions, p_types, ev_data, ev_meta, ev_prev, ev_hash)
+               WITH ORDINALITY AS u(it, v, t, d, m, p, h, ord)
+         WHERE u.v IS NOT NULL
+         ORDER BY u.ord
+        RETURNING NULL::int, ev.seq, ev.tx::text::bigint, ev.stream_id, ev.stream_version, ev.recorded_at,
+                  NULL::bigint, NULL::bigint;
+END $$;
+
 -- The database verifying its own log: the first broken link of each stream (a version gap, a
 -- prev_hash that is not the previous event's hash, or content that no longer matches its hash).
 -- The sentinel uses it; `periodya verify` and export checks recompute independently in Python.

@@ -7,6 +7,12 @@ Concurrency model (DESIGN.md, "The event store"):
 * "Read all" returns only events whose writing transaction id is below the snapshot horizon
   `pg_snapshot_xmin(pg_current_snapshot())`, ordered by (tx, seq). Every transaction below the horizon
   has finished, so nothing can later appear behind a reader's checkpoint.
+* Group commit (default on; `EventStore(pool, group_commit=False)` turns it off): concurrent appends
+  WITHOUT a connection (each its own transaction) share one transaction while others are in flight.
+  Each append stays atomic with its own conflict; the batch takes the sorted union of all lock keys
+  before any write; its events share one transaction id and are read back by (tx, seq) in append
+  order. What it changes: appends of unrelated callers can share a transaction id. Appends with
+  `conn=` (inside a caller's transaction) are unchanged. See group_commit.py.
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 import asyncpg
 
 from periodya.errors import ConcurrencyConflict
-from periodya.eventstore.hashing import canonical_json, lock_key
-from periodya.eventstore.model import START, NewEvent, Position, RecordedEvent, StreamAppend
+from periodya.eventstore.group_commit import MAX_RUNNING, OVERLAP_EVENTS, AppendBatcher
+from periodya.eventstore.hashing import lock_key
+from periodya.eventstore.model import START, Position, RecordedEvent, StreamAppend
+from periodya.eventstore.prepared import PreparedAppend, prepare
+from periodya.eventstore.prepared import stream_lock as stream_lock  # re-exported: callers lock streams by it
 
 _COLUMNS = "seq, tx::text::bigint AS tx, stream_id, stream_version, event_type, data, metadata, recorded_at"
 _APPEND = "SELECT seq, tx, stream_id, stream_version, recorded_at FROM append_events($1, $2, $3, $4, $5, $6, $7)"
@@ -31,10 +39,6 @@ _READ_ALL = f"""
      ORDER BY tx, seq LIMIT $3"""
 CONFLICT_SQLSTATE = "PE409"
 NOTIFY_CHANNEL = "periodya_events"
-
-
-def stream_lock(stream_id: str) -> str:
-    return f"stream:{stream_id}"
 
 
 def row_to_event(row: asyncpg.Record) -> RecordedEvent:
@@ -53,26 +57,29 @@ def _conflict_from(exc: asyncpg.PostgresError) -> ConcurrencyConflict:
     return ConcurrencyConflict(stream, int(expected or -1), int(actual or -1))
 
 
-async def _append_rows(conn: asyncpg.Connection, streams: list[str],
-                       args: tuple[list[Any], ...]) -> list[asyncpg.Record]:
+async def _append_rows(conn: asyncpg.Connection, prepared: PreparedAppend) -> list[RecordedEvent]:
     """One append_events call; a version conflict (or the UNIQUE backstop) becomes ConcurrencyConflict."""
     try:
-        rows: list[asyncpg.Record] = await conn.fetch(_APPEND, *args)
-        return rows
+        rows = await conn.fetch(_APPEND, *prepared.args())
     except asyncpg.UniqueViolationError:
-        raise ConcurrencyConflict(",".join(streams), -1, -1) from None
+        raise ConcurrencyConflict(",".join(prepared.streams), -1, -1) from None
     except asyncpg.PostgresError as exc:
         if exc.sqlstate == CONFLICT_SQLSTATE:
             raise _conflict_from(exc) from None
         raise
+    return prepared.records(rows)
 
 
 class EventStore:
     """Append and read events. Methods take an optional connection so that a caller can append and
-    update projections in one transaction; without one, a pooled connection is used."""
+    update projections in one transaction; without one, a pooled connection is used, and with
+    `group_commit` (the default) concurrent pool-path appends share transactions (group_commit.py)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, group_commit: bool = True, max_running: int = MAX_RUNNING,
+                 overlap_events: int = OVERLAP_EVENTS) -> None:
         self.pool = pool
+        self.batcher = (AppendBatcher(pool, self._append_alone, max_running=max_running, overlap_events=overlap_events)
+                        if group_commit else None)
         self._wake_pending = False
         self._wake_tasks: set[asyncio.Task[None]] = set()
 
@@ -106,30 +113,17 @@ class EventStore:
         small machine: one pass over the events builds the arguments, and the result rows are read by
         position. The database does the rest in one round trip (schema.sql `append_events`).
         """
-        streams = [a.stream_id for a in appends]
-        if len(set(streams)) != len(streams):
-            raise ValueError("each stream may appear once per append")
-        keys = sorted({lock_key(stream_lock(s)) for s in streams}.union(map(lock_key, lock_names)))
-        flat: list[NewEvent] = []
-        ev_stream: list[int] = []
-        types: list[str] = []
-        datas: list[str] = []
-        metas: list[str] = []
-        for index, item in enumerate(appends, start=1):
-            for ev in item.events:
-                flat.append(ev)
-                ev_stream.append(index)
-                types.append(ev.type)
-                datas.append(canonical_json(ev.data))
-                metas.append(canonical_json(ev.metadata))
-        args = (keys, streams, [a.expected_version for a in appends], ev_stream, types, datas, metas)
-        if conn is None:
-            async with self.pool.acquire() as acquired:
-                rows = await _append_rows(acquired, streams, args)
-        else:
-            rows = await _append_rows(conn, streams, args)
-        return [RecordedEvent(row[0], row[1], row[2], row[3], ev.type, ev.data, ev.metadata, row[4])
-                for row, ev in zip(rows, flat, strict=True)]
+        prepared = prepare(appends, lock_names)
+        if conn is not None:
+            return await _append_rows(conn, prepared)
+        if self.batcher is not None:
+            return await self.batcher.append(prepared)
+        return await self._append_alone(prepared)
+
+    async def _append_alone(self, prepared: PreparedAppend) -> list[RecordedEvent]:
+        """The single path: one pooled connection, one append_events call, its own transaction."""
+        async with self.pool.acquire() as acquired:
+            return await _append_rows(acquired, prepared)
 
     async def read_stream(self, stream_id: str, *, after_version: int = 0,
                           conn: asyncpg.Connection | None = None) -> list[RecordedEvent]:
