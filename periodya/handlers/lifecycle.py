@@ -10,12 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 
-import asyncpg
-
 from periodya.catalog import REGISTRY
 from periodya.domain import payout
 from periodya.domain.decision import Decision, posted
-from periodya.domain.errors import NotFound, OverdraftRefused
+from periodya.domain.errors import NotFound
 from periodya.domain.events import Event, Source
 from periodya.domain.ledger import LedgerGroup
 from periodya.domain.payout import PayoutState
@@ -23,7 +21,6 @@ from periodya.eventstore import NO_STREAM, RecordedEvent, StreamAppend
 from periodya.eventstore.hashing import lock_key
 from periodya.eventstore.store import row_to_event, stream_lock
 from periodya.handlers.unit_of_work import UnitOfWork
-from periodya.projections import apply_all
 
 Step = Callable[[PayoutState | None], Decision]
 
@@ -167,12 +164,4 @@ async def commit_many(uow: UnitOfWork, decisions: Mapping[str, tuple[int, Decisi
         appends += [StreamAppend(f"ledger-{g.group_id}", NO_STREAM, [REGISTRY.to_new(posted(g, sid), meta)])
                     for g in decision.groups]
     appends += list(also)
-    recorded = await uow.store.append(appends, conn=uow.conn)
-    try:
-        await apply_all(uow.conn, recorded)
-    except asyncpg.CheckViolationError as exc:
-        if exc.constraint_name != "no_overdraft":
-            raise
-        raise OverdraftRefused(f"the database refused an overdraft: {exc.detail}") from None
-    uow.recorded.extend(recorded)
-    return recorded
+    return await uow.record(appends)

@@ -37,16 +37,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-
 from periodya.domain import accounts, payout
 from periodya.domain.accounts import lock_name
-from periodya.domain.errors import DomainError, OverdraftRefused
+from periodya.domain.errors import DomainError
 from periodya.eventstore import EventStore
 from periodya.handlers import idempotency, platform, views
 from periodya.handlers.group_commit import GroupCommit
-from periodya.handlers.unit_of_work import Meta, decision_appends
-from periodya.projections import apply_all
+from periodya.handlers.unit_of_work import Meta, decision_appends, project
 
 SCOPE = "POST /api/payouts"
 MAX_BATCH = 64
@@ -136,12 +133,7 @@ class PayoutBatcher:
                 accepted.append(i)
             if accepted:
                 recorded = await self.store.append(appends, conn=conn)
-                try:
-                    await apply_all(conn, recorded)
-                except asyncpg.CheckViolationError as exc:
-                    if exc.constraint_name != "no_overdraft":
-                        raise
-                    raise OverdraftRefused(f"the database refused an overdraft: {exc.detail}") from None
+                await project(conn, recorded)
                 first = {ev.stream_id: ev for ev in recorded if ev.stream_version == 1}
                 answers = []
                 for i in accepted:

@@ -49,6 +49,18 @@ class Meta:
         return out
 
 
+async def project(conn: asyncpg.Connection, recorded: Sequence[RecordedEvent]) -> None:
+    """Apply every projection to `recorded`, inline in the appending transaction. The no_overdraft CHECK
+    is a backstop: a decide step checks balances under the account locks, so hitting it is a bug guard,
+    answered as OverdraftRefused (409) rather than a database error."""
+    try:
+        await apply_all(conn, recorded)
+    except asyncpg.CheckViolationError as exc:
+        if exc.constraint_name != "no_overdraft":
+            raise
+        raise OverdraftRefused(f"the database refused an overdraft: {exc.detail}") from None
+
+
 class UnitOfWork:
     def __init__(self, store: EventStore, conn: asyncpg.Connection, meta: Meta) -> None:
         self.store, self.conn, self.meta = store, conn, meta
@@ -116,14 +128,13 @@ class UnitOfWork:
             return []
         await self.lock_accounts(pair for g in decision.groups for pair in g.accounts())
         appends = decision_appends(stream_id, expected_version, decision, self.meta.as_metadata()) + list(also)
+        return await self.record(appends)
+
+    async def record(self, appends: Sequence[StreamAppend]) -> list[RecordedEvent]:
+        """Append `appends` in this transaction and project them inline. Every account they post to must
+        already be locked (lock_accounts), before this first write."""
         recorded = await self.store.append(appends, conn=self.conn)
-        try:
-            await apply_all(self.conn, recorded)
-        except asyncpg.CheckViolationError as exc:
-            if exc.constraint_name != "no_overdraft":
-                raise
-            # The decide step checked the balance under the account lock, so this is a bug guard.
-            raise OverdraftRefused(f"the database refused an overdraft: {exc.detail}") from None
+        await project(self.conn, recorded)
         self.recorded.extend(recorded)
         return recorded
 
