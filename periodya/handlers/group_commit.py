@@ -15,8 +15,12 @@ effect); without one, `commit` handles repeats within a batch itself.
 
 Why a failure is safe: `commit` must be all or nothing (one transaction). If it raises, nothing of the
 batch was written, and every request in it runs again ALONE through `alone`, concurrently: one bad
-request never fails the others. An outcome that is an exception (a per-request refusal inside a batch
-that committed) is raised to that request's caller only.
+request never fails the others. A failure whose outcome is unknown (the connection lost around COMMIT)
+is retried the same way; that is safe only because both users are idempotent: a payout request finds
+its Idempotency-Key's stored answer, a provider event its NO_STREAM stream. (The event store's own
+batcher, eventstore/group_commit.py, serves appends that need not be idempotent, so it does not retry
+an unknown outcome; it also sits below this layer and sizes its batches by events.) An outcome that
+is an exception (a per-request refusal inside a batch that committed) is raised to that caller only.
 
 Cancellation and shutdown: a batch runs in its own task (a fresh context: it belongs to no single
 request, so its logs carry no request's id). A caller that is cancelled while queued is skipped; one
