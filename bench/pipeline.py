@@ -49,8 +49,11 @@ Measured (2026-11-25, 2-core machine shared with three other engineers' tests an
       --schedule per-job (now the default)  506  (requests 583/s; 3.43 ms per payout, whole run)  PASS
       --schedule alternate                  404  (requests 962/s; the one loop's ceiling 405/s)   MISS
       --schedule alternate --runners 2      480  (requests 514/s; 3.71 ms)                          MISS
-    per-job is the production shape, hence the default since then. The pass is narrow: the CPU budget
-    (3.4 ms per payout, both cores) caps the pipeline near 580/s.
+    per-job is the production shape, hence the default since then. Three more default runs: 463, 471, 474.
+    Then wake() coalescing 20 ms instead of 2 (a NOTIFY transaction for nearly every commit before):
+    PostgreSQL CPU per payout 1.6 -> 1.2-1.4 ms; four default runs 498, 532, 446, 496 (median 497/s,
+    3.3-3.8 ms per payout): on the line, not a reliable pass. --runners 2 (two loops per job): 391, 465
+    (the jobs keep pace, tail 0.1 s, but smaller batches cost 4-4.7 ms per payout).
   * earlier, on the busy machine: MISS. At 3.3-4.0 ms per payout, 2 idle cores cap the pipeline near
     500-600/s, and we never had both cores. What is left per payout is the runners' transactions
     (runners + bench client ~1.1-1.2 ms), PostgreSQL (~0.9-1.3 ms), the API's HTTP work (~0.7-0.8 ms)
