@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import math
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -24,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 from urllib.parse import urlparse, urlunparse
 
 import aiohttp
@@ -274,6 +275,45 @@ def payout_op(session: aiohttp.ClientSession, token: str, payees: list[str], amo
     return op
 
 
+# --- child processes ------------------------------------------------------------------------------
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for a child server's --port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def await_ready(proc: asyncio.subprocess.Process, http: aiohttp.ClientSession, probe: str, *,
+                      seconds: float) -> str | None:
+    """Poll GET `probe` until it answers 200 (None), the process exits first ("exited") or `seconds` pass
+    ("did not start"; the process is left running, for the caller to stop)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if proc.returncode is not None:
+            return "exited"
+        try:
+            async with http.get(probe) as r:
+                if r.status == 200:
+                    return None
+        except aiohttp.ClientError:
+            pass
+        if time.monotonic() > deadline:
+            return "did not start"
+        await asyncio.sleep(0.05)
+
+
+async def stop_process(proc: asyncio.subprocess.Process, *, grace: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after `grace` seconds."""
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
 # --- options and output ---------------------------------------------------------------------------
 
 def concurrency_list(text: str) -> list[int]:
@@ -347,18 +387,106 @@ class PoolView:
     def acquire(self, *args: Any, **kwargs: Any) -> Any:
         return self._pool.acquire(*args, **kwargs)
 
-    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+    async def _on_a_connection(self, method: str, args: Any, kwargs: Any) -> Any:
         async with self.acquire() as conn:
-            return await conn.fetch(*args, **kwargs)
+            return await getattr(conn, method)(*args, **kwargs)
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._on_a_connection("fetch", args, kwargs)
 
     async def fetchrow(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.acquire() as conn:
-            return await conn.fetchrow(*args, **kwargs)
+        return await self._on_a_connection("fetchrow", args, kwargs)
 
     async def fetchval(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.acquire() as conn:
-            return await conn.fetchval(*args, **kwargs)
+        return await self._on_a_connection("fetchval", args, kwargs)
 
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.acquire() as conn:
-            return await conn.execute(*args, **kwargs)
+        return await self._on_a_connection("execute", args, kwargs)
+
+
+# --- instrumented connections and pools (bench code only) -----------------------------------------
+
+class Instrumented(Protocol):
+    """Where TimedConnection and TimedPool report. Nothing is timed while `on` is false; the bench decides
+    where (and whether) each figure is filed, e.g. by a contextvar naming the job or the request."""
+
+    on: bool
+
+    def statement(self, query: str, elapsed: float) -> None:
+        """One statement round trip of `elapsed` seconds."""
+
+    def acquired(self, waited: float) -> None:
+        """A connection handed out by the pool after `waited` seconds."""
+
+    def released(self, elapsed: float) -> None:
+        """A connection given back to the pool (its reset included) in `elapsed` seconds."""
+
+
+class TimedConnection(asyncpg.Connection):  # type: ignore[misc]
+    """Times every statement round trip and reports it to `instruments` (asyncpg routes fetch*/execute-with-
+    args through _execute; executemany and execute without args, e.g. BEGIN/COMMIT and the pool's reset,
+    are timed here). A bench subclasses it with its own `instruments` and passes the subclass to the pool
+    as `connection_class` (asyncpg creates the connections); inert, one flag test per statement, while
+    `instruments.on` is false."""
+
+    instruments: ClassVar[Instrumented]
+
+    async def _execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        if not self.instruments.on:
+            return await super()._execute(query, *args, **kwargs)
+        started = time.perf_counter()
+        try:
+            return await super()._execute(query, *args, **kwargs)
+        finally:
+            self.instruments.statement(query, time.perf_counter() - started)
+
+    async def executemany(self, command: str, args: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        if not self.instruments.on:
+            return await super().executemany(command, args, timeout=timeout)  # type: ignore[no-any-return]
+        started = time.perf_counter()
+        try:
+            return await super().executemany(command, args, timeout=timeout)  # type: ignore[no-any-return]
+        finally:
+            self.instruments.statement(command, time.perf_counter() - started)
+
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:  # noqa: ASYNC109
+        if args or not self.instruments.on:  # with args it goes through _execute, timed there
+            return str(await super().execute(query, *args, timeout=timeout))
+        started = time.perf_counter()
+        try:
+            return str(await super().execute(query, timeout=timeout))
+        finally:
+            self.instruments.statement(query, time.perf_counter() - started)
+
+
+class _TimedAcquire:
+    def __init__(self, ctx: Any, instruments: Instrumented) -> None:
+        self.ctx, self.instruments = ctx, instruments
+
+    async def __aenter__(self) -> Any:
+        started = time.perf_counter()
+        conn = await self.ctx.__aenter__()
+        if self.instruments.on:
+            self.instruments.acquired(time.perf_counter() - started)
+        return conn
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await self.ctx.__aexit__(*exc)
+        finally:
+            if self.instruments.on:
+                self.instruments.released(time.perf_counter() - started)
+
+
+class TimedPool(PoolView):
+    """Stands in for an asyncpg pool: every acquire, including the pool's own fetch/fetchrow/fetchval/execute
+    shortcuts, reports the wait for a connection and its release (which resets the connection: one more
+    round trip) to `instruments`."""
+
+    def __init__(self, pool: Any, instruments: Instrumented) -> None:
+        super().__init__(pool)
+        self._instruments = instruments
+
+    def acquire(self, *args: Any, **kwargs: Any) -> _TimedAcquire:
+        return _TimedAcquire(self._pool.acquire(*args, **kwargs), self._instruments)

@@ -13,7 +13,7 @@ One run, one fresh scratch database (dropped afterwards):
   5. targets (>= 1,000 payouts/s, p99 < 50 ms) as PASS/MISS (never a non-zero exit for a miss); on a
      miss, or with --profile, a second instrumented server shows where a request's time goes: pool
      wait, SQL round trips per statement (a timing asyncpg Connection subclass and pool wrapper, bench
-     code only), Python CPU (cProfile, by package), then findings and suggestions.
+     code only: bench/_common.py), Python CPU (cProfile, by package), then findings and suggestions.
 CPU use of client, server and PostgreSQL comes from /proc; other work on the machine is reported, since
 it skews every figure.
 
@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import orjson
 
 from bench import _common as c
@@ -111,6 +110,17 @@ class Instruments:
             req.sql_n += 1
             req.sql_s += elapsed
 
+    def acquired(self, waited: float) -> None:
+        req = _request.get()
+        if req is not None and req.mine():
+            req.wait_s += waited
+            req.acquires += 1
+
+    def released(self, elapsed: float) -> None:
+        req = _request.get()
+        if req is not None and req.mine():
+            req.release_s += elapsed
+
 
 INSTRUMENTS = Instruments()
 
@@ -121,68 +131,10 @@ def statement_key(query: str) -> str:
     return text[:88]
 
 
-class TimedConnection(asyncpg.Connection):  # type: ignore[misc]
-    """Times every statement round trip (asyncpg routes fetch*/execute-with-args through _execute;
-    executemany and execute without args, e.g. BEGIN/COMMIT and the pool's reset, are timed here)."""
+class TimedConnection(c.TimedConnection):
+    """Every statement timed into INSTRUMENTS (per statement; per request when run in the request's task)."""
 
-    async def _execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        if not INSTRUMENTS.on:
-            return await super()._execute(query, *args, **kwargs)
-        started = time.perf_counter()
-        try:
-            return await super()._execute(query, *args, **kwargs)
-        finally:
-            INSTRUMENTS.statement(query, time.perf_counter() - started)
-
-    async def executemany(self, command: str, args: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        if not INSTRUMENTS.on:
-            return await super().executemany(command, args, timeout=timeout)  # type: ignore[no-any-return]
-        started = time.perf_counter()
-        try:
-            return await super().executemany(command, args, timeout=timeout)  # type: ignore[no-any-return]
-        finally:
-            INSTRUMENTS.statement(command, time.perf_counter() - started)
-
-    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:  # noqa: ASYNC109
-        if args or not INSTRUMENTS.on:  # with args it goes through _execute, timed there
-            return str(await super().execute(query, *args, timeout=timeout))
-        started = time.perf_counter()
-        try:
-            return str(await super().execute(query, timeout=timeout))
-        finally:
-            INSTRUMENTS.statement(query, time.perf_counter() - started)
-
-
-class _TimedAcquire:
-    def __init__(self, ctx: Any) -> None:
-        self.ctx = ctx
-
-    async def __aenter__(self) -> Any:
-        started = time.perf_counter()
-        conn = await self.ctx.__aenter__()
-        req = _request.get()
-        if INSTRUMENTS.on and req is not None and req.mine():
-            req.wait_s += time.perf_counter() - started
-            req.acquires += 1
-        return conn
-
-    async def __aexit__(self, *exc: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return await self.ctx.__aexit__(*exc)
-        finally:
-            req = _request.get()
-            if INSTRUMENTS.on and req is not None and req.mine():
-                req.release_s += time.perf_counter() - started
-
-
-class TimedPool(c.PoolView):
-    """Stands in for the asyncpg pool given to the app (Pool's attributes are read-only): every acquire,
-    including the pool's own fetch/fetchrow/fetchval/execute shortcuts, times the wait for a connection
-    and the release (which resets the connection: one more round trip)."""
-
-    def acquire(self, *args: Any, **kwargs: Any) -> _TimedAcquire:
-        return _TimedAcquire(self._pool.acquire(*args, **kwargs))
+    instruments = INSTRUMENTS
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -213,7 +165,7 @@ async def _serve(args: argparse.Namespace) -> int:
             raise
         kwargs.pop("reset")
         pool = await open_pool(settings, **kwargs)
-    app = create_app(settings, TimedPool(pool) if args.instrument else pool)
+    app = create_app(settings, c.TimedPool(pool, INSTRUMENTS) if args.instrument else pool)
     if args.instrument:
         @web.middleware
         async def timing(request: web.Request, handler: Any) -> web.StreamResponse:

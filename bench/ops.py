@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import sys
 import tempfile
 import time
@@ -335,16 +334,9 @@ async def fill(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 # --- health over HTTP ------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def serve(url: str) -> tuple[asyncio.subprocess.Process, str, Path]:
     """`periodya serve` as its own process on the loaded database; returns it, its base URL and log."""
-    port = free_port()
+    port = c.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERIODYA_")}
     env.update({"DATABASE_URL": url, "PERIODYA_LOG_LEVEL": "warning", "PYTHONPATH": str(REPO)})
     log = Path(tempfile.gettempdir()) / f"bench-ops-serve-{port}.log"
@@ -353,31 +345,12 @@ async def serve(url: str) -> tuple[asyncio.subprocess.Process, str, Path]:
             sys.executable, "-m", "periodya", "serve", "--host", "127.0.0.1", "--port", str(port), env=env,
             stdout=out, stderr=asyncio.subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
     async with aiohttp.ClientSession() as http:
-        while True:
-            if proc.returncode is not None:
-                raise RuntimeError(f"periodya serve exited: {log.read_text()}")
-            try:
-                async with http.get(f"{base}/livez") as r:
-                    if r.status == 200:
-                        return proc, base, log
-            except aiohttp.ClientError:
-                pass
-            if time.monotonic() > deadline:
-                await stop(proc)
-                raise RuntimeError(f"periodya serve did not start: {log.read_text()}")
-            await asyncio.sleep(0.05)
-
-
-async def stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        failure = await c.await_ready(proc, http, f"{base}/livez", seconds=30)
+    if failure is None:
+        return proc, base, log
+    await c.stop_process(proc, grace=10)
+    raise RuntimeError(f"periodya serve {failure}: {log.read_text()}")
 
 
 async def admin_token(pool: asyncpg.Pool) -> str:
@@ -530,7 +503,7 @@ async def run(args: argparse.Namespace) -> Figures:
             token = await admin_token(pool)
             figures.health, figures.health_body = await measure_health(base, token, args.requests, args.warmup)
         finally:
-            await stop(proc)
+            await c.stop_process(proc, grace=10)
             log.unlink(missing_ok=True)
         print(f"health: {args.requests} sequential requests on one keep-alive connection: "
               f"p50 {c.ms(figures.health.p50_ms)} ms, p99 {c.ms(figures.health.p99_ms)} ms")

@@ -25,7 +25,7 @@ One run, one fresh scratch database (dropped afterwards):
   5. on a miss (or --profile): a second, instrumented pass (--profile-payouts) counting SQL round trips
      and their time per payout per job and per outbox step, pool waits, the provider call latency; then a
      smaller pass with the runner loop under cProfile (CPU time); then findings. The pools' connections are
-     a counting subclass in every pass, inert (two clock reads and a flag test per statement) until then.
+     a counting subclass in every pass, inert (a flag test per statement) until then.
 
 The bench's own HTTP client (phase 1) runs in this process beside the runners: it is not the system under
 test, and costs ~0.2 ms of CPU per payout (the "this process" row of phase 1 in --phases sequential).
@@ -140,6 +140,14 @@ class Instruments:
             entry[0] += 1
             entry[1] += elapsed
 
+    def acquired(self, waited: float) -> None:
+        entry = self.acquires[_job.get()]
+        entry[0] += 1
+        entry[1] += waited
+
+    def released(self, elapsed: float) -> None:
+        pass  # not counted here
+
     def clear(self) -> None:
         for table in (self.statements, self.acquires, self.steps):
             table.clear()
@@ -149,56 +157,10 @@ class Instruments:
 INSTRUMENTS = Instruments()
 
 
-class CountingConnection(asyncpg.Connection):  # type: ignore[misc]
-    """Times every statement round trip, filed under the job in `_job` (fetch*/execute-with-args go
-    through _execute; executemany and execute without args, e.g. BEGIN/COMMIT, are timed here)."""
+class CountingConnection(c.TimedConnection):
+    """Every statement round trip timed into INSTRUMENTS, filed under the job in `_job`."""
 
-    async def _execute(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return await super()._execute(query, *args, **kwargs)
-        finally:
-            INSTRUMENTS.statement(query, time.perf_counter() - started)
-
-    async def executemany(self, command: str, args: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        started = time.perf_counter()
-        try:
-            return await super().executemany(command, args, timeout=timeout)  # type: ignore[no-any-return]
-        finally:
-            INSTRUMENTS.statement(command, time.perf_counter() - started)
-
-    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:  # noqa: ASYNC109
-        if args:  # goes through _execute, timed there
-            return str(await super().execute(query, *args, timeout=timeout))
-        started = time.perf_counter()
-        try:
-            return str(await super().execute(query, timeout=timeout))
-        finally:
-            INSTRUMENTS.statement(query, time.perf_counter() - started)
-
-
-class _TimedAcquire:
-    def __init__(self, ctx: Any) -> None:
-        self.ctx = ctx
-
-    async def __aenter__(self) -> Any:
-        started = time.perf_counter()
-        conn = await self.ctx.__aenter__()
-        if INSTRUMENTS.on:
-            entry = INSTRUMENTS.acquires[_job.get()]
-            entry[0] += 1
-            entry[1] += time.perf_counter() - started
-        return conn
-
-    async def __aexit__(self, *exc: Any) -> Any:
-        return await self.ctx.__aexit__(*exc)
-
-
-class TimedPool(c.PoolView):
-    """Stands in for the asyncpg pool (its attributes are read-only): times the wait for a connection."""
-
-    def acquire(self, *args: Any, **kwargs: Any) -> _TimedAcquire:
-        return _TimedAcquire(self._pool.acquire(*args, **kwargs))
+    instruments = INSTRUMENTS
 
 
 class TimedProvider:
@@ -280,53 +242,26 @@ def _child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _spawn(http: aiohttp.ClientSession, argv: list[str], env: dict[str, str], log: Path,
                  probe: str) -> asyncio.subprocess.Process:
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "periodya", *argv, cwd=REPO, env=env,
                                                     stdout=out, stderr=asyncio.subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.returncode is not None:
-            raise ConfigError(f"`periodya {argv[0]}` exited: {_tail(log)}")
-        try:
-            async with http.get(probe) as r:
-                if r.status == 200:
-                    return proc
-        except aiohttp.ClientError:
-            pass
-        if time.monotonic() > deadline:
-            await _stop(proc)
-            raise ConfigError(f"`periodya {argv[0]}` did not start: {_tail(log)}")
-        await asyncio.sleep(0.05)
+    failure = await c.await_ready(proc, http, probe, seconds=60)
+    if failure is None:
+        return proc
+    await c.stop_process(proc, grace=15)
+    raise ConfigError(f"`periodya {argv[0]}` {failure}: {_tail(log)}")
 
 
 def _tail(log: Path) -> str:
     return log.read_text(errors="replace")[-1500:]
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 15)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
 @asynccontextmanager
 async def separate_processes(url: str, http: aiohttp.ClientSession, workdir: Path,
                              log_level: str) -> AsyncIterator[Parts]:
-    sim_port, api_port = _free_port(), _free_port()
+    sim_port, api_port = c.free_port(), c.free_port()
     sim_url, api_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{api_port}"
     sim_log, api_log = workdir / "provider-sim.log", workdir / "serve.log"
     procs: list[asyncio.subprocess.Process] = []
@@ -347,7 +282,7 @@ async def separate_processes(url: str, http: aiohttp.ClientSession, workdir: Pat
             {"simulator": sim.pid, "API": api.pid}, [sim_log, api_log])
     finally:
         for proc in reversed(procs):
-            await _stop(proc)
+            await c.stop_process(proc, grace=15)
 
 
 @asynccontextmanager
@@ -681,7 +616,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> Figures:
             if r.status != 200:
                 raise ConfigError(f"the simulator refused its config: {r.status} {await r.text()}")
         settings = settings.with_overrides(provider_url=parts.sim_url)
-        # CountingConnection counts nothing until the instrumented pass switches it on (a perf_counter per
+        # CountingConnection counts nothing until the instrumented pass switches it on (a flag test per
         # statement); one set of pools keeps the connection count low on a shared server
         run_pool = await db.connect_pool(url, max_size=args.runner_pool, connection_class=CountingConnection)
         stack.push_async_callback(run_pool.close)
@@ -728,7 +663,7 @@ async def profile_pass(ctx: Context, args: argparse.Namespace, figures: Figures,
     """Two more passes: one with every statement and pool wait counted per job and the outbox's steps and
     provider calls timed; then a smaller one with phase 2 under cProfile (apart, so that the profiler's
     own overhead does not inflate the SQL timings)."""
-    store = EventStore(TimedPool(ctx.run_pool))  # type: ignore[arg-type]
+    store = EventStore(c.TimedPool(ctx.run_pool, INSTRUMENTS))  # type: ignore[arg-type]
     provider = TimedProvider(ctx.deps.provider)
     pctx = Context(args, ctx.url, ctx.payees, ctx.session, store,
                    Deps(store, provider, ctx.deps.settings), Deps(store, provider, ctx.stalled_deps.settings),
