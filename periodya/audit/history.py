@@ -20,24 +20,23 @@ from periodya.audit.points import rfc3339
 from periodya.catalog import REGISTRY
 from periodya.domain import escrow, payout
 from periodya.domain.errors import NotFound
-from periodya.eventstore.store import row_to_event
+from periodya.eventstore.store import EVENT_COLUMNS, row_to_event
 
-_COLUMNS = "seq, tx::text::bigint AS tx, stream_id, stream_version, event_type, data, metadata, recorded_at"
 _PROVIDER_IDS = ("SELECT DISTINCT data->>'providerPayoutId' FROM periodya.events WHERE stream_id = $1 "
                  "AND data->>'providerPayoutId' IS NOT NULL")
 _PAYOUT = f"""
-SELECT {_COLUMNS} FROM periodya.events
+SELECT {EVENT_COLUMNS} FROM periodya.events
  WHERE stream_id = $1
     OR (event_type = 'LedgerGroupPosted' AND data->>'subject' = $1)
     OR stream_id IN (SELECT stream_id FROM periodya.events WHERE event_type = 'ProviderEventReceived'
                       AND (data->>'payoutId' = $2 OR data->>'providerPayoutId' = ANY($3::text[])))
  ORDER BY tx, seq"""
 _ESCROW = f"""
-SELECT {_COLUMNS} FROM periodya.events
+SELECT {EVENT_COLUMNS} FROM periodya.events
  WHERE stream_id = $1 OR (event_type = 'LedgerGroupPosted' AND data->>'subject' = $1)
  ORDER BY tx, seq"""
 _ACCOUNT = f"""
-SELECT {_COLUMNS} FROM periodya.events
+SELECT {EVENT_COLUMNS} FROM periodya.events
  WHERE event_type = 'LedgerGroupPosted'
    AND data->'entries' @> jsonb_build_array(jsonb_build_object('account', $1::text))
  ORDER BY tx, seq"""

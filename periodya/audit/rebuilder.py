@@ -29,10 +29,8 @@ import asyncpg
 from periodya.db import projections_sql
 from periodya.eventstore.model import Position
 from periodya.eventstore.store import row_to_event
-from periodya.projections.replay import selected
+from periodya.projections.replay import EVENTS_IN_ORDER, selected
 
-_EVENTS = ("SELECT seq, tx::text::bigint AS tx, stream_id, stream_version, event_type, data, metadata, recorded_at "
-           "FROM periodya.events {where} ORDER BY tx, seq")
 APPLY_BATCH = 50_000
 """Events per apply call in a rebuild (several read pages). Each call updates a row touched in it once,
 and in one long transaction every update leaves a row version that later lookups of that row walk
@@ -126,7 +124,7 @@ async def _rebuild(conn: asyncpg.Connection, reader: asyncpg.Connection, scratch
     async with reader.transaction(isolation="repeatable_read", readonly=True):
         await reader.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
         await reader.execute("SET LOCAL statement_timeout = 0")
-        producer = asyncio.create_task(_pages(reader, _EVENTS.format(where=where), args, batch, queue))
+        producer = asyncio.create_task(_pages(reader, EVENTS_IN_ORDER.format(where=where), args, batch, queue))
         shared = SharedConnection(conn)
         try:
             pending: list[Any] = []

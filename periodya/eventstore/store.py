@@ -30,10 +30,11 @@ from periodya.eventstore.model import START, Position, RecordedEvent, StreamAppe
 from periodya.eventstore.prepared import PreparedAppend, prepare
 from periodya.eventstore.prepared import stream_lock as stream_lock  # re-exported: callers lock streams by it
 
-_COLUMNS = "seq, tx::text::bigint AS tx, stream_id, stream_version, event_type, data, metadata, recorded_at"
+# The columns row_to_event reads, for every query that returns events (store, replay, audit history).
+EVENT_COLUMNS = "seq, tx::text::bigint AS tx, stream_id, stream_version, event_type, data, metadata, recorded_at"
 _APPEND = "SELECT seq, tx, stream_id, stream_version, recorded_at FROM append_events($1, $2, $3, $4, $5, $6, $7)"
 _READ_ALL = f"""
-    SELECT {_COLUMNS} FROM events
+    SELECT {EVENT_COLUMNS} FROM events
      WHERE (tx, seq) > ($1::text::xid8, $2::bigint)
        AND tx < pg_snapshot_xmin(pg_current_snapshot())
      ORDER BY tx, seq LIMIT $3"""
@@ -133,8 +134,16 @@ class EventStore:
                           conn: asyncpg.Connection | None = None) -> list[RecordedEvent]:
         async with self._conn(conn) as c:
             rows = await c.fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2 "
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2 "
                 "ORDER BY stream_version", stream_id, after_version)
+        return [row_to_event(r) for r in rows]
+
+    async def read_streams(self, stream_ids: Sequence[str], *,
+                           conn: asyncpg.Connection | None = None) -> list[RecordedEvent]:
+        """Every event of `stream_ids` in one query, ordered by stream, then version."""
+        async with self._conn(conn) as c:
+            rows = await c.fetch(f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ANY($1::text[]) "
+                                 "ORDER BY stream_id, stream_version", list(stream_ids))
         return [row_to_event(r) for r in rows]
 
     async def read_all(self, after: Position = START, limit: int = 1000, *,
@@ -143,8 +152,6 @@ class EventStore:
         async with self._conn(conn) as c:
             rows = await c.fetch(_READ_ALL, str(after.tx), after.seq, limit)
         return [row_to_event(r) for r in rows]
-
-
 
     def wake(self) -> None:
         """Schedule one NOTIFY for followers, coalescing bursts of commits into a single hint.

@@ -46,9 +46,7 @@ async def lookup(conn: asyncpg.Connection, scope: str, key: str, digest: str) ->
 
 
 async def remember(conn: asyncpg.Connection, scope: str, key: str, digest: str, answer: StoredResponse) -> None:
-    await conn.execute(
-        "INSERT INTO idempotency_keys (scope, key, request_hash, status, response) VALUES ($1, $2, $3, $4, $5)",
-        scope, key, digest, answer.status, answer.body)
+    await remember_many(conn, scope, [(key, digest, answer)])
 
 
 def check(stored: tuple[str, int, Any], key: str, digest: str) -> StoredResponse:

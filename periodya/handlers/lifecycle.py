@@ -12,15 +12,14 @@ from datetime import datetime
 
 from periodya.catalog import REGISTRY
 from periodya.domain import payout
-from periodya.domain.decision import Decision, posted
+from periodya.domain.decision import Decision
 from periodya.domain.errors import NotFound
 from periodya.domain.events import Event, Source
 from periodya.domain.ledger import LedgerGroup
 from periodya.domain.payout import PayoutState
-from periodya.eventstore import NO_STREAM, RecordedEvent, StreamAppend
-from periodya.eventstore.hashing import lock_key
-from periodya.eventstore.store import row_to_event, stream_lock
-from periodya.handlers.unit_of_work import UnitOfWork
+from periodya.eventstore import RecordedEvent, StreamAppend
+from periodya.eventstore.store import stream_lock
+from periodya.handlers.unit_of_work import UnitOfWork, decision_appends
 
 Step = Callable[[PayoutState | None], Decision]
 
@@ -109,21 +108,6 @@ async def cancel(uow: UnitOfWork, payout_id: str, reason: str, *, provider_has_n
 
 # --- batch variants (the runners: many payouts in one unit of work) ----------------------------------
 
-_READ_MANY = ("SELECT seq, tx::text::bigint AS tx, stream_id, stream_version, event_type, data, metadata, recorded_at "
-              "FROM events WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, stream_version")
-
-
-async def try_lock_many(uow: UnitOfWork, names: Iterable[str]) -> set[str]:
-    """Try-lock every name in ONE round trip; return the names now held (the others are held by another
-    transaction: skip them, SKIP LOCKED style). A try-lock never waits, so the order does not matter
-    for deadlock freedom."""
-    by_key = {lock_key(n): n for n in names}
-    if not by_key:
-        return set()
-    rows = await uow.conn.fetch(
-        "SELECT k FROM unnest($1::bigint[]) AS k WHERE pg_try_advisory_xact_lock(k)", list(by_key))
-    return {by_key[r["k"]] for r in rows}
-
 
 async def lock_payouts(uow: UnitOfWork, payout_ids: Iterable[str]) -> None:
     """Lock many payout streams in one call, in sorted key order (waiting). Call it once per transaction,
@@ -133,15 +117,15 @@ async def lock_payouts(uow: UnitOfWork, payout_ids: Iterable[str]) -> None:
 
 async def load_many(uow: UnitOfWork, payout_ids: Iterable[str]) -> dict[str, PayoutState | None]:
     """Fold many payout streams with one read. The caller holds their stream locks (lock_payouts or
-    try_lock_many) so the states cannot change before the commit."""
+    UnitOfWork.try_lock_each) so the states cannot change before the commit."""
     ids = list(dict.fromkeys(payout_ids))
     states: dict[str, PayoutState | None] = dict.fromkeys(ids)
     if not ids:
         return states
     prefix = len(payout.stream(""))
-    for row in await uow.conn.fetch(_READ_MANY, [payout.stream(p) for p in ids]):
-        pid = row["stream_id"][prefix:]
-        states[pid] = payout.evolve(states[pid], REGISTRY.decode(row_to_event(row)))
+    for ev in await uow.store.read_streams([payout.stream(p) for p in ids], conn=uow.conn):
+        pid = ev.stream_id[prefix:]
+        states[pid] = payout.evolve(states[pid], REGISTRY.decode(ev))
     return states
 
 
@@ -156,12 +140,6 @@ async def commit_many(uow: UnitOfWork, decisions: Mapping[str, tuple[int, Decisi
         return []
     await uow.lock_accounts(pair for _v, d in decisions.values() for g in d.groups for pair in g.accounts())
     meta = uow.meta.as_metadata()
-    appends: list[StreamAppend] = []
-    for pid, (version, decision) in decisions.items():
-        sid = payout.stream(pid)
-        if decision.events:
-            appends.append(StreamAppend(sid, version or NO_STREAM, [REGISTRY.to_new(e, meta) for e in decision.events]))
-        appends += [StreamAppend(f"ledger-{g.group_id}", NO_STREAM, [REGISTRY.to_new(posted(g, sid), meta)])
-                    for g in decision.groups]
-    appends += list(also)
-    return await uow.record(appends)
+    appends = [a for pid, (version, decision) in decisions.items()
+               for a in decision_appends(payout.stream(pid), version, decision, meta)]
+    return await uow.record(appends + list(also))

@@ -87,6 +87,19 @@ class UnitOfWork:
         self._held |= wanted
         return True
 
+    async def try_lock_each(self, names: Iterable[str]) -> set[str]:
+        """Try-lock every name in ONE round trip and return the names now held; the others are held by
+        another transaction (skip them, SKIP LOCKED style). A try-lock never waits, so the order does
+        not matter for deadlock freedom."""
+        by_key = {lock_key(n): n for n in names}
+        if not by_key:
+            return set()
+        rows = await self.conn.fetch(
+            "SELECT k FROM unnest($1::bigint[]) AS k WHERE pg_try_advisory_xact_lock(k)", list(by_key))
+        got = {by_key[r["k"]] for r in rows}
+        self._held |= got
+        return got
+
     async def lock_accounts(self, pairs: Iterable[tuple[str, str]]) -> None:
         await self.lock(accounts.lock_name(a, c) for a, c in pairs)
 

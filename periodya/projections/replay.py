@@ -18,12 +18,12 @@ from typing import Any
 import asyncpg
 
 from periodya.db import projections_sql
-from periodya.eventstore.store import row_to_event
+from periodya.eventstore.store import EVENT_COLUMNS, row_to_event
 from periodya.projections import PROJECTIONS
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_EVENTS = ("SELECT seq, tx::text::bigint AS tx, stream_id, stream_version, event_type, data, metadata, recorded_at "
-           "FROM periodya.events {where} ORDER BY tx, seq")
+# Inside one snapshot every visible event is committed, so (tx, seq) order is commit order.
+EVENTS_IN_ORDER = f"SELECT {EVENT_COLUMNS} FROM periodya.events {{where}} ORDER BY tx, seq"
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ async def rebuild_in(conn: asyncpg.Connection, scratch: str, names: Sequence[str
     where, args = await _where(conn, until)
     count = 0
     pending: list[Any] = []
-    async for row in conn.cursor(_EVENTS.format(where=where), *args, prefetch=batch):
+    async for row in conn.cursor(EVENTS_IN_ORDER.format(where=where), *args, prefetch=batch):
         pending.append(row_to_event(row))
         if len(pending) >= batch:
             count += await _apply(conn, projections, pending)

@@ -89,7 +89,7 @@ async def claim_batch(deps: Deps, payout_ids: list[str]) -> list[payout.PayoutSt
 
     async def body(uow: UnitOfWork) -> None:
         claimed.clear()
-        held = await lifecycle.try_lock_many(uow, (stream_lock(payout.stream(p)) for p in payout_ids))
+        held = await uow.try_lock_each(stream_lock(payout.stream(p)) for p in payout_ids)
         mine = [p for p in payout_ids if stream_lock(payout.stream(p)) in held]
         states = await lifecycle.load_many(uow, mine)
         decisions: dict[str, tuple[int, Decision]] = {}

@@ -107,11 +107,11 @@ async def _days_to_digest(deps: Deps, limit: int) -> list[date]:
     from periodya.audit.digests import stream
 
     yesterday = (deps.clock() - timedelta(days=1)).date()
-    first: datetime | None = await deps.store.pool.fetchval("SELECT min(recorded_at) FROM events")
-    if first is None or first.astimezone(UTC).date() > yesterday:
+    first_at: datetime | None = await deps.store.pool.fetchval("SELECT min(recorded_at) FROM events")
+    if first_at is None:
         return []
-    days = [first.astimezone(UTC).date() + timedelta(days=n)
-            for n in range((yesterday - first.astimezone(UTC).date()).days + 1)]
+    first = first_at.astimezone(UTC).date()
+    days = [first + timedelta(days=n) for n in range((yesterday - first).days + 1)]  # none if first > yesterday
     recorded = {r["stream_id"] for r in await deps.store.pool.fetch(
         "SELECT stream_id FROM events WHERE stream_id = ANY($1::text[]) AND stream_version = 1",
         [stream(d) for d in days])}

@@ -18,6 +18,7 @@ conflict or a domain refusal at commit) wrote nothing; its events are then appli
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from periodya.domain import payout
 from periodya.domain.decision import Decision
@@ -49,6 +50,20 @@ def _steps(kind: str, status: str | None, provider_payout_id: str, event_id: str
     return []
 
 
+def _decide(state: payout.PayoutState | None, row: Any, event_id: str
+            ) -> tuple[Decision, payout.PayoutState | None, str]:
+    """What one stored provider event (`row`: its type, status and provider payout id) does to its
+    payout: (decision, state after it, outcome). The one rule for the one-by-one and the batch path."""
+    if state is None:
+        return Decision(), None, "unknown_payout"
+    try:
+        decision, after = lifecycle.chain_state(
+            state, *_steps(row["type"], row["status"], row["provider_payout_id"], event_id))
+    except DomainError as exc:
+        return Decision(), state, f"ignored: {exc}"[:300]
+    return decision, after, "applied" if decision.events else "no_change"
+
+
 async def _apply(uow: UnitOfWork, *, event_id: str) -> str:
     return await apply_event(uow, event_id)
 
@@ -64,15 +79,7 @@ async def apply_event(uow: UnitOfWork, event_id: str) -> str:
             pid, row["received_seq"]):
         return "waiting_for_earlier"
     state = await uow.load_payout(pid) if pid is not None else None
-    outcome, decision = "no_action", Decision()
-    if state is None:
-        outcome = "unknown_payout"
-    else:
-        try:
-            decision = lifecycle.chain(state, *_steps(row["type"], row["status"], row["provider_payout_id"], event_id))
-            outcome = "applied" if decision.events else "no_change"
-        except DomainError as exc:
-            outcome = f"ignored: {exc}"[:300]
+    decision, _after, outcome = _decide(state, row, event_id)
     await faults.checkpoint("before_webhook_apply", event_id)
     mark = StreamAppend(event_stream(event_id), 1, [uow.new_event(ProviderEventApplied(outcome=outcome))])
     await uow.commit(payout.stream(pid) if pid else event_stream(event_id), state.version if state else 1,
@@ -95,7 +102,7 @@ async def apply_batch(uow: UnitOfWork, event_ids: list[str]) -> list[str | None]
     Per payout, events are decided in arrival order, each on the state the previous ones produced, and
     an event is applied only if every earlier unapplied event of its payout is applied before it in this
     same batch (the one-by-one rule, applied to the batch)."""
-    held = await lifecycle.try_lock_many(uow, (stream_lock(event_stream(e)) for e in event_ids))
+    held = await uow.try_lock_each(stream_lock(event_stream(e)) for e in event_ids)
     mine = [e for e in event_ids if stream_lock(event_stream(e)) in held]
     outcomes: dict[str, str | None] = dict.fromkeys(event_ids)
     rows = await uow.conn.fetch(_SELECT_HELD, mine) if mine else []
@@ -135,16 +142,8 @@ async def apply_batch(uow: UnitOfWork, event_ids: list[str]) -> list[str | None]
     for row in ready:
         eid, pid = row["event_id"], row["pid"]
         state = states.get(pid) if pid is not None else None
-        outcome = "no_action"
-        if state is None:
-            outcome = "unknown_payout"
-        else:
-            try:
-                decision, after = lifecycle.chain_state(
-                    state, *_steps(row["type"], row["status"], row["provider_payout_id"], eid))
-                outcome = "applied" if decision.events else "no_change"
-            except DomainError as exc:
-                decision, after, outcome = Decision(), state, f"ignored: {exc}"[:300]
+        decision, after, outcome = _decide(state, row, eid)
+        if state is not None:
             states[pid] = after
             events.setdefault(pid, []).extend(decision.events)
             groups.setdefault(pid, []).extend(decision.groups)
