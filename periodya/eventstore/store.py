@@ -33,6 +33,8 @@ from periodya.eventstore.prepared import stream_lock as stream_lock  # re-export
 # The columns row_to_event reads, for every query that returns events (store, replay, audit history).
 EVENT_COLUMNS = "seq, tx::text::bigint AS tx, stream_id, stream_version, event_type, data, metadata, recorded_at"
 _APPEND = "SELECT seq, tx, stream_id, stream_version, recorded_at FROM append_events($1, $2, $3, $4, $5, $6, $7)"
+READ_STREAMS = (f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ANY($1::text[]) "
+                "ORDER BY stream_id, stream_version")
 _READ_ALL = f"""
     SELECT {EVENT_COLUMNS} FROM events
      WHERE (tx, seq) > ($1::text::xid8, $2::bigint)
@@ -142,8 +144,7 @@ class EventStore:
                            conn: asyncpg.Connection | None = None) -> list[RecordedEvent]:
         """Every event of `stream_ids` in one query, ordered by stream, then version."""
         async with self._conn(conn) as c:
-            rows = await c.fetch(f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ANY($1::text[]) "
-                                 "ORDER BY stream_id, stream_version", list(stream_ids))
+            rows = await c.fetch(READ_STREAMS, list(stream_ids))
         return [row_to_event(r) for r in rows]
 
     async def read_all(self, after: Position = START, limit: int = 1000, *,

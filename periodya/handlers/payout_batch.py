@@ -54,13 +54,19 @@ MAX_BATCH = 64
 MAX_RUNNING = 2
 Answer = tuple[int, dict[str, Any]]
 
-_READ = """
+# One primary-key probe per key (the LIMIT keeps each lateral subquery from being flattened into a join):
+# a join to unnest() is planned as a hash join over a sequential scan while a new database's tables are
+# small, and the prepared statement keeps that plan as they grow (projections/rows.fetch_by_keys).
+READ_STORED = """
 SELECT u.k AS key, i.request_hash, i.status, i.response, NULL::text AS account, NULL::text AS currency,
        NULL::bigint AS balance
-  FROM unnest($2::text[]) AS u(k) JOIN idempotency_keys i ON i.scope = $1 AND i.key = u.k
+  FROM unnest($2::text[]) AS u(k)
+  CROSS JOIN LATERAL (SELECT request_hash, status, response FROM idempotency_keys
+                       WHERE scope = $1 AND key = u.k LIMIT 1) AS i
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, b.account, b.currency, b.balance
-  FROM unnest($3::text[], $4::text[]) AS u(a, c) JOIN balances b ON b.account = u.a AND b.currency = u.c"""
+SELECT NULL, NULL, NULL, NULL, u.a, u.c, b.balance
+  FROM unnest($3::text[], $4::text[]) AS u(a, c)
+  CROSS JOIN LATERAL (SELECT balance FROM balances WHERE account = u.a AND currency = u.c LIMIT 1) AS b"""
 
 
 @dataclass(frozen=True)
@@ -107,7 +113,7 @@ class PayoutBatcher:
         outcomes: list[Answer | BaseException | None] = [None] * len(batch)
         async with self.store.pool.acquire() as conn, conn.transaction():
             await self.store.lock(conn, locks)
-            rows = await conn.fetch(_READ, SCOPE, [r.key for r in batch], [a for a, _ in payables],
+            rows = await conn.fetch(READ_STORED, SCOPE, [r.key for r in batch], [a for a, _ in payables],
                                     [c for _, c in payables])
             stored = {row["key"]: (row["request_hash"], row["status"], row["response"])
                       for row in rows if row["key"] is not None}

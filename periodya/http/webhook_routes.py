@@ -54,7 +54,7 @@ MAX_RUNNING = 2  # as PayoutBatcher: one batch decided in Python while the other
 routes = web.RouteTableDef()
 Received = tuple[ProviderEventReceived, Meta]
 
-_EXISTING = "SELECT stream_id FROM events WHERE stream_id = ANY($1::text[]) AND stream_version = 1"
+EXISTING = "SELECT stream_id FROM events WHERE stream_id = ANY($1::text[]) AND stream_version = 1"
 
 
 async def store_alone(store: EventStore, event: ProviderEventReceived, meta: Meta) -> bool:
@@ -90,7 +90,7 @@ class ProviderEventIntake:
         streams = [stream(event.event_id) for event, _ in batch]
         async with self.store.pool.acquire() as conn, conn.transaction():
             await self.store.lock(conn, [stream_lock(s) for s in streams])
-            seen = {row["stream_id"] for row in await conn.fetch(_EXISTING, streams)}
+            seen = {row["stream_id"] for row in await conn.fetch(EXISTING, streams)}
             outcomes: list[bool | BaseException] = []
             appends = []
             for (event, meta), sid in zip(batch, streams, strict=True):

@@ -9,7 +9,7 @@ import asyncpg
 from periodya.catalog import REGISTRY
 from periodya.domain import escrow
 from periodya.eventstore.model import RecordedEvent
-from periodya.projections.rows import values
+from periodya.projections.rows import fetch_by_keys, values
 
 TABLES = ("escrows",)
 TYPES = frozenset({"EscrowFunded", "EscrowReleased", "EscrowRefunded"})
@@ -27,7 +27,7 @@ async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> No
     if not mine:
         return
     ids = sorted({e.data["escrowId"] for e in mine if e.stream_version > 1})  # v1 rows are new
-    rows = [] if not ids else await conn.fetch("SELECT * FROM escrows WHERE escrow_id = ANY($1::text[])", ids)
+    rows = await fetch_by_keys(conn, "escrows", "escrow_id", ids)
     states: dict[str, escrow.EscrowState | None] = {
         r["escrow_id"]: escrow.EscrowState(r["escrow_id"], r["currency"], r["funded"], r["released"],
                                            r["refunded"], r["version"]) for r in rows}

@@ -15,7 +15,7 @@ import asyncpg
 
 from periodya.domain.records import changed
 from periodya.eventstore.model import RecordedEvent
-from periodya.projections.rows import values
+from periodya.projections.rows import fetch_by_keys, values
 
 TABLES = ("outbox",)
 PREFIX = "payout-"
@@ -77,7 +77,7 @@ async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> No
     if not mine:
         return
     ids = sorted({e.stream_id[len(PREFIX):] for e in mine if e.stream_version > 1})  # v1 rows are new
-    rows = [] if not ids else await conn.fetch("SELECT * FROM outbox WHERE payout_id = ANY($1::text[])", ids)
+    rows = await fetch_by_keys(conn, "outbox", "payout_id", ids)
     tasks: dict[str, OutboxTask | None] = {r["payout_id"]: OutboxTask(**dict(r)) for r in rows}
     for ev in mine:
         pid = ev.stream_id[len(PREFIX):]

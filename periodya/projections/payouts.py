@@ -11,7 +11,7 @@ import asyncpg
 from periodya.catalog import REGISTRY
 from periodya.domain import payout
 from periodya.eventstore.model import RecordedEvent
-from periodya.projections.rows import values
+from periodya.projections.rows import fetch_by_keys, values
 
 TABLES = ("payouts",)
 PREFIX = "payout-"
@@ -39,7 +39,7 @@ async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> No
     if not mine:
         return
     ids = sorted({e.stream_id[len(PREFIX):] for e in mine if e.stream_version > 1})  # v1 rows are new
-    rows = [] if not ids else await conn.fetch("SELECT * FROM payouts WHERE payout_id = ANY($1::text[])", ids)
+    rows = await fetch_by_keys(conn, "payouts", "payout_id", ids)
     states: dict[str, payout.PayoutState | None] = {
         r["payout_id"]: payout.PayoutState(**{f: r[f] for f in _FIELDS}) for r in rows}
     times: dict[str, list[datetime]] = {

@@ -20,6 +20,28 @@ Smaller ones (the inline path's few rows per command) take one INSERT ... SELECT
 round trip, where COPY would need two. Both insert exactly the same rows, with the same constraints."""
 
 
+async def fetch_by_keys(conn: asyncpg.Connection, table: str, key: str, keys: Sequence[str]) -> list[asyncpg.Record]:
+    """The rows of `table` whose text primary key `key` is one of `keys` (missing keys give no row).
+
+    One index probe per key, whatever the table's statistics. The obvious `WHERE key = ANY($1)` (or a
+    join to unnest($1)) is planned from the statistics of the moment, and asyncpg's prepared statements
+    keep a generic plan: one made while a new database's table was small and never analyzed is a
+    sequential scan, and it stays one as the table grows until autovacuum's first ANALYZE (a minute or
+    more). On a fresh database under load that scan, repeated for every batch, cost more PostgreSQL CPU
+    than the rest of the pipeline's statements together. The LIMIT stops the planner from flattening
+    the lateral subquery into a join, so the probe is always an index scan on `key`."""
+    if not keys:
+        return []
+    rows: list[asyncpg.Record] = await conn.fetch(_by_keys(table, key), keys)
+    return rows
+
+
+@functools.cache
+def _by_keys(table: str, key: str) -> str:
+    return (f"SELECT t.* FROM unnest($1::text[]) AS k(key) "
+            f"CROSS JOIN LATERAL (SELECT * FROM {table} WHERE {key} = k.key LIMIT 1) AS t")
+
+
 async def insert(conn: asyncpg.Connection, table: str, columns: Sequence[tuple[str, str]],
                  rows: list[tuple[Any, ...]]) -> None:
     """Insert `rows` (tuples in `columns` order; columns are (name, SQL type)) into `table`, an

@@ -57,10 +57,12 @@ def backoff(attempt: int, rng: random.Random = _rng) -> timedelta:
     return timedelta(seconds=rng.uniform(min(BASE_BACKOFF_S / 2, ceiling), ceiling))
 
 
+DUE = ("SELECT payout_id FROM outbox WHERE status = 'PENDING' AND (next_attempt_at IS NULL OR next_attempt_at <= $1) "
+       "ORDER BY next_attempt_at NULLS FIRST, created_at LIMIT $2")
+
+
 async def due_tasks(deps: Deps, batch: int) -> list[str]:
-    rows = await deps.store.pool.fetch(
-        "SELECT payout_id FROM outbox WHERE status = 'PENDING' AND (next_attempt_at IS NULL OR next_attempt_at <= $1) "
-        "ORDER BY next_attempt_at NULLS FIRST, created_at LIMIT $2", deps.clock(), batch)
+    rows = await deps.store.pool.fetch(DUE, deps.clock(), batch)
     return [r["payout_id"] for r in rows]
 
 

@@ -87,11 +87,14 @@ async def apply_event(uow: UnitOfWork, event_id: str) -> str:
     return outcome.split(":")[0]
 
 
-_SELECT_HELD = (
+# One primary-key probe per event id, whatever the table's statistics (projections/rows.fetch_by_keys).
+SELECT_HELD = (
     "SELECT e.event_id, e.type, e.status, e.provider_payout_id, e.received_seq, e.applied_seq, "
     "coalesce(e.payout_id, (SELECT p.payout_id FROM payouts p WHERE p.provider_payout_id = e.provider_payout_id "
-    "LIMIT 1)) AS pid FROM provider_events e WHERE e.event_id = ANY($1::text[]) ORDER BY e.received_seq")
-_SELECT_UNAPPLIED = ("SELECT payout_id, event_id, received_seq FROM provider_events "
+    "LIMIT 1)) AS pid FROM unnest($1::text[]) AS k(id) "
+    "CROSS JOIN LATERAL (SELECT * FROM provider_events WHERE event_id = k.id LIMIT 1) AS e ORDER BY e.received_seq")
+PENDING = "SELECT event_id FROM provider_events WHERE applied_seq IS NULL ORDER BY received_seq LIMIT $1"
+SELECT_UNAPPLIED = ("SELECT payout_id, event_id, received_seq FROM provider_events "
                      "WHERE applied_seq IS NULL AND payout_id = ANY($1::text[]) ORDER BY received_seq")
 
 
@@ -105,7 +108,7 @@ async def apply_batch(uow: UnitOfWork, event_ids: list[str]) -> list[str | None]
     held = await uow.try_lock_each(stream_lock(event_stream(e)) for e in event_ids)
     mine = [e for e in event_ids if stream_lock(event_stream(e)) in held]
     outcomes: dict[str, str | None] = dict.fromkeys(event_ids)
-    rows = await uow.conn.fetch(_SELECT_HELD, mine) if mine else []
+    rows = await uow.conn.fetch(SELECT_HELD, mine) if mine else []
     pending = []
     for row in rows:
         if row["applied_seq"] is not None:
@@ -118,7 +121,7 @@ async def apply_batch(uow: UnitOfWork, event_ids: list[str]) -> list[str | None]
             outcomes[eid] = "already_applied"
     pids = sorted({r["pid"] for r in pending if r["pid"] is not None})
     unapplied: dict[str, list[tuple[int, str]]] = {}
-    for u in (await uow.conn.fetch(_SELECT_UNAPPLIED, pids) if pids else []):
+    for u in (await uow.conn.fetch(SELECT_UNAPPLIED, pids) if pids else []):
         unapplied.setdefault(u["payout_id"], []).append((u["received_seq"], u["event_id"]))
     done: set[str] = set()  # applied earlier in this batch
     ready = []
@@ -161,8 +164,7 @@ def _count(summary: Summary, outcome: str | None) -> None:
 
 async def run(deps: Deps, batch: int = BATCH) -> Summary:
     summary = Summary("webhooks")
-    rows = await deps.store.pool.fetch(
-        "SELECT event_id FROM provider_events WHERE applied_seq IS NULL ORDER BY received_seq LIMIT $1", batch)
+    rows = await deps.store.pool.fetch(PENDING, batch)
     ids = [row["event_id"] for row in rows]
     if not ids:
         return summary
