@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -127,10 +127,14 @@ class StripePayoutsClient:
         headers = dict(self._headers)
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
+        data = None
+        if form is not None:  # encoded here: aiohttp's FormData for a dict does the same with more steps
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            data = urlencode(form).encode()
         where = f"{method} {path}"
         try:
             async with self._session_now().request(
-                method, self._base_url + path, data=form, params=params, headers=headers,
+                method, self._base_url + path, data=data, params=params, headers=headers,
                 timeout=self._timeout, allow_redirects=False,
             ) as response:
                 status = response.status
