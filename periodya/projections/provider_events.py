@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from periodya.eventstore.model import RecordedEvent
-from periodya.projections.rows import COPY_FROM, insert
+from periodya.projections.rows import insert
 
 TABLES = ("provider_events",)
 PREFIX = "provider-event-"
@@ -16,6 +16,9 @@ _RECEIVED = (("event_id", "text"), ("type", "text"), ("provider_payout_id", "tex
              ("currency", "text"))
 
 MARK_APPLIED = "UPDATE provider_events SET applied_seq = $2, outcome = $3 WHERE event_id = $1"
+JOIN_FROM = 1000
+"""From this many applied events on (replay's pages of thousands), one UPDATE joined to unnest() marks them;
+below it (a webhooks run marks at most its batch, 200), one MARK_APPLIED per event."""
 
 
 def stream(event_id: str) -> str:
@@ -31,7 +34,7 @@ async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> No
     # Keyed by event id, the last one winning: what one UPDATE per event in order would leave behind.
     applied = {e.stream_id[len(PREFIX):]: (e.seq, e.data["outcome"])
                for e in events if e.type == "ProviderEventApplied"}
-    if len(applied) >= COPY_FROM:  # replay's pages: one join over the whole table
+    if len(applied) >= JOIN_FROM:  # replay's pages: one join over the whole table
         await conn.execute(
             "UPDATE provider_events p SET applied_seq = u.seq, outcome = u.outcome "
             "FROM unnest($1::text[], $2::bigint[], $3::text[]) AS u(event_id, seq, outcome) "

@@ -32,12 +32,13 @@ async def fetch_by_keys(conn: asyncpg.Connection, table: str, key: str, keys: Se
     the lateral subquery into a join, so the probe is always an index scan on `key`."""
     if not keys:
         return []
-    rows: list[asyncpg.Record] = await conn.fetch(_by_keys(table, key), keys)
+    rows: list[asyncpg.Record] = await conn.fetch(by_keys_sql(table, key), keys)
     return rows
 
 
 @functools.cache
-def _by_keys(table: str, key: str) -> str:
+def by_keys_sql(table: str, key: str) -> str:
+    """fetch_by_keys' statement: $1 is the text[] of keys."""
     return (f"SELECT t.* FROM unnest($1::text[]) AS k(key) "
             f"CROSS JOIN LATERAL (SELECT * FROM {table} WHERE {key} = k.key LIMIT 1) AS t")
 

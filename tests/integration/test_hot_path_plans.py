@@ -21,9 +21,9 @@ from periodya.projections import provider_events, rows
 from periodya.runners import outbox, webhooks
 
 CASES = {
-    "payouts by id (payout projection)": (rows._by_keys("payouts", "payout_id"), ["text[]"], "payouts"),
-    "outbox by payout id (outbox projection)": (rows._by_keys("outbox", "payout_id"), ["text[]"], "outbox"),
-    "escrows by id (escrow projection)": (rows._by_keys("escrows", "escrow_id"), ["text[]"], "escrows"),
+    "payouts by id (payout projection)": (rows.by_keys_sql("payouts", "payout_id"), ["text[]"], "payouts"),
+    "outbox by payout id (outbox projection)": (rows.by_keys_sql("outbox", "payout_id"), ["text[]"], "outbox"),
+    "escrows by id (escrow projection)": (rows.by_keys_sql("escrows", "escrow_id"), ["text[]"], "escrows"),
     "stored answers and balances (payout request batch)":
         (payout_batch.READ_STORED, ["text", "text[]", "text[]", "text[]"], "idempotency_keys|balances"),
     "held provider events (webhooks run)": (webhooks.SELECT_HELD, ["text[]"], "provider_events|payouts"),
