@@ -54,6 +54,19 @@ Measured (2026-11-25, 2-core machine shared with three other engineers' tests an
     PostgreSQL CPU per payout 1.6 -> 1.2-1.4 ms; four default runs 498, 532, 446, 496 (median 497/s,
     3.3-3.8 ms per payout): on the line, not a reliable pass. --runners 2 (two loops per job): 391, 465
     (the jobs keep pace, tail 0.1 s, but smaller batches cost 4-4.7 ms per payout).
+  * 2026-11-25 02:10-02:55 UTC, session 3, quiet machine (load 0.5-2.9, nothing else running). perf showed
+    PostgreSQL's hottest functions were text comparisons of `= ANY($1)` sequential scans: the generic plans of
+    the projections' and batches' key lookups, made while this fresh database's tables were small, were kept
+    as the tables grew (pg_stat_statements: SELECT * FROM payouts WHERE payout_id = ANY, 5.4 ms per call at
+    ~45 rows). They are key probes now (projections/rows.fetch_by_keys). A/B against the earlier commit,
+    alternating, same machine (end to end payouts/s; PostgreSQL ms per payout; all ms per payout):
+      before  455, 434, 521, 438, 531   (PostgreSQL 1.49-1.60; all 3.25-4.03)
+      after   569, 524, 594, 552, 685   (PostgreSQL 0.88-0.97; all 2.54-3.34)
+    and the cost per payout no longer grows with N (3,000 / 10,000 / 20,000: 3.17 / 3.11 / 2.87 ms).
+    Three default runs back to back on the final code: 608, 664, 618 PASS (2.85 ms per payout: PostgreSQL
+    0.86, this process 0.88, API 0.71, simulator 0.39). Tried again and not kept, A/B alternating: uvloop in
+    every process (537/633/605 vs 555/575/632 with asyncio: no difference above the noise); --runners 2
+    (573, 607 vs 475, 619: the same within the noise, now that a smaller batch no longer costs a scan).
   * earlier, on the busy machine: MISS. At 3.3-4.0 ms per payout, 2 idle cores cap the pipeline near
     500-600/s, and we never had both cores. What is left per payout is the runners' transactions
     (runners + bench client ~1.1-1.2 ms), PostgreSQL (~0.9-1.3 ms), the API's HTTP work (~0.7-0.8 ms)
