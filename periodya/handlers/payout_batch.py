@@ -54,18 +54,18 @@ MAX_BATCH = 64
 MAX_RUNNING = 2
 Answer = tuple[int, dict[str, Any]]
 
-# One primary-key probe per key (the LIMIT keeps each lateral subquery from being flattened into a join):
+# One primary-key probe per distinct key (the LIMIT keeps each lateral subquery from being flattened into a join):
 # a join to unnest() is planned as a hash join over a sequential scan while a new database's tables are
 # small, and the prepared statement keeps that plan as they grow (projections/rows.fetch_by_keys).
 READ_STORED = """
 SELECT u.k AS key, i.request_hash, i.status, i.response, NULL::text AS account, NULL::text AS currency,
        NULL::bigint AS balance
-  FROM unnest($2::text[]) AS u(k)
+  FROM (SELECT DISTINCT unnest($2::text[])) AS u(k)
   CROSS JOIN LATERAL (SELECT request_hash, status, response FROM idempotency_keys
                        WHERE scope = $1 AND key = u.k LIMIT 1) AS i
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, u.a, u.c, b.balance
-  FROM unnest($3::text[], $4::text[]) AS u(a, c)
+  FROM (SELECT DISTINCT * FROM unnest($3::text[], $4::text[])) AS u(a, c)
   CROSS JOIN LATERAL (SELECT balance FROM balances WHERE account = u.a AND currency = u.c LIMIT 1) AS b"""
 
 

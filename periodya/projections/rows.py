@@ -21,7 +21,8 @@ round trip, where COPY would need two. Both insert exactly the same rows, with t
 
 
 async def fetch_by_keys(conn: asyncpg.Connection, table: str, key: str, keys: Sequence[str]) -> list[asyncpg.Record]:
-    """The rows of `table` whose text primary key `key` is one of `keys` (missing keys give no row).
+    """The rows of `table` whose text primary key `key` is one of `keys`, each once, as `key = ANY(keys)`
+    would give them (missing keys give no row, a key listed twice one row).
 
     One index probe per key, whatever the table's statistics. The obvious `WHERE key = ANY($1)` (or a
     join to unnest($1)) is planned from the statistics of the moment, and asyncpg's prepared statements
@@ -39,7 +40,7 @@ async def fetch_by_keys(conn: asyncpg.Connection, table: str, key: str, keys: Se
 @functools.cache
 def by_keys_sql(table: str, key: str) -> str:
     """fetch_by_keys' statement: $1 is the text[] of keys."""
-    return (f"SELECT t.* FROM unnest($1::text[]) AS k(key) "
+    return (f"SELECT t.* FROM (SELECT DISTINCT unnest($1::text[])) AS k(key) "
             f"CROSS JOIN LATERAL (SELECT * FROM {table} WHERE {key} = k.key LIMIT 1) AS t")
 
 

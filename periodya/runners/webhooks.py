@@ -91,7 +91,7 @@ async def apply_event(uow: UnitOfWork, event_id: str) -> str:
 SELECT_HELD = (
     "SELECT e.event_id, e.type, e.status, e.provider_payout_id, e.received_seq, e.applied_seq, "
     "coalesce(e.payout_id, (SELECT p.payout_id FROM payouts p WHERE p.provider_payout_id = e.provider_payout_id "
-    "LIMIT 1)) AS pid FROM unnest($1::text[]) AS k(id) "
+    "LIMIT 1)) AS pid FROM (SELECT DISTINCT unnest($1::text[])) AS k(id) "
     "CROSS JOIN LATERAL (SELECT * FROM provider_events WHERE event_id = k.id LIMIT 1) AS e ORDER BY e.received_seq")
 PENDING = "SELECT event_id FROM provider_events WHERE applied_seq IS NULL ORDER BY received_seq LIMIT $1"
 SELECT_UNAPPLIED = ("SELECT payout_id, event_id, received_seq FROM provider_events "

@@ -58,3 +58,28 @@ async def test_generic_plan_scans_no_table_sequentially(pool: asyncpg.Pool, case
         plan = await generic_plan(conn, sql, types)
     for table in tables.split("|"):
         assert f"Seq Scan on {table}" not in plan, plan
+
+
+async def test_probes_answer_as_any_would(pool: asyncpg.Pool) -> None:
+    """Each row once, whatever the keys: a key listed twice gives one row, a missing key none (as with
+    `key = ANY($1)`, which a batch that listed an id twice must not see twice)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("INSERT INTO escrows VALUES ('e1', 'USD', 5, 0, 0, 1, now(), now()), "
+                           "('e2', 'USD', 7, 0, 0, 1, now(), now())")
+        got = await rows.fetch_by_keys(conn, "escrows", "escrow_id", ["e2", "e1", "e2", "missing"])
+        assert sorted(r["escrow_id"] for r in got) == ["e1", "e2"]
+        assert {r["escrow_id"]: r["funded"] for r in got} == {"e1": 5, "e2": 7}
+
+        await conn.execute("INSERT INTO provider_events (event_id, type, payout_id, received_seq, received_at) VALUES "
+                           "('evt_1', 'payout.paid', 'po1', 2, now()), ('evt_2', 'payout.paid', 'po1', 1, now())")
+        held = await conn.fetch(webhooks.SELECT_HELD, ["evt_1", "evt_2", "evt_1", "evt_missing"])
+        assert [(r["event_id"], r["pid"]) for r in held] == [("evt_2", "po1"), ("evt_1", "po1")]  # arrival order
+
+        await conn.execute("INSERT INTO idempotency_keys (scope, key, request_hash, status, response) "
+                           "VALUES ('s', 'k1', 'h', 201, '{}')")
+        await conn.execute("INSERT INTO balances VALUES ('payable:a', 'USD', 10, 0, 10, true, 1, now())")
+        stored = await conn.fetch(payout_batch.READ_STORED, "s", ["k1", "k1", "k2"],
+                                  ["payable:a", "payable:a", "payable:b"], ["USD", "USD", "USD"])
+        assert sorted((r["key"], r["account"], r["balance"]) for r in stored if r["key"] is not None) == [
+            ("k1", None, None)]
+        assert [(r["account"], r["balance"]) for r in stored if r["key"] is None] == [("payable:a", 10)]
