@@ -64,7 +64,10 @@ Measured (2026-11-25, 2-core machine shared with three other engineers' tests an
       after   569, 524, 594, 552, 685   (PostgreSQL 0.88-0.97; all 2.54-3.34)
     and the cost per payout no longer grows with N (3,000 / 10,000 / 20,000: 3.17 / 3.11 / 2.87 ms).
     Three default runs back to back on the final code: 608, 664, 618 PASS (2.85 ms per payout: PostgreSQL
-    0.86, this process 0.88, API 0.71, simulator 0.39). Tried again and not kept, A/B alternating: uvloop in
+    0.86, this process 0.88, API 0.71, simulator 0.39). Later, with the machine ~20% slower (the simulator's
+    own CPU per payout 0.42-0.47 ms, which the change does not touch): 496, 546, 551, 576, 540, 565; of 23
+    default runs of the fixed code that day, two were under 500 (475, 496), both in such slow spells.
+    Tried again and not kept, A/B alternating: uvloop in
     every process (537/633/605 vs 555/575/632 with asyncio: no difference above the noise); --runners 2
     (573, 607 vs 475, 619: the same within the noise, now that a smaller batch no longer costs a scan).
   * earlier, on the busy machine: MISS. At 3.3-4.0 ms per payout, 2 idle cores cap the pipeline near
