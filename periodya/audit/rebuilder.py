@@ -101,11 +101,11 @@ async def rebuild_into(conn: asyncpg.Connection, reader: asyncpg.Connection, scr
     # another search_path, PostgreSQL re-analyses them on every execution: measured twice as slow.
     # So start and end with a fresh statement cache.
     await conn.reload_schema_state()
+    unlogged_tables = not keep_indexes and unlogged is not False  # tables to be swapped in stay logged
     try:
         with gc_paused():
-                return await _rebuild(conn, reader, scratch, modules, position, keep_indexes, batch,
-                                  max(batch, apply_batch or APPLY_BATCH),
-                                  not keep_indexes if unlogged is None else unlogged and not keep_indexes)
+            return await _rebuild(conn, reader, scratch, modules, position, keep_indexes, batch,
+                                  max(batch, apply_batch or APPLY_BATCH), unlogged_tables)
     finally:
         await conn.reload_schema_state()
 

@@ -12,7 +12,7 @@ from periodya.domain.errors import InsufficientFunds, InvalidState, ValidationFa
 from periodya.domain.events import EscrowFunded, EscrowRefunded, EscrowReleased, Event
 from periodya.domain.ledger import transfer
 from periodya.domain.money import check_amount, check_currency
-from periodya.domain.records import changed
+from periodya.domain.records import changed, step_for
 
 
 def stream(escrow_id: str) -> str:
@@ -60,6 +60,10 @@ def _advanced(state: EscrowState, **changes: int) -> EscrowState:
     return changed(state, **changes, version=state.version + 1)
 
 
+def _funded(_state: EscrowState | None, event: EscrowFunded) -> EscrowState:
+    return EscrowState(event.escrow_id, event.currency, funded=event.amount, version=1)
+
+
 def _released(state: EscrowState, event: EscrowReleased) -> EscrowState:
     return _advanced(state, released=state.released + event.amount + event.fee_amount)
 
@@ -68,19 +72,21 @@ def _refunded(state: EscrowState, event: EscrowRefunded) -> EscrowState:
     return _advanced(state, refunded=state.refunded + event.amount)
 
 
-# By the event's exact class first: isinstance on pydantic models goes through ABCMeta, slow per event.
-_STEPS: dict[type[Event], Callable[[EscrowState, Any], EscrowState]] = {
-    EscrowReleased: _released, EscrowRefunded: _refunded}
+def _other(state: EscrowState, _event: Event) -> EscrowState:
+    return state
+
+
+# One step per event type, found by the event's class (records.step_for).
+_STEPS: dict[type[Event], Callable[[Any, Any], EscrowState]] = {
+    EscrowFunded: _funded, EscrowReleased: _released, EscrowRefunded: _refunded}
 
 
 def evolve(state: EscrowState | None, event: Event) -> EscrowState | None:
-    kind = type(event)
-    if kind is EscrowFunded or (kind not in _STEPS and isinstance(event, EscrowFunded)):
-        funded = cast(EscrowFunded, event)
-        return EscrowState(funded.escrow_id, funded.currency, funded=funded.amount, version=1)
+    step: Callable[[Any, Any], EscrowState] = step_for(_STEPS, type(event), _other)
+    if step is _funded:
+        return _funded(state, cast(EscrowFunded, event))
     assert state is not None, "escrow events before EscrowFunded"
-    step = _STEPS.get(kind) or next((_STEPS[b] for b in kind.__mro__ if b in _STEPS), None)
-    return state if step is None else step(state, event)
+    return step(state, event)
 
 
 def decide_fund(state: EscrowState | None, cmd: FundEscrow) -> Decision:

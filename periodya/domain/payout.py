@@ -39,7 +39,7 @@ from periodya.domain.events import (
 )
 from periodya.domain.ledger import transfer
 from periodya.domain.money import check_amount, check_currency
-from periodya.domain.records import changed
+from periodya.domain.records import changed, step_for
 
 REQUESTED, SENDING, SENT, PAID, FINALIZED = "REQUESTED", "SENDING", "SENT", "PAID", "FINALIZED"
 FAILED, QUARANTINED, CANCELLED = "FAILED", "QUARANTINED", "CANCELLED"
@@ -160,8 +160,7 @@ def _other(s: PayoutState, event: Event) -> PayoutState:
     return _advanced(s)
 
 
-# One step per event type, found by the event's class (its MRO for a subclass): a dict lookup instead
-# of a chain of isinstance checks, which are slow on pydantic models (their metaclass is an ABCMeta).
+# One step per event type, found by the event's class (records.step_for).
 _STEPS: dict[type[Event], Callable[[Any, Any], PayoutState]] = {
     PayoutRequested: _requested, PayoutSendStarted: _send_started, PayoutSent: _sent, PayoutSendFailed: _send_failed,
     PayoutSendAbandoned: _send_abandoned, PayoutRequeued: _requeued, PayoutProviderPaid: _provider_paid,
@@ -170,16 +169,8 @@ _STEPS: dict[type[Event], Callable[[Any, Any], PayoutState]] = {
 }
 
 
-def _step_for(kind: type[Event]) -> Callable[[Any, Any], PayoutState]:
-    step = _STEPS.get(kind)
-    if step is None:
-        step = next((_STEPS[base] for base in kind.__mro__ if base in _STEPS), _other)
-        _STEPS[kind] = step
-    return step
-
-
 def evolve(state: PayoutState | None, event: Event) -> PayoutState | None:
-    step = _step_for(type(event))
+    step: Callable[[Any, Any], PayoutState] = step_for(_STEPS, type(event), _other)
     if step is _requested:
         return _requested(state, cast(PayoutRequested, event))
     assert state is not None, "payout events before PayoutRequested"

@@ -1,10 +1,13 @@
-"""`changed`: dataclasses.replace for the hot folds (evolve, replay), without its per-field overhead."""
+"""Helpers of the hot folds (evolve, replay): `changed`, dataclasses.replace without its per-field
+overhead, and `step_for`, an evolve step found by the event's class."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+Step = TypeVar("Step", bound=Callable[[Any, Any], Any])
 
 
 def changed(obj: T, **changes: Any) -> T:
@@ -20,3 +23,15 @@ def changed(obj: T, **changes: Any) -> T:
     fields.update(obj.__dict__)
     fields.update(changes)
     return new
+
+
+def step_for(steps: dict[Any, Step], kind: type, default: Step) -> Step:
+    """The step of `steps` for an event of class `kind`: its own, else its nearest base class's (a
+    subclass of an event), else `default`; remembered in `steps` for the next event of that class.
+    A dict lookup instead of a chain of isinstance checks, which are slow on pydantic models (their
+    metaclass is an ABCMeta)."""
+    step = steps.get(kind)
+    if step is None:
+        step = next((steps[base] for base in kind.__mro__ if base in steps), default)
+        steps[kind] = step
+    return step

@@ -39,11 +39,10 @@ from periodya.errors import ConcurrencyConflict
 from periodya.eventstore import NO_STREAM, EventStore, StreamAppend
 from periodya.eventstore.store import stream_lock
 from periodya.handlers.group_commit import GroupCommit
-from periodya.handlers.unit_of_work import Meta, UnitOfWork, run_command
+from periodya.handlers.unit_of_work import Meta, UnitOfWork, project, run_command
 from periodya.http.middleware import REQUEST_ID
 from periodya.http.platform_routes import json
 from periodya.http.problems import BadRequest
-from periodya.projections import apply_all
 from periodya.projections.provider_events import stream
 from periodya.provider.signing import verify
 from periodya.provider.stripe_adapter import payout_from_wire
@@ -99,7 +98,7 @@ class ProviderEventIntake:
                     seen.add(sid)  # a repeat later in this batch is a duplicate too
                     appends.append(StreamAppend(sid, NO_STREAM, [REGISTRY.to_new(event, meta.as_metadata())]))
             if appends:
-                await apply_all(conn, await self.store.append(appends, conn=conn))
+                await project(conn, await self.store.append(appends, conn=conn))
         if appends:
             self.store.wake()
         return outcomes

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -78,6 +79,26 @@ async def _claim(deps: Deps, payout_id: str) -> payout.PayoutState | None:
     return claimed[0] if outcome == "claimed" else None
 
 
+def _decide_each(states: Mapping[str, payout.PayoutState | None], steps: list[tuple[str, lifecycle.Step]]
+                 ) -> tuple[dict[str, tuple[int, Decision]], list[payout.PayoutState]]:
+    """Decide each (payout id, step) on its folded state: {id: (expected version, decision)} for
+    commit_many, and the states after. A payout the step no longer applies to (sent meanwhile, backoff
+    not over, quarantined, paid by a webhook) is left as it is and logged, as the one-by-one path does."""
+    decisions: dict[str, tuple[int, Decision]] = {}
+    after: list[payout.PayoutState] = []
+    for pid, step in steps:
+        state = states[pid]
+        try:
+            decision, new_state = lifecycle.chain_state(state, step)
+        except DomainError as exc:
+            log.info("item_not_applicable", job="outbox", item=pid, reason=str(exc))
+            continue
+        if state is not None and new_state is not None:
+            decisions[pid] = (state.version, decision)
+            after.append(new_state)
+    return decisions, after
+
+
 async def claim_batch(deps: Deps, payout_ids: list[str]) -> list[payout.PayoutState]:
     """Record PayoutSendStarted for every claimable payout of `payout_ids` in ONE committed transaction,
     before any provider call: try-lock all their streams in one round trip (a payout another run holds is
@@ -94,17 +115,8 @@ async def claim_batch(deps: Deps, payout_ids: list[str]) -> list[payout.PayoutSt
         held = await uow.try_lock_each(stream_lock(payout.stream(p)) for p in payout_ids)
         mine = [p for p in payout_ids if stream_lock(payout.stream(p)) in held]
         states = await lifecycle.load_many(uow, mine)
-        decisions: dict[str, tuple[int, Decision]] = {}
-        for pid in mine:
-            state = states[pid]
-            try:
-                decision, after = lifecycle.chain_state(state, lambda s: payout.decide_start_send(s, now))
-            except DomainError as exc:
-                log.info("item_not_applicable", job="outbox", item=pid, reason=str(exc))
-                continue
-            assert state is not None and after is not None
-            decisions[pid] = (state.version, decision)
-            claimed.append(after)
+        decisions, after = _decide_each(states, [(pid, lambda s: payout.decide_start_send(s, now)) for pid in mine])
+        claimed.extend(after)
         await lifecycle.commit_many(uow, decisions)
 
     try:
@@ -166,16 +178,7 @@ async def record_batch(deps: Deps, answers: list[Answer]) -> None:
         ids = [a.state.payout_id for a in answers]
         await lifecycle.lock_payouts(uow, ids)
         states = await lifecycle.load_many(uow, ids)
-        decisions: dict[str, tuple[int, Decision]] = {}
-        for a in answers:
-            pid, state = a.state.payout_id, states[a.state.payout_id]
-            try:
-                decision = lifecycle.chain(state, a.step)
-            except DomainError as exc:
-                log.info("item_not_applicable", job="outbox", item=pid, reason=str(exc))
-                continue
-            if state is not None:
-                decisions[pid] = (state.version, decision)
+        decisions, _after = _decide_each(states, [(a.state.payout_id, a.step) for a in answers])
         await lifecycle.commit_many(uow, decisions)
 
     try:
