@@ -92,3 +92,6 @@ def print_report(health: dict[str, Any], jobs: dict[str, Any] | None) -> None:
             ["job", "cron", "last run", "ago", "ok", "processed", "overdue"],
             [(j["job"] + (f":{j['mode']}" if j["mode"] else ""), j["cron"], j["lastRunAt"], render.age(j["lastRunAt"]),
               j["ok"], j["processed"], "OVERDUE" if j["overdue"] else "no") for j in jobs["jobs"]]))
+        if jobs.get("overdue"):
+            render.out(f"{jobs['overdue']} job(s) overdue: is the scheduler running (periodya up, periodya scheduler "
+                       "or the cron runner)? periodya ops run JOB runs one now")

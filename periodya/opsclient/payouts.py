@@ -86,11 +86,15 @@ async def show_payout(api: ApiClient, args: argparse.Namespace) -> int:
                               e["requestId"]) for e in detail["timeline"]]))
     render.out("\nledger:")
     render.out(render.table(["group", "kind", "account", "debit", "credit"],
-                            [(g["groupId"], g["kind"], e["account"], render.money(e["debit"], e["currency"]),
-                              render.money(e["credit"], e["currency"])) for g in detail["ledger"]
+                            [(g["groupId"], g["kind"], e["account"], _side(e["debit"], e["currency"]),
+                              _side(e["credit"], e["currency"])) for g in detail["ledger"]
                              for e in g["entries"]]))
     render.out(f"\nprovider events and the full audit trail: GET {detail['audit']}")
     return EXIT_OK
+
+
+def _side(amount: int, currency: str) -> str:
+    return render.money(amount, currency) if amount else ""
 
 
 def check_id(raw: str) -> str:
