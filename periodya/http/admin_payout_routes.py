@@ -21,8 +21,8 @@ from periodya.http.problems import BadRequest
 
 routes = web.RouteTableDef()
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-_MINUTES = re.compile(r"\d{1,7}(\.\d{1,6})?")
-_LIMIT = re.compile(r"\d{1,4}")
+_MINUTES = re.compile(r"[0-9]{1,7}(\.[0-9]{1,6})?")  # ASCII digits only (\d takes any script's)
+_LIMIT = re.compile(r"[0-9]{1,4}")
 _CURSOR = re.compile(r"[A-Za-z0-9_-]{1,400}")
 MAX_MINUTES = 10 * 366 * 24 * 60
 

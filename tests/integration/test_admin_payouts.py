@@ -80,14 +80,15 @@ BAD_QUERIES = ["status=BOGUS", "status=", "stuck=maybe", "limit=0", "limit=501",
                "olderThanMinutes=-1", "olderThanMinutes=nan", "olderThanMinutes=inf", "olderThanMinutes=1e3",
                "olderThanMinutes=0", "payeeId=%00", "payeeId=a%20b", "payeeId=" + "x" * 129,
                "providerPayoutId=po%00x", "cursor=!!!", "cursor=bm90LWEtY3Vyc29y", "cursor=" + "A" * 401,
-               "unknown=1", "status=SENT&status=PAID", "%00=1", "status=SENT%00"]
+               "unknown=1", "status=SENT&status=PAID", "%00=1", "status=SENT%00",
+               "limit=%EF%BC%91", "olderThanMinutes=%D9%A1", "limit=%C2%B2"]  # non-ASCII digits: 1, 1, superscript 2
 
 
-@pytest.mark.parametrize("query", BAD_QUERIES)
-async def test_bad_query_parameters_are_400(pool: asyncpg.Pool, settings: Settings, query: str) -> None:
+async def test_bad_query_parameters_are_400(pool: asyncpg.Pool, settings: Settings) -> None:
     async with live_pipeline(pool, settings) as p:
-        status, body = await p.admin("GET", f"/api/admin/payouts?{query}")
-        assert status == 400 and body["code"] == "VALIDATION_FAILED" and body["requestId"], (query, body)
+        answers = {q: await p.admin("GET", f"/api/admin/payouts?{q}") for q in BAD_QUERIES}
+        wrong = {q: a for q, a in answers.items() if a[0] != 400 or a[1].get("code") != "VALIDATION_FAILED"}
+        assert wrong == {}, wrong
         for path in ("/api/admin/jobs?x=1", "/api/admin/payouts/po-x?limit=1"):
             status, body = await p.admin("GET", path)
             assert status == 400 and body["code"] == "VALIDATION_FAILED", body
