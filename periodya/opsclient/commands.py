@@ -118,6 +118,7 @@ async def login(args: argparse.Namespace) -> int:
             raise
         api.token = body["token"]
         me = await api.get("/api/auth/me")
+        await _end_previous(store, url)
     store.store(Session(url, body["token"], me["email"], body["expiresAt"]))
     if args.json:
         render.emit_json({"url": url, "email": me["email"], "roles": me["roles"], "expiresAt": body["expiresAt"]})
@@ -127,6 +128,16 @@ async def login(args: argparse.Namespace) -> int:
         print("periodya ops: warning: this account lacks platform_admin; the API will refuse ops commands",
               file=sys.stderr)
     return EXIT_OK
+
+
+async def _end_previous(store: ConfigStore, url: str) -> None:
+    """A new login replaces the stored session: end the old one on the server too (best effort)."""
+    try:
+        previous = store.session(url)
+        async with ApiClient(url, previous.token) as api:
+            await api.post("/api/auth/logout")
+    except OpsError:
+        pass  # none stored, or already ended: nothing to revoke
 
 
 async def logout(store: ConfigStore, url: str, args: argparse.Namespace) -> int:

@@ -97,6 +97,10 @@ async def test_login_session_file_whoami_logout_and_errors(database_url: str, si
         expired = await cli("health")
         assert (expired.code, expired.err.strip()) == (3, "periodya ops: session expired: run periodya ops login")
         await cli.ok("login", "--email", ADMIN_EMAIL, "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
+        second = json.loads(config.read_text())["sessions"][system.api]["token"]
+        assert (await system.call("GET", "/api/auth/me", second))[0] == 200
+        await cli.ok("login", "--email", ADMIN_EMAIL, "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
+        assert (await system.call("GET", "/api/auth/me", second))[0] == 401  # a new login ends the old session
         await cli.ok("logout")
         assert (await cli("whoami")).code == 3
 
