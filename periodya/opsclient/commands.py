@@ -64,7 +64,7 @@ def add_parser(sub: Any) -> None:
     found.add_argument("--cursor", help="the next page (printed after a full page)")
     add("payout", "one payout by our id or the provider's: outbox task, timeline, ledger").add_argument("id")
     for name in payouts.ACTIONS:
-        act = add(name, f"{name} a payout (by our id or the provider's): {payouts.ACTIONS[name]}")
+        act = add(name, f"ID (ours or the provider's): {payouts.ACTIONS[name]}; asks for confirmation")
         act.add_argument("id")
         act.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts)")
         if name in payouts.WITH_REASON:
