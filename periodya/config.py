@@ -9,8 +9,14 @@ from urllib.parse import urlparse
 
 from periodya.errors import ConfigError
 
+ROOT_DATA_DIR = Path("/var/lib/periodya")
+
 
 def _default_data_dir() -> Path:
+    """The per-user data dir; as root /var/lib/periodya, a folder the embedded server's own user can reach
+    (root's home is 0700 and periodya never widens a folder it did not create)."""
+    if os.name == "posix" and os.geteuid() == 0:
+        return ROOT_DATA_DIR
     import platformdirs
 
     return Path(platformdirs.user_data_dir("periodya", appauthor=False))
