@@ -73,6 +73,9 @@ class Settings:
     sent_stuck_minutes: float
     finalize_grace_minutes: float
     log_level: str
+    sim_port: int = 8081
+    local_sim: bool = False
+    """True when the provider is the simulator of `up` on this data dir (its key came from secrets.env)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -98,7 +101,29 @@ class Settings:
             sent_stuck_minutes=_minutes(env, "PERIODYA_SENT_STUCK_MINUTES", 10),
             finalize_grace_minutes=_minutes(env, "PERIODYA_FINALIZE_GRACE_MINUTES", 5),
             log_level=(env.get("PERIODYA_LOG_LEVEL") or "info").lower(),
+            sim_port=_port(env, "PERIODYA_SIM_PORT", 8081),
         )
+
+    def with_local_secrets(self) -> Settings:
+        """Fill every secret the environment left unset from `<data dir>/secrets.env` (see localsecrets)."""
+        from periodya import localsecrets as ls
+
+        found = ls.read(self.data_dir)
+        merged = replace(
+            self, service_token=self.service_token or found.get(ls.SERVICE_TOKEN),
+            cron_secret=self.cron_secret or found.get(ls.CRON_SECRET),
+            webhook_secret=self.webhook_secret or found.get(ls.WEBHOOK_SECRET),
+            provider_api_key=self.provider_api_key or found.get(ls.PROVIDER_API_KEY))
+        return replace(merged, local_sim=self.provider_url is None and ls.PROVIDER_API_KEY in found)
+
+    @property
+    def sim_url(self) -> str:
+        """Where the simulator of `up` listens (always loopback: /_sim/* has no authentication)."""
+        return f"http://127.0.0.1:{self.sim_port}"
+
+    def provider_endpoint(self) -> str | None:
+        """The configured provider, else the simulator of `up` on this data dir, else None."""
+        return self.provider_url or (self.sim_url if self.local_sim else None)
 
     def with_overrides(self, **changes: object) -> Settings:
         """Apply command-line flags; a flag left unset (None) keeps the environment's value."""

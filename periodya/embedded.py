@@ -123,7 +123,7 @@ def check_reachable(target: Path, user: RunAs) -> None:
 
 def _started(pid: int) -> float | None:
     try:
-        return psutil.Process(pid).create_time()
+        return float(psutil.Process(pid).create_time())
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None
 
