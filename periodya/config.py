@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from periodya.errors import ConfigError
+from periodya.http.client_ip import parse_trusted
 
 ROOT_DATA_DIR = Path("/var/lib/periodya")
 
@@ -75,6 +77,8 @@ class Settings:
     log_level: str
     sim_port: int = 8081
     local_sim: bool = False
+    trusted_proxies: tuple[Any, ...] = ()
+    """Networks whose X-Forwarded-For is believed (PERIODYA_TRUSTED_PROXIES; periodya.http.client_ip)."""
     """True when the provider is the simulator of `up` on this data dir (its key came from secrets.env)."""
 
     @classmethod
@@ -102,6 +106,7 @@ class Settings:
             finalize_grace_minutes=_minutes(env, "PERIODYA_FINALIZE_GRACE_MINUTES", 5),
             log_level=(env.get("PERIODYA_LOG_LEVEL") or "info").lower(),
             sim_port=_port(env, "PERIODYA_SIM_PORT", 8081),
+            trusted_proxies=parse_trusted(env.get("PERIODYA_TRUSTED_PROXIES")),
         )
 
     def with_local_secrets(self) -> Settings:

@@ -12,7 +12,7 @@ from periodya.audit import routes as audit_routes
 from periodya.config import Settings
 from periodya.eventstore import EventStore
 from periodya.handlers.payout_batch import PayoutBatcher
-from periodya.http import auth, ops_routes, platform_routes, webhook_routes
+from periodya.http import auth, client_ip, ops_routes, platform_routes, webhook_routes
 from periodya.http.middleware import request_context
 from periodya.provider.port import ProviderUnavailable
 from periodya.runners.base import Deps
@@ -45,6 +45,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     app.on_shutdown.append(_drain_payouts)
     app[auth.SERVICE_TOKEN] = settings.service_token
     app[auth.CRON_SECRET] = settings.cron_secret
+    app[client_ip.TRUSTED_PROXIES] = settings.trusted_proxies
     app.router.add_get("/livez", _liveness)
     app[webhook_routes.SETTINGS_KEY] = settings
     app.add_routes(platform_routes.routes)
