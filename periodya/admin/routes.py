@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic import Field, StrictStr
 
 from periodya.admin import passwords, sessions, throttle, users
-from periodya.admin.sessions import DEFAULT_TTL, session_ttl_from_env
+from periodya.admin.sessions import DEFAULT_TTL, session_idle_from_env, session_ttl_from_env
 from periodya.http import schemas
 from periodya.http.auth import Principal, bearer
 from periodya.http.client_ip import request_client
@@ -23,9 +23,11 @@ from periodya.http.platform_routes import STORE, json
 from periodya.http.problems import Unauthenticated
 from periodya.logging import get_logger
 
-__all__ = ["SESSION_TTL", "routes", "session_ttl_from_env", "verify_session"]
+__all__ = ["SESSION_IDLE", "SESSION_TTL", "routes", "session_idle_from_env", "session_ttl_from_env",
+           "verify_session"]
 
 SESSION_TTL = web.AppKey("admin_session_ttl", timedelta)
+SESSION_IDLE = web.AppKey("admin_session_idle", timedelta)
 BAD_CREDENTIALS = "invalid email or password"
 BAD_SESSION = "the session is invalid, expired or revoked"
 routes = web.RouteTableDef()
@@ -45,7 +47,8 @@ async def verify_session(request: web.Request, token: str) -> Principal:
     """auth.SESSION_VERIFIER: the Principal of a live session, or Unauthenticated.
 
     A user without platform_admin gets kind "user", which the auth middleware answers with 403."""
-    user = await sessions.fetch_live_session(_pool(request), token)
+    user = await sessions.fetch_live_session(_pool(request), token,
+                                             request.app.get(SESSION_IDLE, sessions.DEFAULT_IDLE))
     if user is None:
         raise Unauthenticated(BAD_SESSION)
     if users.PLATFORM_ADMIN in user.roles:

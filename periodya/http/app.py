@@ -51,6 +51,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     app.add_routes(platform_routes.routes)
     app[auth.SESSION_VERIFIER] = admin_routes.verify_session
     app[admin_routes.SESSION_TTL] = admin_routes.session_ttl_from_env()
+    app[admin_routes.SESSION_IDLE] = admin_routes.session_idle_from_env()
     app.add_routes(admin_routes.routes)
     webhook_routes.setup(app, store)
     app.add_routes(ops_routes.routes)
