@@ -37,6 +37,19 @@ def _minutes(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not 0 < value <= 3600:
+        raise ConfigError(f"{name} must be between 0 and 3600 seconds, got {raw!r}")
+    return value
+
+
 def _port(env: dict[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -77,9 +90,13 @@ class Settings:
     log_level: str
     sim_port: int = 8081
     local_sim: bool = False
+    """True when the provider is the simulator of `up` on this data dir (its key came from secrets.env)."""
     trusted_proxies: tuple[Any, ...] = ()
     """Networks whose X-Forwarded-For is believed (PERIODYA_TRUSTED_PROXIES; periodya.http.client_ip)."""
-    """True when the provider is the simulator of `up` on this data dir (its key came from secrets.env)."""
+    header_timeout: float = 15.0
+    """Seconds a client has to send a request's headers, from connecting or from the previous response."""
+    body_timeout: float = 30.0
+    """Seconds a client has to send a request's body (periodya.http.deadlines)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -107,6 +124,8 @@ class Settings:
             log_level=(env.get("PERIODYA_LOG_LEVEL") or "info").lower(),
             sim_port=_port(env, "PERIODYA_SIM_PORT", 8081),
             trusted_proxies=parse_trusted(env.get("PERIODYA_TRUSTED_PROXIES")),
+            header_timeout=_seconds(env, "PERIODYA_HEADER_TIMEOUT_SECONDS", 15.0),
+            body_timeout=_seconds(env, "PERIODYA_BODY_TIMEOUT_SECONDS", 30.0),
         )
 
     def with_local_secrets(self) -> Settings:

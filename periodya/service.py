@@ -54,7 +54,9 @@ async def runner_deps(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[D
 async def http_site(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None) -> AsyncIterator[str]:
     """Serve the API on settings.host:settings.port until the context exits; yields the base URL."""
     app = create_app(settings, pool, deps)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
+    # keepalive_timeout bounds both idle keep-alive and the time to send a request's headers
+    # (periodya/http/deadlines.py); the body has its own limit in the app.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10, keepalive_timeout=settings.header_timeout)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)

@@ -13,6 +13,7 @@ from periodya.config import Settings
 from periodya.eventstore import EventStore
 from periodya.handlers.payout_batch import PayoutBatcher
 from periodya.http import auth, client_ip, ops_routes, platform_routes, webhook_routes
+from periodya.http.deadlines import BODY_TIMEOUT, body_deadline
 from periodya.http.middleware import request_context
 from periodya.provider.port import ProviderUnavailable
 from periodya.runners.base import Deps
@@ -34,7 +35,9 @@ async def _liveness(_request: web.Request) -> web.Response:
 def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None) -> web.Application:
     """Build the app around an open pool (the caller owns the pool's lifetime). `deps` (provider and
     clock for the jobs) enables the ops endpoints that call the provider."""
-    app = web.Application(middlewares=[request_context, auth.auth_middleware], client_max_size=256 * 1024)
+    app = web.Application(middlewares=[request_context, auth.auth_middleware, body_deadline],
+                          client_max_size=256 * 1024)
+    app[BODY_TIMEOUT] = settings.body_timeout
     app[ops_routes.DEPS] = deps or Deps(EventStore(pool), NoProvider(), settings)
     app[platform_routes.STORE] = store = EventStore(pool)
     app[platform_routes.PAYOUTS] = payouts = PayoutBatcher(store)
