@@ -67,10 +67,10 @@ async def drip_until_closed(reader: asyncio.StreamReader, writer: asyncio.Stream
 
 async def test_trickled_headers_are_cut_off(server: tuple[str, int]) -> None:
     reader, writer = await asyncio.open_connection(*server)
-    start = [b"GET /livez HTTP/1.1\r\n", b"Host: x\r\n"]
-    endless = [f"X-Slow-{i}: still coming\r\n".encode() for i in range(int(GIVE_UP / DRIP) + 10)]
+    start = [b"GET /livez HTTP/1.1\r\n", b"Host: x\r\n", b"X-Slow: "]
+    endless = [b"a"] * (int(GIVE_UP / DRIP) + 10)  # one header line, a byte at a time, never ending
     received = await drip_until_closed(reader, writer, start + endless)
-    assert b"200 OK" not in received  # the request never completed
+    assert received == b""  # closed without an answer: the request never completed
 
 
 async def test_a_trickled_body_is_answered_408_and_cut_off(server: tuple[str, int]) -> None:
