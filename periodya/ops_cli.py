@@ -21,8 +21,8 @@ def add_parser(sub: Any) -> None:
                         description="Start the embedded PostgreSQL (unless DATABASE_URL is set), apply the schema, "
                                     "serve the API, run the scheduler with the runbook's cron table, and, when no "
                                     "provider is configured, the provider simulator (127.0.0.1, $PERIODYA_SIM_PORT "
-                                    "or 8081). Missing secrets are generated once into <data dir>/secrets.env (0600) and reused; "
-                                    "the URLs, that file and the next commands to run are printed on start.")
+                                    "or 8081). Missing secrets are generated once into <data dir>/secrets.env (0600) "
+                                    "and reused; the URLs, that file and the next commands are printed on start.")
     serve = sub.add_parser("serve", help="serve the HTTP API (no scheduler)")
     for p in (up, serve):
         p.add_argument("--host", help="listen address (default $PERIODYA_HOST or 127.0.0.1)")
