@@ -26,14 +26,14 @@ MAX_TOKEN_LENGTH = 256
 # One round trip on the hot path of every admin request: the session and its user by primary keys, and
 # last_seen_at bumped only when it is older than the touch interval (a minute, or a quarter of the idle
 # timeout if that is shorter), so most requests write nothing. A session unused for longer than the idle
-# timeout ($3) is not live. The UPDATE runs whether or not the outer SELECT reads it (data-modifying CTEs
-# always execute).
+# timeout ($3) is not live; the touch interval is added so a session in use is never refused early.
+# The UPDATE runs whether or not the outer SELECT reads it (data-modifying CTEs always execute).
 _VERIFY = """
 WITH live AS (
     SELECT s.token_hash, s.user_id, u.email, u.roles
       FROM admin_sessions s JOIN admin_users u ON u.user_id = s.user_id
      WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND NOT u.disabled
-       AND s.last_seen_at > now() - $3::interval
+       AND s.last_seen_at > now() - $3::interval - $2::interval
 ), touched AS (
     UPDATE admin_sessions a SET last_seen_at = now()
       FROM live WHERE a.token_hash = live.token_hash AND a.last_seen_at < now() - $2::interval
