@@ -14,6 +14,8 @@ from periodya.eventstore import EventStore
 from periodya.handlers.payout_batch import PayoutBatcher
 from periodya.http import auth, ops_routes, platform_routes, webhook_routes
 from periodya.http.middleware import request_context
+from periodya.http.openapi import setup as setup_openapi
+from periodya.http.readiness import setup as setup_readiness
 from periodya.provider.port import ProviderUnavailable
 from periodya.runners.base import Deps
 
@@ -54,4 +56,6 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     webhook_routes.setup(app, store)
     app.add_routes(ops_routes.routes)
     app.add_routes(audit_routes.routes)
+    setup_readiness(app)  # GET /readyz
+    setup_openapi(app)  # GET /openapi.json (built from the routes above) and /docs
     return app
