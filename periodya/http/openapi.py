@@ -129,8 +129,10 @@ def _operation(op: Op, method: str, path: str, refs: dict[Any, Any]) -> dict[str
     parameters += [{"name": name, "in": "header", "required": required, "schema": schema}
                    for name, (schema, required) in op.headers.items()]
     parameters += _query(op.query) if op.query else []
-    parameters.append({"name": "X-Request-Id", "in": "header", "required": False, "schema": REQUEST_ID,
-                       "description": "echoed and logged; a missing or malformed one is replaced by a generated id"})
+    parameters.append({"name": "X-Request-Id", "in": "header", "required": False, "schema": {"type": "string"},
+                       "description": "echoed and logged when it is 1-128 of [A-Za-z0-9._:-]; any other value is "
+                                      "not refused but replaced by a generated id (so the schema does not constrain "
+                                      "it)"})
     ok: dict[str, Any] = {"description": op.summary, "headers": {"X-Request-Id": {"$ref": "#/components/headers/"
                                                                                           "X-Request-Id"}}}
     if op.ok != 204:

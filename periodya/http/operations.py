@@ -116,7 +116,8 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("POST", "/api/webhooks/provider"): Op(
         "receiveProviderWebhook", "A provider event, verified against Stripe-Signature, stored once", "webhooks",
         response=m.WebhookAck, body=ProviderEvent, headers={"Stripe-Signature": (STRIPE_SIGNATURE, True)},
-        problems={400: ("VALIDATION_FAILED", "INVALID_SIGNATURE"), 409: ("CONCURRENCY_CONFLICT",)}),
+        problems={400: ("VALIDATION_FAILED", "INVALID_SIGNATURE", "CONFIG_ERROR"), 409: ("CONCURRENCY_CONFLICT",)},
+        description="400 CONFIG_ERROR while no PERIODYA_WEBHOOK_SECRET is configured: every webhook is refused."),
     ("GET", "/api/admin/ops/health"): Op("getHealth", "The runbook's health pulse", "ops", response=m.Health),
     ("POST", "/api/admin/ops/run/{job}"): Op(
         "runJob", "Run one job now (the cron runner's endpoint)", "ops", response=m.JobSummary, query=RunQuery,

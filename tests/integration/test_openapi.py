@@ -173,3 +173,13 @@ async def test_docs_page_renders_from_the_document_with_packaged_assets_only(ser
             assert 'fetch("/openapi.json")' in text
     async with http.get(base + "/docs/other.js") as r:
         assert r.status == 404 and r.content_type == "application/problem+json"
+
+
+async def test_a_method_the_route_lacks_is_405_problem_json_with_allow(served: Any) -> None:
+    """RFC 9110: a 405 names the allowed methods (schemathesis' unsupported_method check found it missing)."""
+    base, http = served
+    async with http.request("TRACE", base + "/livez") as r:
+        assert r.status == 405 and r.content_type == "application/problem+json"
+        assert set(r.headers.get("Allow", "").replace(" ", "").split(",")) == {"GET", "HEAD"}
+    async with http.request("DELETE", base + "/api/escrows", headers={"Authorization": "Bearer " + SERVICE_TOKEN}) as r:
+        assert r.status == 405 and r.headers.get("Allow") == "POST"
