@@ -39,7 +39,10 @@ SECURITY_SCHEMES = {
                      "description": "a session token from POST /api/auth/login of a user with platform_admin"},
     "cronSecret": {"type": "http", "scheme": "bearer",
                    "description": "PERIODYA_CRON_SECRET: the cron runner, on the run endpoints only"},
+    "metricsToken": {"type": "http", "scheme": "bearer",
+                     "description": "PERIODYA_METRICS_TOKEN, required by GET /metrics only when it is set"},
 }
+TAGS = ["escrows", "payees", "payouts", "webhooks", "auth", "ops", "audit", "probes", "meta"]
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
 
 
@@ -59,8 +62,10 @@ def security_for(method: str, path: str) -> list[dict[str, list[str]]]:
     """The schemes a route accepts, by the rules auth.authenticate applies (tests check the two agree)."""
     if path.startswith(auth._PLATFORM):
         return [{"serviceToken": []}]
-    if path.startswith("/api/admin/ops/run/") and method == "POST":
-        return [{"adminSession": []}, {"cronSecret": []}]
+    if path.startswith("/api/admin/ops/run/"):  # GET is for Vercel Cron: the cron secret only
+        return [{"adminSession": []}, {"cronSecret": []}] if method == "POST" else [{"cronSecret": []}]
+    if path == "/metrics":  # `{}`: no credential needed unless PERIODYA_METRICS_TOKEN is set
+        return [{}, {"metricsToken": []}]
     if path.startswith("/api/admin/") or path == "/api/auth/logout":
         return [{"adminSession": []}]
     return []
@@ -147,6 +152,9 @@ def _operation(op: Op, method: str, path: str, refs: dict[Any, Any]) -> dict[str
         "security": security_for(method, path)}
     if op.description:
         out["description"] = op.description
+    if op.links:
+        ok["links"] = {name: {"operationId": target, "parameters": params}
+                       for name, (target, params) in op.links.items()}
     if op.body is not None:
         out["requestBody"] = {"required": op.body_required, "description": STRICT_INTEGERS,
                               "content": {"application/json": {"schema": refs[(op.body, "validation")]}}}
@@ -174,8 +182,10 @@ def build(app: web.Application, *, version: str = "") -> dict[str, Any]:
                  "description": "Escrow and payout ledger. Money is integer minor units with an ISO 4217 code. "
                                 + STRICT_INTEGERS + " Errors are RFC 9457 application/problem+json with a stable "
                                 "`code`."},
+        "tags": [{"name": t} for t in TAGS if any(op.tag == t for op in OPERATIONS.values())],
         "paths": paths,
-        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES,
+        "components": {"schemas": schemas, "securitySchemes": {k: v for k, v in SECURITY_SCHEMES.items() if any(
+                           k in req for item in paths.values() for op in item.values() for req in op["security"])},
                        "headers": {"X-Request-Id": {"schema": REQUEST_ID, "description": "the request's id"}}},
     }
 

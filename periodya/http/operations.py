@@ -71,6 +71,7 @@ class Op:
     headers: dict[str, tuple[dict[str, Any], bool]] = field(default_factory=dict)  # name -> (schema, required)
     problems: dict[int, tuple[str, ...]] = field(default_factory=dict)  # beyond the ones every route may give
     description: str = ""
+    links: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)  # OpenAPI links of the answer
 
 
 _IDEM = {"Idempotency-Key": (IDEMPOTENCY_KEY, False)}
@@ -80,6 +81,12 @@ _PROVIDER = ("PROVIDER_ERROR", "PROVIDER_UNAVAILABLE", "PROVIDER_REJECTED", "PRO
              "PROVIDER_AUTH_FAILED", "PROVIDER_IDEMPOTENCY_MISMATCH")
 _PAYOUT_CMD = {409: ("INVALID_STATE", "CONCURRENCY_CONFLICT"), 400: ("VALIDATION_FAILED", *_PROVIDER)}
 _ANY_ID = {"id": {**ID_SCHEMA, "description": "the payoutId or the provider's payout id"}}
+_ESCROW_LINKS = {op: (op, {"escrow_id": "$response.body#/escrowId"})
+                 for op in ("getEscrow", "releaseEscrow", "refundEscrow", "getEscrowAudit")}
+_PAYOUT_LINKS = {**{op: (op, {"payout_id": "$response.body#/payoutId"})
+                    for op in ("getPayout", "getPayoutEvents", "getPayoutAudit")},
+                 **{op: (op, {"id": "$response.body#/payoutId"}) for op in ("quarantinePayout", "forceFinalize")},
+                 "getPayeeBalances": ("getPayeeBalances", {"payee_id": "$response.body#/payeeId"})}
 
 OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/livez"): Op("getLivez", "The process is up", "probes", response=m.Liveness),
@@ -96,7 +103,8 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("POST", "/api/auth/logout"): Op("logout", "Revoke the session of the bearer token", "auth", ok=204,
                                      problems={401: ("UNAUTHENTICATED",)}),
     ("POST", "/api/escrows"): Op("createEscrow", "Fund an escrow (funds captured, held)", "escrows", ok=201,
-                                 response=m.Escrow, body=schemas.CreateEscrow, headers=_IDEM, problems=_MONEY),
+                                 response=m.Escrow, body=schemas.CreateEscrow, headers=_IDEM, problems=_MONEY,
+                                 links=_ESCROW_LINKS),
     ("POST", "/api/escrows/{escrow_id}/release"): Op(
         "releaseEscrow", "Release to a payee's payable, the fee to platform revenue", "escrows", response=m.Escrow,
         body=schemas.ReleaseEscrow, headers=_IDEM, problems=_MONEY),
@@ -109,7 +117,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("POST", "/api/payouts"): Op(
         "createPayout", "Request a payout (funds reserved from available; group-committed)", "payouts", ok=201,
         response=m.Payout, body=schemas.CreatePayout, headers={"Idempotency-Key": (IDEMPOTENCY_KEY, True)},
-        problems=_MONEY),
+        problems=_MONEY, links=_PAYOUT_LINKS),
     ("GET", "/api/payouts/{payout_id}"): Op("getPayout", "A payout", "payouts", response=m.Payout),
     ("GET", "/api/payouts/{payout_id}/events"): Op("getPayoutEvents", "A payout's whole history", "payouts",
                                                    response=m.PayoutEvents),

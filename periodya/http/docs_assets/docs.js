@@ -58,7 +58,7 @@ async function main() {
   const spec = await (await fetch("/openapi.json")).json();
   document.getElementById("title").textContent = `${spec.info.title} ${spec.info.version}`;
   document.getElementById("description").textContent = spec.info.description || "";
-  const byTag = new Map();
+  const byTag = new Map((spec.tags || []).map((t) => [t.name, []]));
   for (const [path, item] of Object.entries(spec.paths)) {
     for (const [method, op] of Object.entries(item)) {
       const tag = (op.tags || ["other"])[0];
