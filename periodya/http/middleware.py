@@ -50,14 +50,15 @@ async def _guarded(request: web.Request, handler: Handler, request_id: str) -> w
                            requestId=request_id)
         response.headers["Retry-After"] = "5"
         return response
+    except web.HTTPMethodNotAllowed as exc:  # RFC 9110: a 405 names the methods the resource takes
+        response = problem(405, "METHOD_NOT_ALLOWED", exc.reason, exc.text or exc.reason, requestId=request_id)
+        response.headers["Allow"] = exc.headers.get("Allow", "")
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(exc.status, "HTTP_ERROR")
-        response = problem(exc.status, code, exc.reason, exc.text or exc.reason, requestId=request_id)
-        if "Allow" in exc.headers:  # a 405 names the methods the resource takes (RFC 9110)
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
+        return problem(exc.status, code, exc.reason, exc.text or exc.reason, requestId=request_id)
     except Exception:  # the boundary: log it with the request id, never leak a trace to the client
         log.exception("unhandled error", method=request.method, path=request.path)
         return problem(500, "INTERNAL", "Internal error", "an internal error occurred; quote the request id",
