@@ -16,6 +16,8 @@ from periodya.handlers.payout_batch import PayoutBatcher
 from periodya.http import admin_payout_routes, auth, client_ip, ops_routes, platform_routes, webhook_routes
 from periodya.http.deadlines import BODY_TIMEOUT, body_deadline
 from periodya.http.middleware import request_context
+from periodya.http.openapi import setup as setup_openapi
+from periodya.http.readiness import setup as setup_readiness
 from periodya.provider.port import ProviderUnavailable
 from periodya.runners.base import Deps
 
@@ -62,4 +64,6 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     app.add_routes(audit_routes.routes)
     app.add_routes(admin_payout_routes.routes)
     app.add_routes(me_routes.routes)
+    setup_readiness(app)  # GET /readyz
+    setup_openapi(app)  # GET /openapi.json (built from the routes above) and /docs
     return app
