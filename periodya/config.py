@@ -67,6 +67,7 @@ class Settings:
     sent_stuck_minutes: float
     finalize_grace_minutes: float
     log_level: str
+    metrics_token: str | None = None  # GET /metrics requires it as a bearer token when set; open when unset
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -92,6 +93,7 @@ class Settings:
             sent_stuck_minutes=_minutes(env, "PERIODYA_SENT_STUCK_MINUTES", 10),
             finalize_grace_minutes=_minutes(env, "PERIODYA_FINALIZE_GRACE_MINUTES", 5),
             log_level=(env.get("PERIODYA_LOG_LEVEL") or "info").lower(),
+            metrics_token=env.get("PERIODYA_METRICS_TOKEN") or None,
         )
 
     def with_overrides(self, **changes: object) -> Settings:
