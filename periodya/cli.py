@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     from periodya.audit import cli as audit_cli  # replay, balances, history, export, digest; extends `verify`
 
     audit_cli.add_parser(sub)
+    from periodya import cron_cli  # here, not at the top: it imports this module
+
+    cron_cli.add_parser(sub)
     return parser
 
 
