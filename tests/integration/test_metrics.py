@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlparse, urlunparse
 
 import aiohttp
 import asyncpg
@@ -144,3 +146,31 @@ async def test_routes_are_labelled_by_template_never_by_raw_path(api: TestClient
     assert value(samples, "periodya_http_requests_total", route="/api/escrows/{escrow_id}", method="GET",
                  status="404") == 3
     assert value(samples, "periodya_http_requests_total", route="unmatched", method="GET", status="404") == 3
+
+
+async def test_an_unreachable_database_still_serves_the_process_metrics(database_url: str, pool: asyncpg.Pool,
+                                                                         settings: Settings,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from periodya import db
+
+    role = f"limited_{uuid.uuid4().hex[:8]}"
+    await pool.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
+    parts = urlparse(database_url)
+    url = urlunparse(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
+    holder = await asyncpg.connect(url)  # takes the role's only connection
+    limited = await db.connect_pool(url, min_size=0, max_size=2)
+    client = TestClient(TestServer(create_app(settings, limited)))
+    await client.start_server()
+    try:
+        r = await client.get("/metrics")
+        assert r.status == 200
+        samples = parse(await r.text())
+        assert value(samples, "periodya_health_query_ok") == 0
+        assert ("periodya_outbox_pending", ()) not in samples  # no stale or invented gauge
+        assert value(samples, "periodya_http_requests_total", route="/metrics", method="GET", status="200") >= 0
+    finally:
+        await client.close()
+        await limited.close()
+        await holder.close()
+        await pool.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+    assert "Traceback" not in capsys.readouterr().out
