@@ -13,6 +13,7 @@ metrics token opens /metrics only, and no other secret opens /metrics.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import Iterable
@@ -66,6 +67,9 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
         return response
     except web.HTTPException as exc:  # a redirect or an error the boundary let through
         status = exc.status
+        raise
+    except asyncio.CancelledError:  # the client went away: not a server error (nginx's 499)
+        status = 499
         raise
     finally:
         resource = request.match_info.route.resource
