@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from periodya import tracing
 from periodya.admin import routes as admin_routes
 from periodya.audit import routes as audit_routes
 from periodya.config import Settings
@@ -34,7 +35,8 @@ async def _liveness(_request: web.Request) -> web.Response:
 def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None) -> web.Application:
     """Build the app around an open pool (the caller owns the pool's lifetime). `deps` (provider and
     clock for the jobs) enables the ops endpoints that call the provider."""
-    app = web.Application(middlewares=[metrics_routes.count_requests, request_context, auth.auth_middleware],
+    traced = tracing.middlewares()  # first: when tracing is on, it sets up the server-span middleware
+    app = web.Application(middlewares=[*traced, metrics_routes.count_requests, request_context, auth.auth_middleware],
                           client_max_size=256 * 1024)
     app[ops_routes.DEPS] = deps or Deps(EventStore(pool), NoProvider(), settings)
     app[platform_routes.STORE] = store = EventStore(pool)

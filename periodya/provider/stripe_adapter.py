@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
-from periodya import metrics
+from periodya import metrics, tracing
 from periodya.logging import get_logger
 from periodya.provider.port import (
     PAYOUT_STATUSES,
@@ -126,7 +126,8 @@ class StripePayoutsClient:
     async def _request(self, method: str, path: str, operation: str, *, form: Mapping[str, str] | None = None,
                        params: Mapping[str, str] | None = None, idempotency_key: str | None = None) -> Any:
         """One provider call, counted and timed by `operation` (periodya_provider_requests_total)."""
-        with metrics.provider_call(operation):
+        about = {"periodya.payout_id": idempotency_key} if idempotency_key else {}  # the key is the payout id
+        with metrics.provider_call(operation), tracing.span(f"provider {operation}", about):
             return await self._send(method, path, form=form, params=params, idempotency_key=idempotency_key)
 
     async def _send(self, method: str, path: str, *, form: Mapping[str, str] | None,
