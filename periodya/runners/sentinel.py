@@ -17,7 +17,7 @@ from periodya.handlers import alerts
 from periodya.handlers.unit_of_work import Meta, run_command
 from periodya.logging import get_logger
 from periodya.runners.base import Deps, Summary
-from periodya.runners.sentinel_checks import CHECKS, REMEDY, Result, Scope
+from periodya.runners.sentinel_checks import CHECKS, Result, Scope, remedy
 
 MAX_NEW_PER_CODE = 50
 MAX_DIGEST_DAYS = 31  # daily digests recorded per full run, oldest first
@@ -48,7 +48,7 @@ async def _scope(deps: Deps, full: bool) -> tuple[Scope, Position]:
 
 async def _raise(code: str, severity: str, subject: str, details: dict[str, Any], deps: Deps) -> bool:
     return await run_command(deps.store, META, lambda u: alerts.raise_alert(
-        u, code, severity, subject, details, REMEDY[code]))
+        u, code, severity, subject, details, remedy(code, details)))
 
 
 async def _apply(deps: Deps, result: Result, summary: Summary) -> None:

@@ -5,13 +5,14 @@ absent from the findings and the check was complete or checked that subject.
 
 One code, one condition: BALANCE_DRIFT is a balance against the log itself (full runs only: it reads
 every LedgerGroupPosted event); BALANCE_ENTRIES_DRIFT is a balance against its ledger_entries rows
-(recent runs: the accounts the new groups touched; full runs: every account).
+(recent runs only: the accounts the groups written since the last run touched).
 
 Every check reports how much it examined: an empty result over nothing examined is not "balanced".
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,18 +30,19 @@ REMEDY = {
     "LEDGER_UNBALANCED": "Runbook 'LEDGER_UNBALANCED': isolate the ledger group, verify all references. DO NOT attempt "
                          "automated repair. Notify Senior Engineering directly.",
     "OUTBOX_STUCK": "Runbook 'Outbox stuck SENDING': usually self-healed by the repair job; if it persists, "
-                    "POST /api/admin/ops/payouts/{id}/rerun-outbox.",
+                    "POST /api/admin/ops/payouts/{payoutId}/rerun-outbox.",
     "SENT_STUCK": "Runbook 'SENT stuck without webhook': self-heals via reconcile-pull; if needed, "
-                  "POST /api/admin/ops/payouts/{id}/force-reconcile.",
+                  "POST /api/admin/ops/payouts/{payoutId}/force-reconcile.",
     "BALANCE_DRIFT": "A balance differs from the log: run `periodya replay --projection balances` to see the rows; "
                      "escalate before rebuilding with --swap.",
     "BALANCE_ENTRIES_DRIFT": "A balance differs from the sum of its ledger_entries rows: run `periodya replay "
                              "--projection ledger --projection balances` to see which table differs from the log; "
-                             "escalate before rebuilding with --swap.",
+                             "escalate before rebuilding with --swap. Resolved by a recent run that checks the "
+                             "account again (a new group on it) and finds it whole, or by a human.",
     "HASH_CHAIN_BROKEN": "The log was changed outside the application: run `periodya verify`, preserve evidence, "
                          "escalate to Senior Engineering. Never auto-resolved.",
     "DUPLICATE_PAYOUT": "The provider reports another payout or amount for this payout: quarantine it "
-                        "(POST /api/admin/ops/payouts/{id}/quarantine) and reconcile with the provider by hand.",
+                        "(POST /api/admin/ops/payouts/{payoutId}/quarantine) and reconcile with the provider by hand.",
     "DIGEST_MISMATCH": "A day's events no longer match the digest recorded for that day: the log was changed "
                        "outside the application. Run `periodya verify` and `periodya digest`, preserve "
                        "evidence, escalate to Senior Engineering. Never auto-resolved.",
@@ -51,6 +53,15 @@ REMEDY = {
                              "destination with the platform team, then resolve this alert.",
     "ALERTS_CAPPED": "More findings than one run raises: see details.count and query the condition directly.",
 }
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def remedy(code: str, details: dict[str, Any]) -> str:
+    """The code's remedy with each `{key}` replaced by the alert's details[key] (the real ids); a key the
+    details lack (none should) is left as written rather than failing the alert."""
+    return _PLACEHOLDER.sub(lambda m: str(details.get(m.group(1), m.group(0))), REMEDY[code])
 
 
 @dataclass
@@ -171,22 +182,22 @@ _ENTRIES = "SELECT account, currency, (sum(credit) - sum(debit))::bigint AS net 
 
 
 async def balance_entries_drift(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> Result:
-    """Balances against the sum of their ledger_entries rows: every account in a full run, the accounts
-    the groups written since the last run touched in a recent one (those are the subjects it checked)."""
+    """The accounts the groups written since the last run touched: each balance against the sum of its
+    ledger_entries rows (those accounts are the subjects it checked). Recent runs only: the full run
+    checks balances against the log itself (BALANCE_DRIFT) and ledger groups (LEDGER_UNBALANCED), and it
+    resolves nothing of this code, whose condition it did not check."""
     if scope.full:
-        entries = await conn.fetch(_ENTRIES + " GROUP BY 1, 2")
-        balances = await conn.fetch("SELECT account, currency, balance FROM balances")
-    else:
-        touched = await conn.fetch("SELECT DISTINCT account, currency FROM ledger_entries "
-                                   "WHERE group_id = ANY($1::text[])", scope.groups)
-        accounts, currencies = [r["account"] for r in touched], [r["currency"] for r in touched]
-        entries = await conn.fetch(_ENTRIES + " WHERE (account, currency) IN (SELECT * FROM unnest($1::text[], "
-                                   "$2::text[])) GROUP BY 1, 2", accounts, currencies)
-        balances = await conn.fetch("SELECT account, currency, balance FROM balances WHERE (account, currency) "
-                                    "IN (SELECT * FROM unnest($1::text[], $2::text[]))", accounts, currencies)
+        return Result("BALANCE_ENTRIES_DRIFT", CRITICAL, {}, False, 0)
+    touched = await conn.fetch("SELECT DISTINCT account, currency FROM ledger_entries "
+                               "WHERE group_id = ANY($1::text[])", scope.groups)
+    accounts, currencies = [r["account"] for r in touched], [r["currency"] for r in touched]
+    entries = await conn.fetch(_ENTRIES + " WHERE (account, currency) IN (SELECT * FROM unnest($1::text[], "
+                               "$2::text[])) GROUP BY 1, 2", accounts, currencies)
+    balances = await conn.fetch("SELECT account, currency, balance FROM balances WHERE (account, currency) "
+                                "IN (SELECT * FROM unnest($1::text[], $2::text[]))", accounts, currencies)
     expected = {(r["account"], r["currency"]): r["net"] for r in entries}
     live = {(r["account"], r["currency"]): r["balance"] for r in balances}
-    return _drift("BALANCE_ENTRIES_DRIFT", "fromEntries", expected, live, scope.full)
+    return _drift("BALANCE_ENTRIES_DRIFT", "fromEntries", expected, live, False)
 
 
 async def hash_chain(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> Result:

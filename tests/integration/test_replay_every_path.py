@@ -28,8 +28,8 @@ from periodya.projections import PROJECTIONS, rows
 from periodya.projections.catchup import CatchUp
 from periodya.projections.replay import diff_table, rebuild_in, replay_and_diff, selected
 from tests.integration.full_log import build_full_log
-from tests.integration.test_audit_catchup import _settled
 from tests.integration.pipeline import live_pipeline
+from tests.integration.test_audit_catchup import _settled
 
 SMALL, LARGE = 1, 10**9
 
