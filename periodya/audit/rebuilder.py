@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-import inspect
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -157,9 +156,9 @@ class SharedConnection:
     projections' apply calls of a batch concurrently lets one compute its rows while the server
     executes another's statement. It implements projections.port.ProjectionConnection, every method an
     apply function may call (mypy checks it where the rebuild hands it to the apply functions); any
-    other attribute is the connection's own, reached under the same lock when it is a coroutine method,
-    so a method added to the port and not here still runs, one statement at a time, rather than failing
-    the rebuild (issue 11: `executemany` was missing here)."""
+    other method of the connection is awaited under the same lock, so a method added to the port and not
+    here still runs, one statement at a time, rather than failing the rebuild (issue 11: `executemany`
+    was missing here)."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
@@ -178,8 +177,11 @@ class SharedConnection:
             return await self._conn.copy_records_to_table(table_name, records=records, columns=columns)
 
     def __getattr__(self, name: str) -> Any:
+        # Not `inspect.iscoroutinefunction`: a pool's connection proxy wraps its methods in plain
+        # functions that return coroutines. An apply awaits every connection method it calls, so every
+        # other callable is awaited here, under the same lock.
         attribute = getattr(self._conn, name)
-        if not inspect.iscoroutinefunction(attribute):
+        if not callable(attribute):
             return attribute
 
         @functools.wraps(attribute)

@@ -154,3 +154,25 @@ def test_every_projection_is_in_the_registry_walked_here() -> None:
     modules = {m for m in vars(projections_pkg).values() if isinstance(m, ModuleType)
                and hasattr(m, "apply") and hasattr(m, "TABLES")}
     assert modules == set(PROJECTIONS.values())
+
+
+async def test_shared_connection_serves_every_port_method_and_delegates_the_rest(pool: asyncpg.Pool) -> None:
+    """The audit rebuild's wrapper has every method of the port the apply functions are typed against,
+    and anything else of the connection (here executemany and fetchval, which issue 11's apply called)
+    runs too, one statement at a time, instead of failing with AttributeError."""
+    import asyncio
+    import inspect
+
+    from periodya.audit.rebuilder import SharedConnection
+    from periodya.projections.port import ProjectionConnection
+
+    port = {name for name, _ in inspect.getmembers(ProjectionConnection, inspect.iscoroutinefunction)}
+    assert port == {"execute", "fetch", "copy_records_to_table"}
+    assert all(name in vars(SharedConnection) for name in port)
+    async with pool.acquire() as conn, conn.transaction():
+        shared = SharedConnection(conn)
+        await shared.execute("CREATE TEMP TABLE t (n int)")
+        await asyncio.gather(shared.executemany("INSERT INTO t VALUES ($1)", [(1,), (2,)]),
+                             shared.copy_records_to_table("t", records=[(3,)], columns=["n"]),
+                             shared.fetch("SELECT pg_sleep(0.01)"))
+        assert await shared.fetchval("SELECT sum(n) FROM t") == 6
