@@ -85,10 +85,12 @@ async def run_job_by_cron_get(request: web.Request) -> web.Response:
 
 @routes.get("/api/admin/ops/alerts")
 async def get_alerts(request: web.Request) -> web.Response:
-    q = request.query
+    # Every filter in either case (the runbook writes severity=CRITICAL): stored forms are upper-case
+    # status and code, lower-case severity.
+    q = {key: value.lower() if key == "severity" else value.upper() for key, value in request.query.items()}
     for key, allowed in (("status", {"OPEN", "ACKNOWLEDGED", "RESOLVED"}), ("severity", {"critical", "warning"})):
         if key in q and q[key] not in allowed:
-            raise ValidationFailed(f"{key} must be one of {sorted(allowed)}")
+            raise ValidationFailed(f"{key} must be one of {sorted(allowed)} (either case)")
     return json({"alerts": await list_alerts(_deps(request), q.get("status"), q.get("severity"), q.get("code"))})
 
 
