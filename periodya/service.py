@@ -16,6 +16,7 @@ from periodya.config import Settings
 from periodya.errors import ConfigError
 from periodya.eventstore import EventStore
 from periodya.http.app import create_app
+from periodya.http.edge import EdgeRunner
 from periodya.provider.stripe_adapter import StripePayoutsClient
 from periodya.runners.base import Deps
 
@@ -54,7 +55,7 @@ async def runner_deps(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[D
 async def http_site(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None) -> AsyncIterator[str]:
     """Serve the API on settings.host:settings.port until the context exits; yields the base URL."""
     app = create_app(settings, pool, deps)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
+    runner = EdgeRunner(app, access_log=None, shutdown_timeout=10)  # problem+json below the middlewares too
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)

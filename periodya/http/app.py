@@ -12,7 +12,7 @@ from periodya.audit import routes as audit_routes
 from periodya.config import Settings
 from periodya.eventstore import EventStore
 from periodya.handlers.payout_batch import PayoutBatcher
-from periodya.http import auth, ops_routes, platform_routes, webhook_routes
+from periodya.http import auth, edge, ops_routes, platform_routes, webhook_routes
 from periodya.http.middleware import request_context
 from periodya.provider.port import ProviderUnavailable
 from periodya.runners.base import Deps
@@ -35,6 +35,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     """Build the app around an open pool (the caller owns the pool's lifetime). `deps` (provider and
     clock for the jobs) enables the ops endpoints that call the provider."""
     app = web.Application(middlewares=[request_context, auth.auth_middleware], client_max_size=256 * 1024)
+    edge.install(app)  # Server, nosniff and no-store headers on every answer
     app[ops_routes.DEPS] = deps or Deps(EventStore(pool), NoProvider(), settings)
     app[platform_routes.STORE] = store = EventStore(pool)
     app[platform_routes.PAYOUTS] = payouts = PayoutBatcher(store)
