@@ -48,6 +48,8 @@ class Target:
     port: int
     log: Path
     tokens: dict[str, str]
+    webhook_secret: str | None = None
+    """When set, some webhook deliveries are signed with it: malformed but correctly signed provider events."""
 
     def log_size(self) -> int:
         return self.log.stat().st_size
@@ -90,6 +92,8 @@ def strategies(target: Target) -> Any:
     @st.composite
     def path(draw: Any) -> tuple[str, str]:
         method, pattern = draw(st.sampled_from(routes))
+        if target.webhook_secret and draw(st.integers(0, 5)) == 0:
+            method, pattern = "POST", "/api/webhooks/provider"  # more deliveries, half of them signed
         if draw(st.integers(0, 9)) == 0:
             method = draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "BREW"]))
         filled = PLACEHOLDER.sub(lambda m: _path_safe(draw(ids)), pattern)
@@ -122,6 +126,16 @@ def strategies(target: Target) -> Any:
     extra_headers = st.lists(st.tuples(st.sampled_from(
         [b"X-Request-Id", b"Idempotency-Key", b"Content-Type", b"Stripe-Signature", b"Authorization", b"X-Junk",
          b"Accept", b"Transfer-Encoding", b"Content-Encoding"]), header_value), max_size=3)
+    provider_event = st.fixed_dictionaries({
+        "id": st.one_of(plain, plain, plain, json_value, st.just("evt_\x00"), st.just("evt\nx")),
+        "type": st.one_of(st.sampled_from(["payout.paid", "payout.failed", "payout.updated", "payout.canceled",
+                                           "balance.available"]), json_value),
+        "data": st.fixed_dictionaries({"object": st.fixed_dictionaries({
+            "id": st.one_of(plain, json_value), "status": st.sampled_from(["paid", "failed", "pending", "?"])},
+            optional={"amount": st.one_of(st.integers(1, 10**6), json_value),
+                      "currency": st.one_of(st.just("usd"), json_value),
+                      "metadata": st.one_of(st.fixed_dictionaries({"payout_id": json_value}), json_value)})})},
+        optional={"created": json_value})
     credential = st.sampled_from(CREDENTIALS)
     garbage = st.one_of(st.binary(min_size=1, max_size=64), st.just(b"\xff\xfe"), st.just(b"a" * 9000))
 
@@ -132,6 +146,8 @@ def strategies(target: Target) -> Any:
         if pairs:
             target_path += "?" + "&".join(f"{quote(k, safe='')}={quote(v, safe='%')}" for k, v in pairs)
         kind = draw(credential)
+        if kind == "admin" and target_path.startswith("/api/auth/logout"):
+            kind = "none"  # keep the admin session alive for the rest of the run
         head = [f"{method} {target_path} HTTP/1.1".encode("utf-8", "surrogateescape"), b"Host: fuzz",
                 b"Connection: close"]
         if kind == "garbage":
@@ -141,6 +157,11 @@ def strategies(target: Target) -> Any:
         for name, value in draw(extra_headers):
             head.append(name + b": " + value.replace(b"\r", b"").replace(b"\n", b""))
         payload = draw(body) if method not in ("GET", "HEAD") or draw(st.booleans()) else b""
+        if target.webhook_secret and target_path.startswith("/api/webhooks/") and draw(st.booleans()):
+            from periodya.provider.signing import sign
+
+            payload = draw(provider_event.map(_json))
+            head.append(b"Stripe-Signature: " + sign(payload, target.webhook_secret, int(time.time())).encode())
         head.append(b"Content-Length: " + str(len(payload)).encode())
         return b"\r\n".join(head) + b"\r\n\r\n" + payload
 
@@ -148,7 +169,7 @@ def strategies(target: Target) -> Any:
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, allow_nan=False).encode()
+    return json.dumps(value, allow_nan=False).encode("utf-8", "surrogatepass")
 
 
 def _path_safe(value: str) -> str:
@@ -321,7 +342,7 @@ async def running_target(database_url: str, log_dir: Path, *, log_level: str = "
                                  json={"email": email, "password": password}) as r:
                 token = (await r.json())["token"]
             yield Target("127.0.0.1", api_port, log_dir / "serve.log",
-                         {"service": service, "cron": cron, "admin": token})
+                         {"service": service, "cron": cron, "admin": token}, webhook_secret="whsec_fuzz")
     finally:
         for proc in reversed(procs):
             await stop_process(proc, grace=10)

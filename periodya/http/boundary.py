@@ -2,9 +2,10 @@
 
 * `unhandled`: any exception escaping a handler. ONE line per request. A client's input that a lower
   layer could not take (characters PostgreSQL text cannot hold, a string that is not UTF-8, nesting
-  that exhausts the recursion limit) is a 400 with one warning line and never a traceback; anything
-  else is our own bug: a 500 whose line carries the traceback at most once per minute per route (the
-  other lines of that minute say `traceback: "suppressed"`).
+  that exhausts the recursion limit, a body that does not decode as its Content-Encoding) is a 400
+  with one warning line and never a traceback; anything else is our own bug: a 500 whose line carries
+  the traceback at most once per minute per route (the other lines of that minute say
+  `traceback: "suppressed"`).
 * `refused`: a failed credential check or webhook signature, and a request the HTTP parser refused.
   At most REFUSALS_PER_MINUTE lines per kind per minute; the next line of that kind says how many were
   not logged in between (`suppressed`). Never given a token, secret or signature. This is the single
@@ -17,6 +18,8 @@ import time
 from collections.abc import Callable
 
 import asyncpg
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web import RequestPayloadError
 
 from periodya.logging import get_logger
 
@@ -24,7 +27,7 @@ log = get_logger("periodya.http")
 TRACEBACK_EVERY = 60.0
 REFUSALS_PER_MINUTE = 30
 CLIENT_INPUT = (UnicodeError, RecursionError, asyncpg.CharacterNotInRepertoireError,
-                asyncpg.UntranslatableCharacterError)
+                asyncpg.UntranslatableCharacterError, RequestPayloadError, HttpProcessingError)
 """Exceptions only a client's bytes cause (a lower layer refusing them): answered 400, never traced."""
 
 
@@ -54,12 +57,13 @@ _tracebacks = Window(1, TRACEBACK_EVERY)
 _refusals = Window(REFUSALS_PER_MINUTE, 60.0)
 
 
-def unhandled(exc: BaseException, method: str, route: str) -> bool:
-    """Log an exception that escaped a handler (one line) and return whether it is a client's input
-    (answer 400) rather than our bug (answer 500)."""
+def unhandled(exc: BaseException, method: str, route: str) -> str | None:
+    """Log an exception that escaped a handler (one line). Returns the problem code of a 400 when it is a
+    client's input (BAD_REQUEST for an unreadable body, VALIDATION_FAILED for the rest), None when it is
+    our bug (a 500)."""
     if isinstance(exc, CLIENT_INPUT):
         log.warning("request_input_refused", method=method, route=route, error=type(exc).__name__)
-        return True
+        return "BAD_REQUEST" if isinstance(exc, RequestPayloadError | HttpProcessingError) else "VALIDATION_FAILED"
     traced, suppressed = _tracebacks.allow(route)
     if traced:
         log.error("unhandled_error", method=method, route=route, error=type(exc).__name__,
@@ -67,7 +71,7 @@ def unhandled(exc: BaseException, method: str, route: str) -> bool:
     else:
         log.error("unhandled_error", method=method, route=route, error=type(exc).__name__,
                   traceback="suppressed")
-    return False
+    return None
 
 
 def refused(kind: str, **fields: object) -> None:

@@ -56,7 +56,7 @@ class ProblemRequestHandler(RequestHandler):
             response = problem(status, code, title, "the request could not be read: "
                                f"{title.lower() if status != 400 else 'malformed HTTP'}", requestId=request_id)
         else:  # a failure below the app's error boundary (it catches every handler's exception)
-            boundary.unhandled(exc or RuntimeError("handle_error"), request.method, "protocol")
+            boundary.unhandled(exc or RuntimeError("handle_error"), request.method, "protocol")  # logged only
             response = problem(status, "INTERNAL", "Internal error", "an internal error occurred; quote the request id",
                                requestId=request_id)
         response.headers.update({"Server": SERVER, **NOSNIFF, "X-Request-Id": request_id})

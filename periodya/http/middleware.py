@@ -57,9 +57,10 @@ async def _guarded(request: web.Request, handler: Handler, request_id: str) -> w
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(exc.status, "HTTP_ERROR")
         return problem(exc.status, code, exc.reason, exc.text or exc.reason, requestId=request_id)
     except Exception as exc:  # the boundary: ONE bounded log line (boundary.py), never a trace to the client
-        if boundary.unhandled(exc, request.method, route_of(request)):
-            return problem(400, "VALIDATION_FAILED", "Invalid request",
-                           "the request holds characters or nesting the service cannot take", requestId=request_id)
+        input_code = boundary.unhandled(exc, request.method, route_of(request))
+        if input_code is not None:
+            return problem(400, input_code, "Invalid request",
+                           "the request cannot be read: its encoding, characters or nesting", requestId=request_id)
         return problem(500, "INTERNAL", "Internal error", "an internal error occurred; quote the request id",
                        requestId=request_id)
 
