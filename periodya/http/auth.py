@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 
 from periodya.http import boundary
+from periodya.http.client_ip import request_client
 from periodya.http.middleware import ACTOR, Handler, route_of
 from periodya.http.problems import Forbidden, Unauthenticated
 
@@ -65,7 +66,7 @@ async def authenticate(request: web.Request) -> Principal | None:
     try:
         return await _authenticate(request)
     except (Unauthenticated, Forbidden) as exc:
-        boundary.refused(_kind(request), route=route_of(request), remote=request.remote, reason=str(exc))
+        boundary.refused(_kind(request), route=route_of(request), remote=request_client(request), reason=str(exc))
         raise
 
 

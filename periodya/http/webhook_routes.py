@@ -44,6 +44,7 @@ from periodya.handlers import alerts, webhook_refusals
 from periodya.handlers.group_commit import GroupCommit
 from periodya.handlers.unit_of_work import Meta, UnitOfWork, project, run_command
 from periodya.http import boundary
+from periodya.http.client_ip import request_client
 from periodya.http.middleware import REQUEST_ID
 from periodya.http.platform_routes import json
 from periodya.http.problems import BadRequest
@@ -210,7 +211,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
     except SignatureError as exc:  # counted (health, sentinel) and logged, never the signature or the secret
         await webhook_refusals.record(request.app[INTAKE].store.pool, exc.reason)
         boundary.refused("webhook_signature", reason=exc.reason, providerEventId=_peek_id(raw),
-                         remote=request.remote)
+                         remote=request_client(request))
         raise
     event, problem = parse_event(raw)
     meta = Meta(actor="provider", request_id=request.get(REQUEST_ID),
