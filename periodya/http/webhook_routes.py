@@ -1,6 +1,8 @@
 """Provider webhook intake: verify the signature on the raw bytes, then store the event once.
 
-Nothing is parsed before the signature verifies, and nothing is queued before that either. A verified
+Nothing is parsed before the signature verifies, and nothing is queued before that either (a refused
+delivery's claimed event id is read for its log line only, and counted: handlers/webhook_refusals.py).
+A verified event that cannot be read is stored as `unprocessable` and flagged (parse_event). A verified
 event is appended to its own stream `provider-event-<id>` with NO_STREAM, so a redelivery (same provider
 event id) is answered 200 with no second effect. Acting on the event is the webhooks job's work, not
 this handler's, so the provider gets its answer fast.
@@ -139,7 +141,7 @@ UNPROCESSABLE_REMEDY = (
     "The provider sent a correctly signed event this service cannot read (details.problem). It is stored "
     "(stream provider-event-<details.providerEventId>, type unprocessable) and nothing was done with it. Look "
     "the event up at the provider; if it concerns a payout, reconcile it with "
-    "POST /api/admin/ops/payouts/{id}/force-reconcile, then resolve this alert.")
+    "POST /api/admin/ops/payouts/<payout id>/force-reconcile, then resolve this alert.")
 _MAX_ID = 255
 _PEEK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
