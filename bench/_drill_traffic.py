@@ -62,6 +62,7 @@ class Traffic:
     run_id: str
     gate: Gate = field(default_factory=Gate)
     serial: int = 0
+    asking: int = 0  # payout requests in flight: accepted + asking never exceeds `target`
     waiting: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
 
     def next_id(self, prefix: str) -> str:
@@ -116,6 +117,16 @@ class Traffic:
 
     # --- payouts ---------------------------------------------------------------------------------------
     async def request_payout(self, payee: Payee) -> None:
+        if len(self.model.payouts) + self.asking >= self.target:  # the requests in flight make up the number
+            await asyncio.sleep(0.05)
+            return
+        self.asking += 1
+        try:
+            await self._request_payout(payee)
+        finally:
+            self.asking -= 1
+
+    async def _request_payout(self, payee: Payee) -> None:
         rng, f = self.rng, self.findings
         room = self.model.surely_available(payee)
         amount = rng.randint(1, min(room, 3_000))
