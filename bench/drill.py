@@ -48,6 +48,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="`periodya history` of this many random payouts besides every quarantined one (default 25)")
     p.add_argument("--settle-seconds", type=float, default=240.0,
                    help="how long the jobs get to bring every payout to a terminal state (default 240)")
+    p.add_argument("--keep-database", action="store_true",
+                   help="keep the scratch database for inspection (its URL is printed) instead of dropping it")
     args = p.parse_args(argv)
     if args.payouts < 1 or args.kills < 0 or args.workers < 1:
         p.error("--payouts and --workers must be positive, --kills not negative")
@@ -106,7 +108,9 @@ async def drill(args: argparse.Namespace) -> int:
     audit_problems: list[str] = []
     started = time.monotonic()
     try:
-        async with c.scratch_database(server, "drill") as url, running(url, log_dir, seed=args.seed) as system:
+        async with c.scratch_database(server, "drill", keep=args.keep_database) as url, \
+                running(url, log_dir, seed=args.seed) as system:
+            print(f"drill: database {c.redact(url)}{' (kept)' if args.keep_database else ''}", flush=True)
             audit_problems = await exercise(args, rng, system, findings, model, kills, log_dir)
     except Exception as exc:  # a drill that cannot finish has failed; say where
         traceback.print_exc()
