@@ -66,6 +66,7 @@ class Audit:
             async with limit:
                 status, body = await self.api.call("GET", f"/api/payouts/{p.payout_id}")
             p.status = body.get("status") if status == 200 else f"HTTP {status}"
+            p.provider_payout_id = body.get("providerPayoutId") if status == 200 else None
 
         await asyncio.gather(*(one(p) for p in payouts))
 
@@ -86,8 +87,17 @@ class Audit:
             if payout_id not in self.model.payouts:
                 f.lost += 1
                 f.problem(f"the provider holds {payout_id}, which no answer of the API ever named")
+        ids = {c["id"] for c in held}
         for p in self.model.payouts.values():
             copies = by_payout.get(p.payout_id, [])
+            if p.provider_payout_id is not None and p.provider_payout_id not in ids:
+                f.lost += 1
+                f.problem(f"payout {p.payout_id} names provider payout {p.provider_payout_id}, which the provider "
+                          "does not hold")
+            elif p.provider_payout_id is None and copies:
+                f.lost += 1
+                f.problem(f"payout {p.payout_id} names no provider payout; the provider holds "
+                          f"{[c['id'] for c in copies]}")
             if any(c["status"] == "paid" for c in copies):
                 want = "FINALIZED"
             elif copies and any(c["status"] not in ("failed", "canceled") for c in copies):

@@ -53,6 +53,7 @@ class Payout:
     cancelled: bool = False  # our cancel was answered 200
     quarantined: bool = False
     status: str | None = None  # last status seen
+    provider_payout_id: str | None = None  # as last seen
 
 
 @dataclass

@@ -225,8 +225,9 @@ class Traffic:
 
 @dataclass
 class Killer:
-    """SIGKILLs a random server or cron loop when the payouts created pass each kill point, then starts
-    it again after a random pause. Never two down at once (one kill at a time, restarted before the next)."""
+    """SIGKILLs a random server (twice as likely: they do the work) or cron loop when the payouts created
+    pass each kill point, then starts it again after a random pause. Never two down at once (one kill at
+    a time, restarted before the next)."""
 
     victims: list[Child]
     traffic: Traffic
@@ -245,7 +246,7 @@ class Killer:
 
     async def kill_one(self) -> None:
         await asyncio.sleep(self.rng.uniform(0.0, 0.5))
-        victim = self.rng.choice(self.victims)
+        victim = self.rng.choices(self.victims, [2 if v.name.startswith("serve") else 1 for v in self.victims])[0]
         await victim.kill()
         self.done.append(victim.name)
         print(f"drill: kill {len(self.done)}: SIGKILL {victim.name} at {len(self.traffic.model.payouts)} payouts",
