@@ -147,9 +147,10 @@ class Audit:
 
         await asyncio.gather(*(payee(p) for p in totals), *(escrow(e) for e in self.model.escrows))
 
-    async def health_and_alerts(self, expected: dict[str, str], refused: int) -> None:
-        """After a full sentinel run: health as the runbook expects it, `webhooksRefused` equal to the
-        webhooks the servers refused (`refused`, counted at the relay), and no open alert but those the
+    async def health_and_alerts(self, expected: dict[str, str], refused: int, unanswered: int) -> None:
+        """After a full sentinel run: health as the runbook expects it, `webhooksRefused` the webhooks the
+        servers refused (`refused` 400s at the relay, plus at most the `unanswered` deliveries a kill cut
+        off), and no open alert but those the
         drill's faults caused on purpose; every alert's remedy names real ids, not placeholders."""
         await self.api.expect((200,), "POST", "/api/admin/ops/run/sentinel?mode=full", admin=True)
         status, h = await self.api.expect((200,), "GET", "/api/admin/ops/health", admin=True)
@@ -160,12 +161,14 @@ class Audit:
                 wrong["status"] = h.get("status")
             jobs = h.get("jobs") or {}
             wrong.update({f"jobs.{j}": jobs.get(j) for j in HEALTH_JOBS if not (jobs.get(j) or {}).get("ok")})
-            if h.get("webhooksRefused") != refused:
-                wrong["webhooksRefused"] = f"{h.get('webhooksRefused', 'absent')} (the servers refused {refused})"
+            refused_seen = h.get("webhooksRefused")
+            if not (isinstance(refused_seen, int) and refused <= refused_seen <= refused + unanswered):
+                wrong["webhooksRefused"] = (f"{h.get('webhooksRefused', 'absent')} "
+                                            f"(the servers refused {refused}; issue 11 #6)")
             print(f"drill: health {h.get('status')}: " + ", ".join(f"{k} {h.get(k)}" for k in HEALTH_ZERO), flush=True)
             if wrong:
                 self.fail(f"health not as the runbook expects: {wrong}")
-        for query in ("?severity=CRITICAL", "?severity=critical", "?status=OPEN", "?status=open"):
+        for query in ("?severity=CRITICAL", "?severity=critical", "?status=OPEN", "?status=open"):  # issue 11 #7
             await self.api.expect((200,), "GET", f"/api/admin/ops/alerts{query}", admin=True)
         alerts: dict[str, dict[str, Any]] = {}  # the list is capped (200 newest): ask per status and code too
         for query in ("", "?status=OPEN", "?status=ACKNOWLEDGED", *(f"?code={code}" for code in sorted(INTEGRITY))):

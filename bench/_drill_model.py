@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 
 TERMINAL = frozenset({"FINALIZED", "FAILED", "CANCELLED"})
 
@@ -120,15 +121,21 @@ class Api:
             api = self.apis[next(self._next) % len(self.apis)]
             try:
                 async with self.http.request(method, f"{api}{path}", json=body, headers=headers) as r:
-                    answer = await r.json(content_type=None) if r.content_length != 0 else None
+                    text = await r.text()
                     status = r.status
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 if not lost and method == "POST":
                     self.findings.ambiguous += 1
                 lost = True
                 self.findings.counts[f"transport {type(exc).__name__}"] += 1
             else:
-                code = answer.get("code") if isinstance(answer, dict) else None
+                try:
+                    answer: Any = orjson.loads(text) if text else {}
+                except orjson.JSONDecodeError:
+                    answer = None
+                if not isinstance(answer, dict):  # never valid from this API: the caller's status check names it
+                    answer = {"unparsed": text[:500]}
+                code = answer.get("code")
                 if status >= 500:
                     self.findings.problem(f"{method} {path} answered {status}: {answer}")
                 elif status == 409 and code == "CONCURRENCY_CONFLICT":

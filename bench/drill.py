@@ -91,10 +91,11 @@ async def probes(api: Api, findings: Findings, http: aiohttp.ClientSession, base
         status, answer = await api.call("POST", f"/api/escrows/esc-never-funded/{path}", body=body, key=f"probe-{path}")
         if status != 404:
             findings.problem(f"{path} of an unknown escrow answered {status} {answer} "
-                             "(the contract says 404 NOT_FOUND)")
+                             "(the contract says 404 NOT_FOUND; issue 11 #3)")
     async with http.get(f"{base}/api/payees/{'x' * 10_000}/balances") as r:
         if not (400 <= r.status < 500 and r.content_type == "application/problem+json"):
-            findings.problem(f"an oversized request line answered {r.status} {r.content_type}, not a 4xx problem+json")
+            findings.problem(f"an oversized request line answered {r.status} {r.content_type}, "
+                             "not a 4xx problem+json (issue 11 #4)")
 
 
 async def drill(args: argparse.Namespace) -> int:
@@ -149,7 +150,8 @@ async def exercise(args: argparse.Namespace, rng: random.Random, system: System,
         expected = await audit.payouts_against_provider(http, system.sim)
         totals = audit.payee_totals(expected)
         await audit.balances(totals)
-        await audit.health_and_alerts(expected, system.relayed["400"])
+        unanswered = sum(n for k, n in system.relayed.items() if not k.isdigit())
+        await audit.health_and_alerts(expected, system.relayed["400"], unanswered)
         await audit.timelines(expected)
         cash: Counter[str] = Counter()
         for e in model.escrows.values():
