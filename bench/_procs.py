@@ -4,7 +4,7 @@ A `Child` is one long-lived process (a `periodya serve`, a cron loop, the simula
 line and environment are kept, so it can be killed (SIGKILL: exactly a crash, no cleanup) and started
 again on the same port. Output goes to a log file per start (never a pipe that could fill up).
 `Children` remembers every child and stops them all (SIGTERM, then SIGKILL) on the way out, whatever
-happened: an exception, Ctrl-C, or SIGTERM to the drill (`stop_on_sigterm`).
+happened: an exception, Ctrl-C, or SIGTERM to the drill (which cancels its main task, as Ctrl-C does).
 """
 
 from __future__ import annotations
@@ -119,11 +119,3 @@ def child_env(extra: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERIODYA_") and k != "DATABASE_URL"}
     env.update({"PYTHONUNBUFFERED": "1", **extra})
     return env
-
-
-def stop_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt, so `finally` blocks (stop the children, drop the database,
-    stop the embedded server) run as they do on Ctrl-C."""
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)

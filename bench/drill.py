@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import signal
 import tempfile
 import time
 import traceback
@@ -34,7 +35,6 @@ from bench._drill_cli import Cli, Moment
 from bench._drill_model import Api, Findings, Model, Payee
 from bench._drill_system import System, running
 from bench._drill_traffic import CURRENCIES, Killer, Traffic
-from bench._procs import stop_on_sigterm
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -60,8 +60,11 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1, 1_000_000)
-    stop_on_sigterm()
-    return asyncio.run(drill(args))
+    try:
+        return asyncio.run(drill(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):  # every process it started was stopped on the way out
+        print("drill: interrupted", flush=True)
+        return 130
 
 
 def moment(model: Model, **extra: Any) -> Moment:
@@ -99,6 +102,9 @@ async def probes(api: Api, findings: Findings, http: aiohttp.ClientSession, base
 
 
 async def drill(args: argparse.Namespace) -> int:
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)  # stop as on Ctrl-C
     rng = random.Random(args.seed)
     log_dir = Path(tempfile.mkdtemp(prefix="periodya-drill-"))
     server = c.server_url()
