@@ -4,8 +4,8 @@ Workers (each owns a disjoint set of payees, so a payee's model is updated by on
 lower bound of its available balance stays exact) fund escrows, release them to their payees (fee to
 revenue), refund what is left of some, and request payouts of at most what is surely available: such a
 request must be accepted. Some requests repeat their Idempotency-Key (same body: the same payout must
-come back; a different body: 409 IDEMPOTENCY_KEY_REUSED), some ask for more than the payee was ever
-released (409 INSUFFICIENT_FUNDS). An admin coroutine quarantines a few payouts (cancelling some at
+come back, also when both servers get it at once; a different body: 409 IDEMPOTENCY_KEY_REUSED), some
+ask for more than the payee was ever released (409 INSUFFICIENT_FUNDS). An admin coroutine quarantines a few payouts (cancelling some at
 once), and force-reconciles and force-finalizes a few. The killer SIGKILLs a random server or cron
 loop at random moments spread over the run and starts it again.
 
@@ -133,7 +133,17 @@ class Traffic:
         key = self.next_id("k-pay")
         body = {"payeeId": payee.payee_id, "amount": amount, "currency": payee.currency,
                 "destination": f"ba_{payee.payee_id}"}
-        status, answer = await self.api.expect((201,), "POST", "/api/payouts", body=body, key=key)
+        if rng.random() < 0.05:  # the same request to both servers at once: one payout, one answer twice
+            f.counts["same key on both servers at once"] += 1
+            (status, answer), (status2, answer2) = await asyncio.gather(*(
+                self.api.expect((201,), "POST", "/api/payouts", body=body, key=key) for _ in range(2)))
+            if status2 == 201 and status == 201 and answer2["payoutId"] != answer["payoutId"]:
+                f.duplicates += 1
+                f.problem(f"Idempotency-Key {key} sent twice at once made two payouts: {answer['payoutId']} "
+                          f"and {answer2['payoutId']}")
+                self._accepted(Payout(answer2["payoutId"], payee.payee_id, amount, payee.currency, key), payee)
+        else:
+            status, answer = await self.api.expect((201,), "POST", "/api/payouts", body=body, key=key)
         if status != 201:
             return
         payout_id = answer["payoutId"]
