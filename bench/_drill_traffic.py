@@ -5,9 +5,9 @@ lower bound of its available balance stays exact) fund escrows, release them to 
 revenue), refund what is left of some, and request payouts of at most what is surely available: such a
 request must be accepted. Some requests repeat their Idempotency-Key (same body: the same payout must
 come back, also when both servers get it at once; a different body: 409 IDEMPOTENCY_KEY_REUSED), some
-ask for more than the payee was ever released (409 INSUFFICIENT_FUNDS). An admin coroutine quarantines a few payouts (cancelling some at
-once), and force-reconciles and force-finalizes a few. The killer SIGKILLs a random server or cron
-loop at random moments spread over the run and starts it again.
+ask for more than the payee was ever released (409 INSUFFICIENT_FUNDS). An admin coroutine quarantines
+a few payouts (cancelling some at once), and force-reconciles and force-finalizes a few. The killer
+SIGKILLs a random server or cron loop at random moments spread over the run and starts it again.
 
 `Gate` lets the drill pause the workers to take an `as-of` moment when no escrow command is in flight.
 """
