@@ -124,7 +124,7 @@ async def drill(args: argparse.Namespace) -> int:
         audit_problems.append(f"the drill stopped: {type(exc).__name__}: {exc}")
     audit = "ok" if not audit_problems and not findings.problems else "FAILED"
     print(f"drill: {len(findings.problems)} problem(s), {len(audit_problems)} audit failure(s), "
-          f"{findings.ambiguous} lost answers resolved by Idempotency-Key retries, "
+          f"{findings.ambiguous} answers cut off by a kill and resolved by an Idempotency-Key retry, "
           f"{time.monotonic() - started:.0f} s; kills: {dict(Counter(kills))}", flush=True)
     print(f"drill: {len(model.payouts)} payouts, {len(kills)} kills, {findings.duplicates} duplicates, "
           f"{findings.lost} lost, {findings.unbalanced} unbalanced, {findings.not_terminal} not terminal, "
