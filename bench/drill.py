@@ -9,8 +9,8 @@ the jobs settle and audits everything (bench/_drill_audit.py). The last line is 
 
     drill: N payouts, K kills, D duplicates, L lost, U unbalanced, S not terminal, audit ok|FAILED
 
-Exit 0 only when every count but N and K is 0 and the audit is ok. Logs of every process stay in the
-directory printed at the start.
+Exit 0 only when every count but N and K is 0 and the audit is ok. The logs of every process (and the
+export) are in the directory printed at the start; it is removed after a clean run unless --keep-logs.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import shutil
 import signal
 import tempfile
 import time
@@ -50,6 +51,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="how long the jobs get to bring every payout to a terminal state (default 240)")
     p.add_argument("--keep-database", action="store_true",
                    help="keep the scratch database for inspection (its URL is printed) instead of dropping it")
+    p.add_argument("--keep-logs", action="store_true", help="keep the process logs after a clean run too "
+                   "(a failed run always keeps them)")
     args = p.parse_args(argv)
     if args.payouts < 1 or args.kills < 0 or args.workers < 1:
         p.error("--payouts and --workers must be positive, --kills not negative")
@@ -130,7 +133,10 @@ async def drill(args: argparse.Namespace) -> int:
           f"{findings.lost} lost, {findings.unbalanced} unbalanced, {findings.not_terminal} not terminal, "
           f"audit {audit}", flush=True)
     counts = (findings.duplicates, findings.lost, findings.unbalanced, findings.not_terminal)
-    return 0 if audit == "ok" and not any(counts) else 1
+    passed = audit == "ok" and not any(counts)
+    if passed and not args.keep_logs:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    return 0 if passed else 1
 
 
 async def exercise(args: argparse.Namespace, rng: random.Random, system: System, findings: Findings, model: Model,
@@ -153,6 +159,10 @@ async def exercise(args: argparse.Namespace, rng: random.Random, system: System,
               flush=True)
         audit = Audit(api, model, findings)
         await audit.settle(args.settle_seconds, traffic.operator)
+        for cron in system.crons:  # the system at rest from here on: the drill's own runs are the last
+            await cron.stop()
+        await asyncio.sleep(1.0)  # webhooks the simulator still had on their way
+        await audit.last_tick()
         expected = await audit.payouts_against_provider(http, system.sim)
         totals = audit.payee_totals(expected)
         await audit.balances(totals)
@@ -165,8 +175,6 @@ async def exercise(args: argparse.Namespace, rng: random.Random, system: System,
         for p in model.payouts.values():
             cash[p.currency] += p.amount if expected[p.payout_id] == "FINALIZED" else 0
         moments.append(moment(model, payees=totals, cash=dict(cash)))
-        for cron in system.crons:  # the system at rest for the CLI's audit
-            await cron.stop()
         async with http.get(f"{system.sim}/_sim/stats") as r:
             print(f"drill: provider {await r.json()}", flush=True)
         cli = Cli(model, findings, system.env, log_dir, audit.fail)
