@@ -39,6 +39,8 @@ class Moment:
 
 @dataclass
 class Cli:
+    """Runs the operator's commands against the drill's database; failures go to `fail`."""
+
     model: Model
     findings: Findings
     env: dict[str, str]
@@ -55,6 +57,11 @@ class Cli:
             proc.kill()
             await proc.wait()
             return -1, f"timed out after {seconds:.0f} s"
+        except BaseException:  # the drill was interrupted: the command goes with it
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
         return proc.returncode or 0, out.decode(errors="replace")
 
     async def step(self, *args: str) -> str | None:
