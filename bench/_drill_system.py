@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import secrets
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -104,8 +105,6 @@ async def relay(apis: list[str], counts: Counter[str]) -> AsyncIterator[str]:
 
 async def create_admin(env: dict[str, str], email: str, password: str) -> None:
     """`periodya admin create-user EMAIL --password-stdin`, as the runbook's operator does."""
-    import sys
-
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "periodya", "admin", "create-user", email, "--password-stdin", env=env,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
