@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     from periodya.audit import cli as audit_cli  # replay, balances, history, export, digest; extends `verify`
 
     audit_cli.add_parser(sub)
+    from periodya.opsclient import commands as opsclient  # `periodya ops ...`: the HTTP API's on-call client
+
+    opsclient.add_parser(sub)
     return parser
 
 

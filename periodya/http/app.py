@@ -7,12 +7,13 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from periodya.admin import me_routes
 from periodya.admin import routes as admin_routes
 from periodya.audit import routes as audit_routes
 from periodya.config import Settings
 from periodya.eventstore import EventStore
 from periodya.handlers.payout_batch import PayoutBatcher
-from periodya.http import auth, ops_routes, platform_routes, webhook_routes
+from periodya.http import admin_payout_routes, auth, ops_routes, platform_routes, webhook_routes
 from periodya.http.middleware import request_context
 from periodya.provider.port import ProviderUnavailable
 from periodya.runners.base import Deps
@@ -54,4 +55,6 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     webhook_routes.setup(app, store)
     app.add_routes(ops_routes.routes)
     app.add_routes(audit_routes.routes)
+    app.add_routes(admin_payout_routes.routes)
+    app.add_routes(me_routes.routes)
     return app
