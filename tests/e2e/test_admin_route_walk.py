@@ -28,7 +28,7 @@ from yarl import URL
 from periodya.config import Settings
 from periodya.http.app import create_app
 from periodya.runners import JOBS
-from tests.conftest import CRON_SECRET, SERVICE_TOKEN, TEMPLATE
+from tests.conftest import CRON_SECRET, SERVICE_TOKEN, database_name
 from tests.e2e.procs import PROBLEM, base_env, create_user, fresh_database, start_server
 
 RUN_PREFIX = "/api/admin/ops/run/"
@@ -37,7 +37,7 @@ PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 def admin_routes() -> list[tuple[str, str]]:
     """(method, concrete path) for every /api/admin/** route; {job} is expanded to every job."""
-    app = create_app(Settings.from_env({}), None)  # type: ignore[arg-type]  # routes only: no pool needed
+    app = create_app(Settings.from_env({}), None)  # routes only: no pool needed
     found: list[tuple[str, str]] = []
     for route in app.router.routes():
         canonical = route.resource.canonical if route.resource is not None else ""
@@ -77,7 +77,7 @@ class Walk:
 
 @pytest.fixture(scope="module")
 async def walk_database(server_url: str, template_url: str) -> AsyncIterator[str]:
-    async with fresh_database(server_url, TEMPLATE, "walk") as url:
+    async with fresh_database(server_url, database_name(template_url), "walk") as url:
         yield url
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given as hgiven
 from hypothesis import settings
@@ -180,8 +182,9 @@ def test_group_ids_are_deterministic_from_stream_and_version() -> None:
 
 def test_a_whole_life_conserves_money_and_keeps_the_escrow_account_equal_to_the_state() -> None:
     books, state = Books(), None
-    steps = [(decide_fund, FundEscrow(E, 1000, CUR)), (decide_release, ReleaseEscrow(E, "p1", 600, 40)),
-             (decide_release, ReleaseEscrow(E, "p2", 200, 0)), (decide_refund, RefundEscrow(E, 160))]
+    steps: list[tuple[Any, Any]] = [
+        (decide_fund, FundEscrow(E, 1000, CUR)), (decide_release, ReleaseEscrow(E, "p1", 600, 40)),
+        (decide_release, ReleaseEscrow(E, "p2", 200, 0)), (decide_refund, RefundEscrow(E, 160))]
     for decide, cmd in steps:
         decision = then_decision(when(decide, state, cmd))
         for event in decision.events:
