@@ -60,7 +60,10 @@ def mutmut_config(module: Module) -> str:
     lines = ["", "[tool.mutmut]", 'source_paths = ["periodya"]', f"only_mutate = {json.dumps(list(module.mutate))}",
              'also_copy = ["schema.sql"]',
              f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
-             'pytest_add_cli_args = ["-p", "no:randomly", "-q", "-p", "no:cacheprovider"]', ""]
+             'pytest_add_cli_args = ["-p", "no:randomly", "-q", "-p", "no:cacheprovider"]',
+             # a clean fork server: forking the process that ran the async stats pass (its event loop,
+             # sockets) leaves every child hanging; nothing is collected before the fork either
+             'process_isolation = "forkserver"', 'forkserver_warmup = "none"', ""]
     return "\n".join(lines)
 
 

@@ -93,7 +93,13 @@ def test_release_without_fee_posts_a_single_move() -> None:
 
 
 def test_release_may_empty_the_escrow_exactly() -> None:
-    then_decision(when(decide_release, given(FUNDED), ReleaseEscrow(E, "p1", 950, 50)))
+    state = given(FUNDED)
+    decision = then_decision(when(decide_release, state, ReleaseEscrow(E, "p1", 950, 50)))
+    for event in decision.events:
+        state = escrow.evolve(state, event)
+    assert state is not None and (state.balance, state.released) == (0, 1000)
+    [group] = decision.groups
+    assert sum(e.debit for e in group.entries if e.account == ESCROW) == 1000  # all of it left the escrow
 
 
 @pytest.mark.parametrize(("history", "amount", "fee", "available"), [
