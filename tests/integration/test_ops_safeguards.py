@@ -11,7 +11,8 @@ import asyncpg
 
 from periodya.config import Settings
 from periodya.domain import payout
-from periodya.handlers import lifecycle
+from periodya.domain.errors import InvalidState
+from periodya.handlers import lifecycle, ops
 from periodya.handlers.unit_of_work import run_command
 from periodya.runners import outbox
 from tests.integration.invariants import assert_money_invariants
@@ -58,7 +59,7 @@ async def test_force_finalize_refused_while_the_provider_says_pending(pool: asyn
     async with live_pipeline(pool, settings) as p:
         await _sent(p, "po-f")
         body = await _refused(p, "/api/admin/ops/payouts/po-f/force-finalize")
-        assert "pending" in body["detail"]
+        assert body["detail"] == "payout po-f is SENT: force-finalize is not allowed (the provider says pending)"
         assert await _payout(p, "po-f") == {"status": "SENT", "ledger_finalized": False}
         assert await _payable(pool) == 6_000
         await assert_money_invariants(pool)
@@ -69,7 +70,7 @@ async def test_force_finalize_refused_when_the_provider_says_failed(pool: asyncp
         ppid = await _sent(p, "po-f")
         await p.settle(ppid, "failed")
         body = await _refused(p, "/api/admin/ops/payouts/po-f/force-finalize")
-        assert "failed" in body["detail"]
+        assert body["detail"] == "payout po-f is SENT: force-finalize is not allowed (the provider says failed)"
         assert await _payout(p, "po-f") == {"status": "SENT", "ledger_finalized": False}
         await assert_money_invariants(pool)
 
@@ -81,7 +82,8 @@ async def test_force_finalize_refused_when_the_provider_has_no_such_payout(
         async with p.http.post(f"{p.sim_url}/_sim/reset") as r:  # the provider forgets every payout
             assert r.status == 200
         body = await _refused(p, "/api/admin/ops/payouts/po-f/force-finalize")
-        assert "ProviderNotFound" in body["detail"]
+        assert body["detail"] == ("payout po-f is SENT: force-finalize is not allowed "
+                                  "(the provider could not confirm it paid: ProviderNotFound)")
         assert await _payout(p, "po-f") == {"status": "SENT", "ledger_finalized": False}
 
 
@@ -91,7 +93,8 @@ async def test_force_finalize_refused_when_the_provider_cannot_be_reached(
         await _sent(p, "po-f")
         await p.sim_config(errorRate=1.0)
         body = await _refused(p, "/api/admin/ops/payouts/po-f/force-finalize")
-        assert "ProviderUnavailable" in body["detail"]
+        assert body["detail"] == ("payout po-f is SENT: force-finalize is not allowed "
+                                  "(the provider could not confirm it paid: ProviderUnavailable)")
         assert await _payout(p, "po-f") == {"status": "SENT", "ledger_finalized": False}
 
 
@@ -99,7 +102,9 @@ async def test_force_finalize_refused_before_the_provider_accepted_it(pool: asyn
     async with live_pipeline(pool, settings) as p:
         await p.fund_payee("p1", 10_000)
         await p.request("po-f", "p1", 4_000)
-        await _refused(p, "/api/admin/ops/payouts/po-f/force-finalize")
+        body = await _refused(p, "/api/admin/ops/payouts/po-f/force-finalize")
+        assert body["detail"] == ("payout po-f is REQUESTED: force-finalize is not allowed "
+                                  "(the provider has not accepted it)")
         assert (await p.sim_stats())["payoutsCreated"] == 0
 
 
@@ -124,7 +129,8 @@ async def test_cancel_refused_when_the_provider_holds_the_payout(pool: asyncpg.P
         await _quarantined_after_a_failed_send(p, "dropAfterCreateRate")
         assert len(await p.sim_payouts()) == 1
         body = await _refused(p, "/api/admin/ops/payouts/po-c/cancel", json={"reason": "operator"})
-        assert "handed to the provider" in body["detail"]
+        assert body["detail"] == ("payout po-c is QUARANTINED: cancel is not allowed "
+                                  "(the payout was handed to the provider)")
         assert await _payout(p, "po-c") == {"status": "QUARANTINED", "ledger_finalized": False}
         assert await _payable(pool) == 7_000
         await assert_money_invariants(pool)
@@ -145,7 +151,8 @@ async def test_cancel_refused_when_the_provider_cannot_be_reached(pool: asyncpg.
         await _quarantined_after_a_failed_send(p, "errorRate")
         await p.sim_config(errorRate=1.0)
         body = await _refused(p, "/api/admin/ops/payouts/po-c/cancel", json={"reason": "operator"})
-        assert "cannot confirm" in body["detail"]
+        assert body["detail"] == ("payout po-c is QUARANTINED: cancel is not allowed "
+                                  "(cannot confirm the provider holds no payout: ProviderUnavailable)")
         assert await _payable(pool) == 7_000
         await p.sim_config(errorRate=0.0)  # the provider answers again: now it may be cancelled
         status, body = await p.admin("POST", "/api/admin/ops/payouts/po-c/cancel", json={"reason": "operator"})
@@ -191,7 +198,8 @@ async def test_force_reconcile_reports_a_provider_error(pool: asyncpg.Pool, sett
         await _sent(p, "po-r")
         await p.sim_config(errorRate=1.0)
         body = await _refused(p, "/api/admin/ops/payouts/po-r/force-reconcile")
-        assert "did not answer" in body["detail"] and "ProviderUnavailable" in body["detail"]
+        assert body["detail"] == ("payout po-r is SENT: force-reconcile is not allowed "
+                                  "(the provider did not answer: provider_error: ProviderUnavailable)")
         assert await _payout(p, "po-r") == {"status": "SENT", "ledger_finalized": False}
 
 
@@ -200,7 +208,8 @@ async def test_force_reconcile_reports_a_provider_timeout(pool: asyncpg.Pool, se
         await _sent(p, "po-r")
         await p.sim_config(latencyMs=5_000)
         body = await _refused(p, "/api/admin/ops/payouts/po-r/force-reconcile")
-        assert "did not answer" in body["detail"]
+        assert body["detail"] == ("payout po-r is SENT: force-reconcile is not allowed "
+                                  "(the provider did not answer: provider_error: ProviderUnavailable)")
         assert await _payout(p, "po-r") == {"status": "SENT", "ledger_finalized": False}
 
 
@@ -208,7 +217,9 @@ async def test_force_reconcile_refused_before_the_provider_accepted_it(pool: asy
     async with live_pipeline(pool, settings) as p:
         await p.fund_payee("p1", 10_000)
         await p.request("po-r", "p1", 3_000)
-        await _refused(p, "/api/admin/ops/payouts/po-r/force-reconcile")
+        body = await _refused(p, "/api/admin/ops/payouts/po-r/force-reconcile")
+        assert body["detail"] == ("payout po-r is REQUESTED: force-reconcile is not allowed "
+                                  "(the provider has not accepted it yet)")
 
 
 # --- quarantine of each status -------------------------------------------------------------------------
@@ -254,3 +265,54 @@ async def test_quarantine_by_status(pool: asyncpg.Pool, settings: Settings) -> N
             await _refused(p, f"/api/admin/ops/payouts/{name}/quarantine", json={"reason": "hold"})
             assert await pool.fetchval("SELECT status FROM payouts WHERE payout_id = $1", name) == name.upper()
         await assert_money_invariants(pool)
+
+
+# --- rerun-outbox --------------------------------------------------------------------------------------
+
+
+async def test_rerun_outbox_requeues_a_waiting_payout_now(pool: asyncpg.Pool, settings: Settings) -> None:
+    """A payout backing off after a failed send is due again at once; the resend pays once."""
+    async with live_pipeline(pool, settings) as p:
+        await p.fund_payee("p1", 10_000)
+        await p.request("po-o", "p1", 3_000)
+        await p.sim_config(errorRate=1.0)
+        assert (await outbox.run(p.deps)).details == {"retry": 1}
+        await p.sim_config(errorRate=0.0)
+        assert (await outbox.run(p.deps)).processed == 0  # backing off
+        status, body = await p.admin("POST", "/api/admin/ops/payouts/po-o/rerun-outbox")
+        assert status == 200 and body["status"] == "REQUESTED", body
+        meta = await pool.fetchval("SELECT metadata FROM events WHERE event_type = 'PayoutRequeued'")
+        assert meta["actor"] == "admin:ops@example.com"
+        assert (await outbox.run(p.deps)).details == {"sent": 1}
+        assert (await p.sim_stats())["payoutsCreated"] == 1
+
+
+async def test_rerun_outbox_refused_once_sent(pool: asyncpg.Pool, settings: Settings) -> None:
+    async with live_pipeline(pool, settings) as p:
+        await _sent(p, "po-o")
+        body = await _refused(p, "/api/admin/ops/payouts/po-o/rerun-outbox")
+        assert body["detail"] == "payout po-o is SENT: requeue is not allowed"
+        assert (await outbox.run(p.deps)).processed == 0
+
+
+# --- an unknown payout, called directly (the routes answer 404 before the command runs) -----------------
+
+
+async def test_commands_on_an_absent_payout_are_refused(pool: asyncpg.Pool, settings: Settings) -> None:
+    async with live_pipeline(pool, settings) as p:
+        async def refused(command: Any) -> str:
+            try:
+                await run_command(p.store, META, command)
+            except InvalidState as exc:
+                return str(exc)
+            raise AssertionError("not refused")
+
+        assert await refused(lambda u: ops.force_finalize(p.deps, u, "po-none")) == (
+            "payout is absent: force-finalize is not allowed")
+        assert await refused(lambda u: ops.cancel(p.deps, u, "po-none", "x")) == (
+            "payout is absent: cancel is not allowed")
+        assert await refused(lambda u: ops.force_reconcile(p.deps, u, "po-none")) == (
+            "payout po-none is absent: force-reconcile is not allowed (the provider has not accepted it yet)")
+        assert await _events(pool) == 0  # nothing written
+        status, body = await p.admin("POST", "/api/admin/ops/payouts/po-none/force-finalize")
+        assert (status, body["code"]) == (404, "NOT_FOUND")
