@@ -117,3 +117,23 @@ def test_posted_copies_the_group() -> None:
         PostedEntry(account="b", currency="USD", debit=0, credit=500)))
     assert group_id("payout-p1", 3, "payout_reversed") == "payout-p1@3:payout_reversed"
     assert Decision().is_noop and not Decision(events=(event,)).is_noop and not Decision(groups=(group,)).is_noop
+
+
+def test_alert_refusals_say_why() -> None:
+    with pytest.raises(InvalidState) as caught:
+        alerts.decide_ack(None, "a", None)
+    assert str(caught.value) == "alert is absent: acknowledge is not allowed"
+    with pytest.raises(InvalidState) as caught:
+        alerts.decide_resolve(None, "a", None)
+    assert str(caught.value) == "alert is absent: resolve is not allowed"
+    state = raised(code="LEDGER_UNBALANCED")
+    with pytest.raises(InvalidState) as caught:
+        alerts.decide_resolve(state, "sentinel", None, automatic=True)
+    assert str(caught.value) == (f"alert {state.alert_id} is OPEN: auto-resolve is not allowed "
+                                 "(LEDGER_UNBALANCED waits for a human)")
+
+
+def test_evolve_counts_an_unknown_event_of_the_stream_without_changing_it() -> None:
+    state = raised()
+    other = alerts.evolve(state, LedgerGroupPosted(group_id="g", kind="k", subject="s", entries=()))
+    assert other == alerts.AlertState(CODE, SUBJECT, 1, state.alert_id, alerts.OPEN, 2)

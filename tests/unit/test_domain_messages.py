@@ -154,3 +154,11 @@ def test_folds_ignore_events_of_other_streams() -> None:
         escrow.evolve(None, PayoutSent(provider_payout_id="tr_1"))
     with pytest.raises(AssertionError, match=r"^payout events before PayoutRequested$"):
         payout.evolve(None, PayoutSent(provider_payout_id="tr_1"))
+
+
+def test_fold_is_evolve_over_the_history() -> None:
+    events = [PayoutRequested(payout_id="po9", payee_id="p", amount=5, currency="USD", destination="d"),
+              PayoutSendStarted(attempt=1), PayoutSent(provider_payout_id="tr_9")]
+    state = payout.fold(events)
+    assert state is not None and (state.status, state.version, state.provider_payout_id) == ("SENT", 3, "tr_9")
+    assert payout.fold([]) is None
