@@ -281,8 +281,9 @@ async def test_rerun_outbox_requeues_a_waiting_payout_now(pool: asyncpg.Pool, se
         assert (await outbox.run(p.deps)).processed == 0  # backing off
         status, body = await p.admin("POST", "/api/admin/ops/payouts/po-o/rerun-outbox")
         assert status == 200 and body["status"] == "REQUESTED", body
-        meta = await pool.fetchval("SELECT metadata FROM events WHERE event_type = 'PayoutRequeued'")
-        assert meta["actor"] == "admin:ops@example.com"
+        row = await pool.fetchrow("SELECT data, metadata FROM events WHERE event_type = 'PayoutRequeued'")
+        assert row["metadata"]["actor"] == "admin:ops@example.com"
+        assert row["data"]["reason"] == "rerun-outbox by an operator"
         assert (await outbox.run(p.deps)).details == {"sent": 1}
         assert (await p.sim_stats())["payoutsCreated"] == 1
 
