@@ -18,16 +18,18 @@ async def test_run_forever_fires_the_due_job_with_the_configured_batch(pool: asy
         await p.fund_payee("p1", 10_000)
         for n in range(3):
             await p.request(f"po-{n}", "p1", 100)
-        entries = [e for e in schedule({"PERIODYA_BATCH_OUTBOX": "2"}) if e.job == "outbox"]
-        assert [e.batch for e in entries] == [2]
-        times = iter([datetime(2026, 3, 1, 0, 0, 30, tzinfo=UTC)])  # start; then 00:01:00, the due time, forever
-        due = datetime(2026, 3, 1, 0, 1, tzinfo=UTC)
+        entries = [e for e in schedule({"PERIODYA_BATCH_OUTBOX": "2"}) if e.key in ("outbox:", "sentinel:recent")]
+        assert [e.batch for e in entries] == [2, None]
+        times = iter([datetime(2026, 3, 1, 0, 59, 30, tzinfo=UTC)])  # start; then 01:00:00, the due time, forever
+        due = datetime(2026, 3, 1, 1, 0, tzinfo=UTC)
         stop = asyncio.Event()
         loop = asyncio.create_task(run_forever(p.deps, entries, stop, clock=lambda: next(times, due)))
-        await wait_for(lambda: pool.fetchval("SELECT count(*) = 1 FROM job_runs WHERE finished_at IS NOT NULL"))
+        await wait_for(lambda: pool.fetchval("SELECT count(*) = 2 FROM job_runs WHERE finished_at IS NOT NULL"))
         stop.set()
         await loop
-        [run] = await pool.fetch("SELECT job, trigger, ok, summary FROM job_runs")
-        assert (run["job"], run["trigger"], run["ok"]) == ("outbox", "cron", True)
+        [run, sentinel] = await pool.fetch("SELECT job, mode, trigger, ok, summary FROM job_runs ORDER BY job")
+        assert (run["job"], run["mode"], run["trigger"], run["ok"]) == ("outbox", None, "cron", True)
+        assert (sentinel["job"], sentinel["mode"], sentinel["trigger"]) == ("sentinel", "recent", "cron")
+        assert sentinel["summary"]["job"] == "sentinel:recent"
         assert run["summary"]["processed"] == 2  # the configured batch, not the runbook's 50
         assert await p.status_counts() == {"SENT": 2, "REQUESTED": 1}
