@@ -4,6 +4,7 @@ for event subclasses. Found by mutation testing (python -m bench mutants domain)
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,7 @@ from periodya.domain import escrow, ledger, money, payout, records
 from periodya.domain.errors import DomainError
 from periodya.domain.escrow import FundEscrow, RefundEscrow, ReleaseEscrow
 from periodya.domain.events import (
+    EscrowFunded,
     PayoutProviderFailed,
     PayoutProviderPaid,
     PayoutQuarantined,
@@ -162,3 +164,14 @@ def test_fold_is_evolve_over_the_history() -> None:
     state = payout.fold(events)
     assert state is not None and (state.status, state.version, state.provider_payout_id) == ("SENT", 3, "tr_9")
     assert payout.fold([]) is None
+
+
+def test_a_payout_counts_an_unknown_event_of_its_stream_without_changing() -> None:
+    sent = state_in("SENT")
+    other = payout.evolve(sent, EscrowFunded(escrow_id="e1", amount=5, currency="USD"))
+    assert other is not None and other == replace(sent, version=sent.version + 1)
+
+
+def test_a_refusal_without_a_reason_adds_none() -> None:
+    assert refusal(payout.decide_requeue, state_in("SENT"), "x") == (
+        "InvalidState: payout po1 is SENT: requeue is not allowed")
