@@ -167,3 +167,26 @@ async def test_cancel_stops_the_running_jobs() -> None:
     s.cancel()
     await asyncio.sleep(0)
     assert task.cancelled()
+
+
+async def test_every_due_entry_starts_whatever_its_place_in_the_table() -> None:
+    """An entry that is not due does not hide the due ones after it."""
+    rec = Recorder()
+    table = [Entry("repair", "*/15 * * * *", 200), Entry("outbox", "* * * * *", 50)]
+    s = Scheduler(table, START, rec)
+    await _run(s, rec, START + timedelta(minutes=2))
+    assert [k for k, _ in rec.started] == ["outbox:", "outbox:"]
+    s.cancel()
+
+
+async def test_a_skipped_run_is_logged() -> None:
+    from structlog.testing import capture_logs
+
+    rec = Recorder()
+    rec.hold["outbox:"] = asyncio.Event()
+    s = Scheduler(schedule({}), START, rec)
+    with capture_logs() as logs:
+        await _run(s, rec, START + timedelta(minutes=2))
+    skipped = [e for e in logs if e["event"] == "job_skipped_still_running"]
+    assert [(e["job"], e["mode"]) for e in skipped] == [("outbox", None)]
+    s.cancel()
