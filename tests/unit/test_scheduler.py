@@ -184,9 +184,24 @@ async def test_a_skipped_run_is_logged() -> None:
 
     rec = Recorder()
     rec.hold["outbox:"] = asyncio.Event()
+    rec.hold["sentinel:recent"] = asyncio.Event()
     s = Scheduler(schedule({}), START, rec)
     with capture_logs() as logs:
-        await _run(s, rec, START + timedelta(minutes=2))
-    skipped = [e for e in logs if e["event"] == "job_skipped_still_running"]
-    assert [(e["job"], e["mode"]) for e in skipped] == [("outbox", None)]
+        await _run(s, rec, START + timedelta(hours=2))
+    skipped = [(e["job"], e["mode"]) for e in logs if e["event"] == "job_skipped_still_running"]
+    assert skipped.count(("outbox", None)) == 119 and skipped.count(("sentinel", "recent")) == 1
+    assert len(skipped) == 120
+    s.cancel()
+
+
+async def test_a_failed_run_is_logged() -> None:
+    from structlog.testing import capture_logs
+
+    rec = Recorder()
+    rec.fail.add("sentinel:recent")
+    s = Scheduler(schedule({}), START, rec)
+    with capture_logs() as logs:
+        await _run(s, rec, START + timedelta(hours=1))
+    failed = [(e["job"], e["mode"]) for e in logs if e["event"] == "scheduled_job_failed"]
+    assert failed == [("sentinel", "recent")]
     s.cancel()
