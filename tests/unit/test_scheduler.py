@@ -205,3 +205,8 @@ async def test_a_failed_run_is_logged() -> None:
     failed = [(e["job"], e["mode"]) for e in logs if e["event"] == "scheduled_job_failed"]
     assert failed == [("sentinel", "recent")]
     s.cancel()
+
+
+def test_batch_sizes_default_to_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERIODYA_BATCH_REPAIR", "9")
+    assert {e.job: e.batch for e in schedule()}["repair"] == 9
