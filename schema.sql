@@ -291,6 +291,13 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- Which schema.sql versions were applied (sha256 of the file's text, written by `periodya migrate` in the
+-- same transaction): GET /readyz is ready only when the running code's own schema.sql has been applied.
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    digest     text PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- Admin users, sessions and login throttling (periodya/admin). NOT projections: sessions and throttle
 -- rows are ephemeral state, not facts, so replay leaves them alone. Creating a user is ALSO appended to
 -- the log (stream admin-user-<user_id>, AdminUserCreated, no hash) so it shows in the audit trail.
@@ -374,6 +381,8 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
     PRIMARY KEY (group_id, line)
 );
 CREATE INDEX IF NOT EXISTS ledger_entries_account ON ledger_entries (account, currency);
+-- The admin read of one payout lists its ledger groups by subject (GET /api/admin/payouts/{id}).
+CREATE INDEX IF NOT EXISTS ledger_groups_subject ON ledger_groups (subject);
 
 -- no_overdraft is the database's backstop; commands check the balance first, under the account lock.
 CREATE TABLE IF NOT EXISTS balances (
@@ -424,6 +433,8 @@ CREATE TABLE IF NOT EXISTS payouts (
 CREATE INDEX IF NOT EXISTS payouts_provider_id ON payouts (provider_payout_id);
 CREATE INDEX IF NOT EXISTS payouts_status_changed ON payouts (status, status_changed_at);
 CREATE INDEX IF NOT EXISTS payouts_payee ON payouts (payee_id, created_at);
+-- The admin payout list, newest first, paged by (created_at, payout_id) (GET /api/admin/payouts).
+CREATE INDEX IF NOT EXISTS payouts_created ON payouts (created_at, payout_id);
 
 -- The payout outbox: one task per payout. PENDING -> SENDING -> SENT -> DONE, or FAILED.
 CREATE TABLE IF NOT EXISTS outbox (

@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     from periodya.audit import cli as audit_cli  # replay, balances, history, export, digest; extends `verify`
 
     audit_cli.add_parser(sub)
+    from periodya.opsclient import commands as opsclient  # `periodya ops ...`: the HTTP API's on-call client
+
+    opsclient.add_parser(sub)
+    from periodya import cron_cli  # here, not at the top: it imports this module
+
+    cron_cli.add_parser(sub)
     return parser
 
 
@@ -95,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             from pathlib import Path
 
             settings = settings.with_overrides(data_dir=Path(args.data_dir))
+        settings = settings.with_local_secrets()
         return asyncio.run(COMMANDS[args.command](args, settings))
     except PeriodyaError as exc:
         print(f"periodya: error: {exc}", file=sys.stderr)

@@ -100,3 +100,7 @@ async def payout_events(conn: asyncpg.Connection | asyncpg.Pool, payout_id: str)
     return {"payoutId": payout_id, "events": [
         {"position": r["seq"], "version": r["stream_version"], "type": r["event_type"], "data": r["data"],
          "metadata": r["metadata"], "recordedAt": rfc3339(r["recorded_at"])} for r in rows]}
+
+
+payout_json = _payout_json
+"""Public: the admin payout search and read (handlers/payout_search.py) render rows as payout_view does."""

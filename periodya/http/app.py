@@ -7,13 +7,26 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from periodya import tracing
+from periodya.admin import me_routes
 from periodya.admin import routes as admin_routes
 from periodya.audit import routes as audit_routes
 from periodya.config import Settings
 from periodya.eventstore import EventStore
 from periodya.handlers.payout_batch import PayoutBatcher
-from periodya.http import auth, ops_routes, platform_routes, webhook_routes
+from periodya.http import (
+    admin_payout_routes,
+    auth,
+    client_ip,
+    metrics_routes,
+    ops_routes,
+    platform_routes,
+    webhook_routes,
+)
+from periodya.http.deadlines import BODY_TIMEOUT, body_deadline
 from periodya.http.middleware import request_context
+from periodya.http.openapi import setup as setup_openapi
+from periodya.http.readiness import setup as setup_readiness
 from periodya.provider.port import ProviderUnavailable
 from periodya.runners.base import Deps
 
@@ -34,7 +47,11 @@ async def _liveness(_request: web.Request) -> web.Response:
 def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None) -> web.Application:
     """Build the app around an open pool (the caller owns the pool's lifetime). `deps` (provider and
     clock for the jobs) enables the ops endpoints that call the provider."""
-    app = web.Application(middlewares=[request_context, auth.auth_middleware], client_max_size=256 * 1024)
+    traced = tracing.middlewares()  # first: when tracing is on, it sets up the server-span middleware
+    app = web.Application(middlewares=[*traced, metrics_routes.count_requests, request_context, auth.auth_middleware,
+                                       body_deadline],
+                          client_max_size=256 * 1024)
+    app[BODY_TIMEOUT] = settings.body_timeout
     app[ops_routes.DEPS] = deps or Deps(EventStore(pool), NoProvider(), settings)
     app[platform_routes.STORE] = store = EventStore(pool)
     app[platform_routes.PAYOUTS] = payouts = PayoutBatcher(store)
@@ -45,13 +62,20 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     app.on_shutdown.append(_drain_payouts)
     app[auth.SERVICE_TOKEN] = settings.service_token
     app[auth.CRON_SECRET] = settings.cron_secret
+    app[client_ip.TRUSTED_PROXIES] = settings.trusted_proxies
     app.router.add_get("/livez", _liveness)
     app[webhook_routes.SETTINGS_KEY] = settings
     app.add_routes(platform_routes.routes)
     app[auth.SESSION_VERIFIER] = admin_routes.verify_session
     app[admin_routes.SESSION_TTL] = admin_routes.session_ttl_from_env()
+    app[admin_routes.SESSION_IDLE] = admin_routes.session_idle_from_env()
     app.add_routes(admin_routes.routes)
     webhook_routes.setup(app, store)
     app.add_routes(ops_routes.routes)
     app.add_routes(audit_routes.routes)
+    app.add_routes(admin_payout_routes.routes)
+    app.add_routes(me_routes.routes)
+    metrics_routes.setup(app, settings, app[ops_routes.DEPS])
+    setup_readiness(app)  # GET /readyz
+    setup_openapi(app)  # GET /openapi.json (built from the routes above) and /docs
     return app

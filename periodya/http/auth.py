@@ -2,7 +2,8 @@
 
 * /api/escrows*, /api/payouts*, /api/payees*: the platform backend's service token.
 * /api/admin/**: a live admin session with role platform_admin; the cron secret is accepted only on
-  POST /api/admin/ops/run/*. Admin sessions are checked by the verifier registered on the app.
+  POST and GET /api/admin/ops/run/* (GET: Vercel Cron; ops_routes refuses a session there). Admin
+  sessions are checked by the verifier registered on the app.
 Secrets are compared in constant time and never logged.
 """
 
@@ -54,7 +55,7 @@ async def authenticate(request: web.Request) -> Principal | None:
         token = bearer(request)
         if token is None:
             raise Unauthenticated("a bearer token is required")
-        if request.method == "POST" and path.startswith("/api/admin/ops/run/") and _matches(
+        if request.method in ("POST", "GET") and path.startswith("/api/admin/ops/run/") and _matches(
                 token, request.app[CRON_SECRET]):
             return Principal("cron", "cron")
         verifier = request.app.get(SESSION_VERIFIER)

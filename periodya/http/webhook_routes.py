@@ -31,11 +31,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from periodya import metrics
 from periodya.catalog import REGISTRY
 from periodya.config import Settings
 from periodya.domain.decision import Decision
 from periodya.domain.events import ProviderEventReceived
-from periodya.errors import ConcurrencyConflict
+from periodya.errors import ConcurrencyConflict, PeriodyaError
 from periodya.eventstore import NO_STREAM, EventStore, StreamAppend
 from periodya.eventstore.store import stream_lock
 from periodya.handlers.group_commit import GroupCommit
@@ -149,8 +150,13 @@ def parse_event(raw: bytes) -> ProviderEventReceived:
 @routes.post("/api/webhooks/provider")
 async def receive_webhook(request: web.Request) -> web.Response:
     raw = await request.read()
-    verify(raw, request.headers.get("Stripe-Signature", ""), secrets(request.app[SETTINGS_KEY]), int(time.time()))
-    event = parse_event(raw)
+    try:
+        verify(raw, request.headers.get("Stripe-Signature", ""), secrets(request.app[SETTINGS_KEY]), int(time.time()))
+        event = parse_event(raw)
+    except PeriodyaError:
+        metrics.WEBHOOKS.labels("refused").inc()
+        raise
     meta = Meta(actor="provider", request_id=request.get(REQUEST_ID), extra={"providerEventId": event.event_id})
     duplicate = await request.app[INTAKE].receive(event, meta)
+    metrics.WEBHOOKS.labels("duplicate" if duplicate else "stored").inc()
     return json({"received": True, "duplicate": duplicate})

@@ -4,10 +4,12 @@ check the Authentication rules of API.md for each, with every kind of credential
 * no token, a garbage token, a non-Bearer scheme, the service token, an expired session, a revoked
   (logged-out) session -> 401 UNAUTHENTICATED;
 * a live session of a user without platform_admin -> 403 FORBIDDEN;
-* the cron secret -> accepted (neither 401 nor 403) on POST /api/admin/ops/run/*, 401 everywhere else;
-* a live platform_admin session (and the cron secret on the run routes) -> the handler's real answer,
-  pinned per route (`ANSWERS`): the paths name an escrow, payee account, payouts and an alert that exist
-  (seeded before the server starts), so a 500 or a 404 from the handler fails the walk.
+* the cron secret -> accepted on POST and GET /api/admin/ops/run/*, 401 everywhere else;
+* a live platform_admin session -> accepted, except on GET /api/admin/ops/run/*, which takes the cron
+  secret only (403: a GET never changes state for a session);
+* accepted means the handler's real answer, pinned per route (`ANSWERS`): the paths name an escrow,
+  payee account, payouts and an alert that exist (seeded before the server starts), so a 500 or a 404
+  from the handler fails the walk.
 Every 401/403 is application/problem+json with the right `code` (HEAD: status and content type only).
 
 The route list comes from create_app(...).router.routes(), so a route added later is walked too.
@@ -66,6 +68,8 @@ def concrete(path: str) -> str:
     """The walked path with ids that exist: each payout command acts on a payout of its own."""
     if path.startswith("/api/admin/ops/payouts/walk-id/"):
         return path.replace("walk-id", "walk-" + path.rsplit("/", 1)[1])
+    if path == "/api/admin/payouts/walk-id":
+        return "/api/admin/payouts/walk-rerun-outbox"
     return (path.replace("walk-alert_id", ALERT_ID).replace("walk-account", "payable:walk-payee")
             .replace("walk-escrow_id", "walk-escrow").replace("walk-payout_id", "walk-rerun-outbox"))
 
@@ -98,8 +102,13 @@ ANSWERS: dict[tuple[str, str], tuple[int, Any]] = {
     ("POST", "/api/admin/ops/payouts/walk-id/force-reconcile"): (409, lambda b: b["code"] == "INVALID_STATE"),
     ("POST", "/api/admin/ops/payouts/walk-id/quarantine"): (200, lambda b: status_of(b) == "QUARANTINED"),
     ("POST", "/api/admin/ops/payouts/walk-id/rerun-outbox"): (200, lambda b: status_of(b) == "REQUESTED"),
-    **{("POST", f"{RUN_PREFIX}{job}"): (200, lambda b, job=job: b["job"].split(":")[0] == job) for job in JOBS},
-    **{("HEAD", p): (200, None) for p in ("/api/admin/audit/accounts/walk-account",
+    **{(m, f"{RUN_PREFIX}{job}"): (200, lambda b, job=job: b["job"].split(":")[0] == job)
+       for job in JOBS for m in ("POST", "GET")},  # GET: the cron secret only
+    ("GET", "/api/admin/jobs"): (200, lambda b: isinstance(b, dict | list)),
+    ("GET", "/api/admin/payouts"): (200, lambda b: "walk-rerun-outbox" in str(b)),
+    ("GET", "/api/admin/payouts/walk-id"): (200, lambda b: "walk-rerun-outbox" in str(b)),
+    **{("HEAD", p): (200, None) for p in ("/api/admin/jobs", "/api/admin/payouts", "/api/admin/payouts/walk-id",
+                                          "/api/admin/audit/accounts/walk-account",
                                           "/api/admin/audit/escrows/walk-escrow_id",
                                           "/api/admin/audit/payouts/walk-payout_id", "/api/admin/ops/alerts",
                                           "/api/admin/ops/health")},
@@ -198,7 +207,10 @@ async def walk(walk_database: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def expected(method: str, path: str, case: str) -> tuple[int, str] | str:
     """(status, code) for a refusal, or "accepted" (the handler answers: see ANSWERS)."""
-    if case == "admin" or (case == "cron" and method == "POST" and path.startswith(RUN_PREFIX)):
+    run = path.startswith(RUN_PREFIX)
+    if case == "admin" and run and method == "GET":
+        return 403, "FORBIDDEN"
+    if case == "admin" or (case == "cron" and method in ("POST", "GET") and run):
         return "accepted"
     if case == "no-role":
         return 403, "FORBIDDEN"
@@ -213,7 +225,7 @@ def test_the_walk_covers_the_ops_api() -> None:
     """Not vacuous: every admin route API.md names is in the router's list."""
     paths = {(m, p) for m, p in ROUTES}
     for job in ("outbox", "webhooks", "reconcile-pull", "repair", "sentinel"):
-        assert ("POST", f"{RUN_PREFIX}{job}") in paths
+        assert ("POST", f"{RUN_PREFIX}{job}") in paths and ("GET", f"{RUN_PREFIX}{job}") in paths
     for method, path in [("GET", "/api/admin/ops/health"), ("GET", "/api/admin/ops/alerts"),
                          ("POST", "/api/admin/ops/alerts/walk-alert_id/ack"),
                          ("POST", "/api/admin/ops/alerts/walk-alert_id/resolve")] + [
@@ -258,9 +270,9 @@ async def test_cron_secret_cannot_reach_other_routes_through_the_run_prefix(walk
     assert status in (401, 404, 405), (status, body)
 
 
-async def test_cron_secret_only_on_post(walk: Walk) -> None:
+async def test_cron_secret_only_on_post_and_get(walk: Walk) -> None:
     for job in JOBS:
-        for method in ("GET", "PUT", "DELETE"):
+        for method in ("PUT", "DELETE", "PATCH"):
             status, content_type, body = await walk.request(method, f"{RUN_PREFIX}{job}", "cron")
             assert (status, content_type, body["code"]) == (401, PROBLEM, "UNAUTHENTICATED"), (method, job, body)
 
