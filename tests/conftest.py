@@ -20,13 +20,14 @@ import pytest
 from periodya import db
 from periodya.eventstore import EventStore
 
-# One template per test session: several sessions (CI passes, developers) may share one server.
-TEMPLATE = f"periodya_tpl_{os.getpid()}"
-
 
 def with_database(url: str, name: str) -> str:
     parts = urlparse(url)
     return urlunparse(parts._replace(path="/" + name))
+
+
+def database_name(url: str) -> str:
+    return urlparse(url).path.lstrip("/")
 
 
 @pytest.fixture(scope="session")
@@ -40,13 +41,16 @@ def server_url() -> str:
 
 @pytest.fixture(scope="session")
 async def template_url(server_url: str) -> AsyncIterator[str]:
+    """One template per test session, named when the session starts (not at import: sessions forked
+    from one process, as mutmut's are, must not share it), so several sessions may share one server."""
+    template = f"periodya_tpl_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(server_url)
     try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
-        await admin.execute(f"CREATE DATABASE {TEMPLATE}")
+        await admin.execute(f"DROP DATABASE IF EXISTS {template} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {template}")
     finally:
         await admin.close()
-    url = with_database(server_url, TEMPLATE)
+    url = with_database(server_url, template)
     conn = await asyncpg.connect(url)
     try:
         await db.migrate(conn)
@@ -55,7 +59,7 @@ async def template_url(server_url: str) -> AsyncIterator[str]:
     yield url
     admin = await asyncpg.connect(server_url)
     try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        await admin.execute(f"DROP DATABASE IF EXISTS {template} WITH (FORCE)")
     finally:
         await admin.close()
 
@@ -65,7 +69,7 @@ async def database_url(server_url: str, template_url: str) -> AsyncIterator[str]
     name = "t_" + uuid.uuid4().hex[:16]
     admin = await asyncpg.connect(server_url)
     try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {database_name(template_url)}")
         yield with_database(server_url, name)
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -52,33 +53,59 @@ def schedule(env: dict[str, str] | None = None) -> list[Entry]:
     return table
 
 
-async def run_forever(deps: Deps, entries: list[Entry], stop: asyncio.Event) -> None:
-    now = datetime.now(UTC)
-    nxt = {e.key: croniter(e.cron, now).get_next(datetime) for e in entries}
-    running: dict[str, asyncio.Task[object]] = {}
+class Scheduler:
+    """The cron table's state, driven by whatever clock the caller reads: `tick(now)` starts every entry
+    due at `now` (unless its previous run is still going) and schedules its next time. `run_job` runs one
+    entry; an exception from it is logged and swallowed, so one failing job never stops the others."""
+
+    def __init__(self, entries: list[Entry], start: datetime,
+                 run_job: Callable[[Entry], Awaitable[object]]) -> None:
+        self.entries = entries
+        self.next_at: dict[str, datetime] = {e.key: croniter(e.cron, start).get_next(datetime) for e in entries}
+        self.running: dict[str, asyncio.Task[object]] = {}
+        self._run_job = run_job
+
+    def next_due(self) -> datetime:
+        return min(self.next_at.values())
+
+    def tick(self, now: datetime) -> list[Entry]:
+        """Start the entries due at `now`; returns those started (skipped ones are logged)."""
+        started = []
+        for e in self.entries:
+            if self.next_at[e.key] > now:
+                continue
+            self.next_at[e.key] = croniter(e.cron, now).get_next(datetime)
+            if e.key in self.running and not self.running[e.key].done():
+                log.warning("job_skipped_still_running", job=e.job, mode=e.mode)
+                continue
+            self.running[e.key] = asyncio.create_task(self._guarded(e))
+            started.append(e)
+        return started
+
+    async def _guarded(self, e: Entry) -> object:
+        try:
+            return await self._run_job(e)
+        except Exception:  # recorded in job_runs and logged by execute_job; the scheduler keeps going
+            log.exception("scheduled_job_failed", job=e.job, mode=e.mode)
+            return None
+
+    def cancel(self) -> None:
+        for task in self.running.values():
+            task.cancel()
+
+
+async def run_forever(deps: Deps, entries: list[Entry], stop: asyncio.Event, *,
+                      clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    async def run_job(e: Entry) -> object:
+        return await execute_job(deps, e.job, batch=e.batch, mode=e.mode, trigger="cron")
+
+    scheduler = Scheduler(entries, clock(), run_job)
     while not stop.is_set():
-        due_at = min(nxt.values())
-        delay = max(0.0, (due_at - datetime.now(UTC)).total_seconds())
+        delay = max(0.0, (scheduler.next_due() - clock()).total_seconds())
         try:
             await asyncio.wait_for(stop.wait(), delay)
             break
         except TimeoutError:
             pass
-        now = datetime.now(UTC)
-        for e in entries:
-            if nxt[e.key] > now:
-                continue
-            nxt[e.key] = croniter(e.cron, now).get_next(datetime)
-            if e.key in running and not running[e.key].done():
-                log.warning("job_skipped_still_running", job=e.job, mode=e.mode)
-                continue
-            running[e.key] = asyncio.create_task(_guarded(deps, e))
-    for task in running.values():
-        task.cancel()
-
-
-async def _guarded(deps: Deps, e: Entry) -> object:
-    try:
-        return await execute_job(deps, e.job, batch=e.batch, mode=e.mode, trigger="cron")
-    except Exception:  # recorded in job_runs and logged by execute_job; the scheduler keeps going
-        return None
+        scheduler.tick(clock())
+    scheduler.cancel()

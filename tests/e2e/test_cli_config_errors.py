@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -41,11 +42,11 @@ async def test_missing_schema_then_migrate_twice(server_url: str) -> None:
 
     from tests.conftest import with_database
 
+    empty = f"cli_empty_{uuid.uuid4().hex[:12]}"  # unique: other sessions may share the server
     admin = await asyncpg.connect(server_url)
-    await admin.execute("DROP DATABASE IF EXISTS cli_empty WITH (FORCE)")
-    await admin.execute("CREATE DATABASE cli_empty")
+    await admin.execute(f"CREATE DATABASE {empty}")
     try:
-        url = with_database(server_url, "cli_empty")
+        url = with_database(server_url, empty)
         missing = run_cli("verify", env={"DATABASE_URL": url})
         assert missing.returncode == 2 and "Traceback" not in missing.stderr
         assert "run `periodya migrate` first" in missing.stderr
@@ -55,5 +56,5 @@ async def test_missing_schema_then_migrate_twice(server_url: str) -> None:
         verified = run_cli("verify", env={"DATABASE_URL": url})
         assert verified.returncode == 0 and "ok" in verified.stdout
     finally:
-        await admin.execute("DROP DATABASE IF EXISTS cli_empty WITH (FORCE)")
+        await admin.execute(f"DROP DATABASE IF EXISTS {empty} WITH (FORCE)")
         await admin.close()

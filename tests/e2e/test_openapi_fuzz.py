@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CRON_SECRET, SERVICE_TOKEN, TEMPLATE
+from tests.conftest import CRON_SECRET, SERVICE_TOKEN, database_name
 from tests.e2e.procs import ADMIN_EMAIL, ADMIN_PASSWORD, base_env, create_user, fresh_database, start_server
 
 SEED = 20261207
@@ -63,7 +63,7 @@ def config(*, service: bool, admin: bool, cron: bool) -> str:
 async def server(server_url: str, template_url: str, tmp_path_factory: pytest.TempPathFactory
                  ) -> AsyncIterator[tuple[str, Path]]:
     log_dir = tmp_path_factory.mktemp("fuzz")
-    async with fresh_database(server_url, TEMPLATE, "fuzz") as url:
+    async with fresh_database(server_url, database_name(template_url), "fuzz") as url:
         env = base_env(url, extra={"PERIODYA_LOG_LEVEL": "info"})
         await create_user(env, log_dir, ADMIN_EMAIL, ADMIN_PASSWORD)
         proc, api = await start_server(env, log_dir)

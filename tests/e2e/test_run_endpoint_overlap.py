@@ -38,7 +38,7 @@ from periodya.eventstore import EventStore
 from periodya.eventstore.hashing import lock_key
 from periodya.handlers import platform
 from periodya.handlers.unit_of_work import Meta, run_command
-from tests.conftest import TEMPLATE
+from tests.conftest import database_name
 from tests.e2e.procs import System, eventually, fresh_database, running_system, start_sim
 from tests.integration.invariants import assert_money_invariants
 
@@ -278,9 +278,9 @@ class Scenario:
 
 
 @asynccontextmanager
-async def module_system(server_url: str, sim_url: str, log_dir: Path, **kwargs: Any
+async def module_system(server_url: str, template_url: str, sim_url: str, log_dir: Path, **kwargs: Any
                         ) -> AsyncIterator[tuple[asyncpg.Pool, System]]:
-    async with fresh_database(server_url, TEMPLATE, "overlap") as url:
+    async with fresh_database(server_url, database_name(template_url), "overlap") as url:
         pool = await db.connect_pool(url, min_size=1, max_size=WIDTH + 2)
         try:
             async with running_system(url, log_dir, sim_url=sim_url, admin=False, **kwargs) as system:
@@ -293,7 +293,7 @@ async def module_system(server_url: str, sim_url: str, log_dir: Path, **kwargs: 
 async def reconcile_overlap(server_url: str, template_url: str, sim_url: str,
                             tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Scenario]:
     """200 payouts SENT (the solo one first) and paid at the provider, every webhook dropped."""
-    async with module_system(server_url, sim_url, tmp_path_factory.mktemp("reconcile"),
+    async with module_system(server_url, template_url, sim_url, tmp_path_factory.mktemp("reconcile"),
                              sim={"webhookDropRate": 1.0}) as (pool, system):
         await make_payouts(pool)
         await send(system, 1)  # the solo payout, first created: first SENT, first in reconcile-pull's order
@@ -331,7 +331,7 @@ async def repair_overlap(server_url: str, template_url: str, sim_url: str,
                          tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Scenario]:
     """200 payouts stuck in SENDING: an outbox runner process claimed all 200 (the solo one first), the
     provider accepted the first few sends (up to the send concurrency), and it was SIGKILLed there."""
-    async with module_system(server_url, sim_url, tmp_path_factory.mktemp("repair")) as (pool, system):
+    async with module_system(server_url, template_url, sim_url, tmp_path_factory.mktemp("repair")) as (pool, system):
         await make_payouts(pool)
         runner, _ = await system.paused("after_provider_accept", "outbox", "--batch", str(N))
         await asyncio.sleep(0.3)  # let the other sends in flight reach the provider, then crash

@@ -69,7 +69,7 @@ async def settle_and_apply(system: System, provider_payout_id: str) -> None:
 
 
 async def _webhooks_pending(system: System, n: int) -> bool:
-    return (await system.health())["webhooksPending"] == n
+    return bool((await system.health())["webhooksPending"] == n)
 
 
 # --- FINALIZE_MISSING --------------------------------------------------------------------------------

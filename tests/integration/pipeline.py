@@ -93,11 +93,11 @@ class Pipeline:
 
 @asynccontextmanager
 async def live_pipeline(pool: asyncpg.Pool, settings: Settings, *, sim: dict[str, Any] | None = None,
-                        seed: int = 7) -> AsyncIterator[Pipeline]:
+                        seed: int = 7, provider_timeout: float = 5) -> AsyncIterator[Pipeline]:
     settings = settings.with_overrides(webhook_secret=WEBHOOK_SECRET, provider_api_key=API_KEY)
     config = {"autoSettle": False, **(sim or {})}
     async with running_simulator(API_KEY, WEBHOOK_SECRET, seed=seed, config=config) as url, \
-            StripePayoutsClient(url, API_KEY, timeout=5) as provider, aiohttp.ClientSession() as http:
+            StripePayoutsClient(url, API_KEY, timeout=provider_timeout) as provider, aiohttp.ClientSession() as http:
         skew = [timedelta(0)]
         deps = Deps(EventStore(pool), provider, settings, clock=lambda: datetime.now(UTC) + skew[0])
         server = TestServer(create_app(settings, pool, deps))

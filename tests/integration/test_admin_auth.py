@@ -25,6 +25,7 @@ from periodya.eventstore import EventStore
 from periodya.handlers.unit_of_work import Meta
 from periodya.http.app import create_app
 from periodya.projections.replay import replay_and_diff
+from tests.clients import Client
 from tests.conftest import CRON_SECRET
 
 PASSWORD = "correct horse battery staple"
@@ -32,7 +33,7 @@ PROBE = "/api/admin/__auth_probe__"  # a route that will never exist: 404 means 
 
 
 @pytest.fixture
-async def client(settings: Any, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
+async def client(settings: Any, pool: asyncpg.Pool) -> AsyncIterator[Client]:
     """A real server on a loopback port; the client sends no credentials unless a test adds them."""
     http = TestClient(TestServer(create_app(settings, pool)))
     await http.start_server()
@@ -45,12 +46,12 @@ async def make_user(pool: asyncpg.Pool, email: str = "ops@example.com", roles: t
     return await users.create_user(EventStore(pool), email, password, roles, meta=Meta(actor="test"))
 
 
-async def login(client: TestClient, email: str, password: str = PASSWORD) -> tuple[int, dict[str, Any], Any]:
+async def login(client: Client, email: str, password: str = PASSWORD) -> tuple[int, dict[str, Any], Any]:
     resp = await client.post("/api/auth/login", json={"email": email, "password": password})
     return resp.status, await resp.json(content_type=None), resp.headers
 
 
-async def token_for(client: TestClient, email: str = "ops@example.com") -> str:
+async def token_for(client: Client, email: str = "ops@example.com") -> str:
     status, body, _ = await login(client, email)
     assert status == 200, body
     return str(body["token"])
@@ -68,7 +69,7 @@ async def run_cli(database_url: str, *args: str, stdin: str) -> subprocess.Compl
 
 
 # --- create-user ---------------------------------------------------------------------------------------
-async def test_cli_creates_a_user_who_can_log_in(database_url: str, pool: asyncpg.Pool, client: TestClient) -> None:
+async def test_cli_creates_a_user_who_can_log_in(database_url: str, pool: asyncpg.Pool, client: Client) -> None:
     result = await run_cli(database_url, "admin", "create-user", "A@B.c", "--password-stdin", stdin=PASSWORD + "\n")
     assert result.returncode == 0, result.stderr
     [user_id] = result.stdout.split()
@@ -121,7 +122,7 @@ async def test_library_create_user_records_the_event_without_the_hash(pool: asyn
 
 
 # --- login -----------------------------------------------------------------------------------------------
-async def test_login_returns_a_token_whose_hash_alone_is_stored(pool: asyncpg.Pool, client: TestClient) -> None:
+async def test_login_returns_a_token_whose_hash_alone_is_stored(pool: asyncpg.Pool, client: Client) -> None:
     user_id = await make_user(pool)
     status, body, _ = await login(client, "OPS@example.com")
     assert status == 200 and set(body) == {"token", "expiresAt"}
@@ -132,7 +133,7 @@ async def test_login_returns_a_token_whose_hash_alone_is_stored(pool: asyncpg.Po
     assert (await client.get(PROBE, headers=bearer(body["token"]))).status == 404
 
 
-async def test_wrong_password_and_unknown_email_look_the_same(pool: asyncpg.Pool, client: TestClient) -> None:
+async def test_wrong_password_and_unknown_email_look_the_same(pool: asyncpg.Pool, client: Client) -> None:
     await make_user(pool)
     wrong = await login(client, "ops@example.com", "not the password")
     unknown = await login(client, "nobody@example.com", "not the password")
@@ -144,7 +145,7 @@ async def test_wrong_password_and_unknown_email_look_the_same(pool: asyncpg.Pool
     assert await pool.fetchval("SELECT count(*) FROM admin_sessions") == 0
 
 
-async def test_disabled_user_cannot_log_in(pool: asyncpg.Pool, client: TestClient) -> None:
+async def test_disabled_user_cannot_log_in(pool: asyncpg.Pool, client: Client) -> None:
     await make_user(pool)
     token = await token_for(client)
     await pool.execute("UPDATE admin_users SET disabled = true")
@@ -154,13 +155,13 @@ async def test_disabled_user_cannot_log_in(pool: asyncpg.Pool, client: TestClien
 
 @pytest.mark.parametrize("body", [b"", b"not json", b"[]", b'{"email": "a@b.c"}', b'{"email": 1, "password": "x"}',
                                   b'{"email": "a@b.c", "password": "x", "extra": 1}'])
-async def test_login_body_is_validated(client: TestClient, body: bytes) -> None:
+async def test_login_body_is_validated(client: Client, body: bytes) -> None:
     resp = await client.post("/api/auth/login", data=body, headers={"Content-Type": "application/json"})
     assert resp.status == 400
     assert (await resp.json(content_type=None))["code"] == "VALIDATION_FAILED"
 
 
-async def test_outdated_hash_is_upgraded_on_login(pool: asyncpg.Pool, client: TestClient) -> None:
+async def test_outdated_hash_is_upgraded_on_login(pool: asyncpg.Pool, client: Client) -> None:
     await make_user(pool)
     weak = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1).hash(PASSWORD)
     await pool.execute("UPDATE admin_users SET password_hash = $1", weak)
@@ -170,7 +171,7 @@ async def test_outdated_hash_is_upgraded_on_login(pool: asyncpg.Pool, client: Te
     assert (await login(client, "ops@example.com"))[0] == 200
 
 
-async def test_logins_are_logged_without_password_or_token(pool: asyncpg.Pool, client: TestClient) -> None:
+async def test_logins_are_logged_without_password_or_token(pool: asyncpg.Pool, client: Client) -> None:
     user_id = await make_user(pool)
     with structlog.testing.capture_logs() as logs:
         token = await token_for(client)
@@ -185,7 +186,7 @@ async def test_logins_are_logged_without_password_or_token(pool: asyncpg.Pool, c
 
 # --- throttling ------------------------------------------------------------------------------------------
 async def test_five_failures_lock_the_email_even_for_the_right_password(pool: asyncpg.Pool,
-                                                                          client: TestClient) -> None:
+                                                                          client: Client) -> None:
     await make_user(pool)
     for _ in range(throttle.MAX_FAILURES_PER_EMAIL):
         assert (await login(client, "ops@example.com", "not the password"))[0] == 401
@@ -200,7 +201,7 @@ async def test_five_failures_lock_the_email_even_for_the_right_password(pool: as
     assert (await login(client, "ops@example.com"))[0] == 200
 
 
-async def test_one_address_is_limited_across_emails(pool: asyncpg.Pool, client: TestClient) -> None:
+async def test_one_address_is_limited_across_emails(pool: asyncpg.Pool, client: Client) -> None:
     await make_user(pool)
     for i in range(throttle.MAX_FAILURES_PER_REMOTE):
         assert (await login(client, f"guess{i % 10}@example.com", "not the password"))[0] == 401
@@ -208,7 +209,7 @@ async def test_one_address_is_limited_across_emails(pool: asyncpg.Pool, client: 
     assert status == 429 and body["code"] == "TOO_MANY_ATTEMPTS" and int(headers["Retry-After"]) >= 1
 
 
-async def test_a_concurrent_burst_gets_no_more_than_the_limit(pool: asyncpg.Pool, client: TestClient) -> None:
+async def test_a_concurrent_burst_gets_no_more_than_the_limit(pool: asyncpg.Pool, client: Client) -> None:
     await make_user(pool)
     results = await asyncio.gather(*(login(client, "ops@example.com", f"guess number {i}") for i in range(12)))
     statuses = sorted(r[0] for r in results)
@@ -217,7 +218,7 @@ async def test_a_concurrent_burst_gets_no_more_than_the_limit(pool: asyncpg.Pool
 
 
 # --- sessions on admin routes ------------------------------------------------------------------------------
-async def test_logout_revokes_the_session_at_once(pool: asyncpg.Pool, client: TestClient) -> None:
+async def test_logout_revokes_the_session_at_once(pool: asyncpg.Pool, client: Client) -> None:
     await make_user(pool)
     token = await token_for(client)
     assert (await client.get(PROBE, headers=bearer(token))).status == 404
@@ -228,7 +229,7 @@ async def test_logout_revokes_the_session_at_once(pool: asyncpg.Pool, client: Te
     assert (await client.post("/api/auth/logout")).status == 401
 
 
-async def test_expired_session_is_refused(pool: asyncpg.Pool, client: TestClient) -> None:
+async def test_expired_session_is_refused(pool: asyncpg.Pool, client: Client) -> None:
     await make_user(pool)
     token = await token_for(client)
     await pool.execute("UPDATE admin_sessions SET expires_at = now() - interval '1 second'")
@@ -237,19 +238,19 @@ async def test_expired_session_is_refused(pool: asyncpg.Pool, client: TestClient
 
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Bearer not-a-session", "Basic b3BzOnB3", f"Bearer {'x' * 5000}"])
-async def test_missing_or_unknown_token_is_refused(client: TestClient, header: str | None) -> None:
+async def test_missing_or_unknown_token_is_refused(client: Client, header: str | None) -> None:
     headers = {} if header is None else {"Authorization": header}
     assert (await client.get(PROBE, headers=headers)).status == 401
 
 
-async def test_user_without_platform_admin_is_forbidden(pool: asyncpg.Pool, client: TestClient) -> None:
+async def test_user_without_platform_admin_is_forbidden(pool: asyncpg.Pool, client: Client) -> None:
     await make_user(pool, "viewer@example.com", roles=("viewer",))
     token = await token_for(client, "viewer@example.com")
     resp = await client.get(PROBE, headers=bearer(token))
     assert resp.status == 403 and (await resp.json(content_type=None))["code"] == "FORBIDDEN"
 
 
-async def test_last_seen_is_written_at_most_once_a_minute(pool: asyncpg.Pool, client: TestClient) -> None:
+async def test_last_seen_is_written_at_most_once_a_minute(pool: asyncpg.Pool, client: Client) -> None:
     await make_user(pool)
     token = await token_for(client)
     await pool.execute("UPDATE admin_sessions SET last_seen_at = now() - interval '2 minutes'")
@@ -262,7 +263,7 @@ async def test_last_seen_is_written_at_most_once_a_minute(pool: asyncpg.Pool, cl
 
 
 # --- the cron secret ---------------------------------------------------------------------------------------
-async def test_cron_secret_only_opens_the_run_routes(client: TestClient) -> None:
+async def test_cron_secret_only_opens_the_run_routes(client: Client) -> None:
     cron = bearer(CRON_SECRET)
     # Run routes may not exist yet (404); what matters is that authentication let the request through.
     assert (await client.post("/api/admin/ops/run/no-such-job", headers=cron)).status not in (401, 403)

@@ -14,11 +14,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from periodya.admin import sessions
 from periodya.errors import ConfigError
 from periodya.http.app import create_app
+from tests.clients import Client
 from tests.integration.test_admin_auth import PROBE, bearer, make_user, run_cli, token_for
 
 
 @pytest.fixture
-async def client(settings: Any, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TestClient]:
+async def client(settings: Any, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Client]:
     monkeypatch.setenv("PERIODYA_SESSION_IDLE_MINUTES", "20")
     http = TestClient(TestServer(create_app(settings, pool)))
     await http.start_server()
@@ -26,11 +27,11 @@ async def client(settings: Any, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPa
     await http.close()
 
 
-async def probe(client: TestClient, token: str) -> int:
+async def probe(client: Client, token: str) -> int:
     return (await client.get(PROBE, headers=bearer(token))).status
 
 
-async def test_a_session_idle_past_the_timeout_is_refused(pool: asyncpg.Pool, client: TestClient) -> None:
+async def test_a_session_idle_past_the_timeout_is_refused(pool: asyncpg.Pool, client: Client) -> None:
     await make_user(pool)
     token = await token_for(client)
     assert await probe(client, token) == 404  # authenticated: the router ran
@@ -53,7 +54,7 @@ def test_idle_timeout_is_configured_in_minutes() -> None:
 
 
 async def test_revoke_sessions_ends_every_session_of_one_user(database_url: str, pool: asyncpg.Pool,
-                                                              client: TestClient) -> None:
+                                                              client: Client) -> None:
     user_id = await make_user(pool)
     await make_user(pool, "other@example.com")
     mine = [await token_for(client) for _ in range(2)]

@@ -59,7 +59,7 @@ async def test_balances_as_of_every_past_position_equal_the_live_balances_then(p
         seen.append(await _live(pool))
 
     store = EventStore(pool)
-    store.pool = _AfterRelease(pool, snapshot)  # type: ignore[assignment]
+    store.pool = _AfterRelease(pool, snapshot)
     await _run(store, "a-", PROGRAM)
     await _run(store, "b-", PROGRAM[::-1] + PROGRAM)
     positions = {seq: rows for seq, _, rows in seen}

@@ -31,7 +31,8 @@ async def insert_day(pool: asyncpg.Pool, day: date, streams: int = 4, per_stream
     """Events recorded on a past `day` (append_events stamps now(), so they are written as the store would
     have written them then: same columns, same hash chain, one transaction, interleaved streams)."""
     start = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=9)
-    rows, prev = [], {}
+    rows: list[Any] = []
+    prev: dict[str, Any] = {}
     for i in range(streams * per_stream):
         sid, version = f"{prefix}-{i % streams}", i // streams + 1
         data = {"n": i, "amount": 100 * (i + 1), "note": "zażółć"}

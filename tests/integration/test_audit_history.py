@@ -26,6 +26,7 @@ from periodya.handlers.unit_of_work import Meta, UnitOfWork, run_command
 from periodya.http.app import create_app
 from periodya.projections.provider_events import stream as provider_stream
 from periodya.runners import webhooks
+from tests.clients import Client
 from tests.integration.test_admin_auth import bearer, make_user, token_for
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -113,14 +114,14 @@ async def test_history_cli_prints_a_table_and_json(pool: asyncpg.Pool, settings:
 
 
 @pytest.fixture
-async def client(settings: Any, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
+async def client(settings: Any, pool: asyncpg.Pool) -> AsyncIterator[Client]:
     http = TestClient(TestServer(create_app(settings, pool)))
     await http.start_server()
     yield http
     await http.close()
 
 
-async def test_admin_audit_routes(pool: asyncpg.Pool, client: TestClient) -> None:
+async def test_admin_audit_routes(pool: asyncpg.Pool, client: Client) -> None:
     await _story(EventStore(pool))
     await make_user(pool)
     await make_user(pool, "viewer@example.com", roles=("viewer",))

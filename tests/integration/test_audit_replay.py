@@ -22,6 +22,7 @@ from periodya.eventstore import NO_STREAM, EventStore, StreamAppend
 from periodya.projections import PROJECTIONS, apply_all
 from periodya.projections.replay import diff_table, replay_and_diff
 from tests.integration.invariants import assert_money_invariants
+from tests.integration.pipeline import wait_for
 from tests.integration.test_ledger_properties import _run, ops
 
 PROGRAM = [("fund", 0, 5000, "USD"), ("release", 0, 0, 3000, 100), ("request", 0, 1000, "USD"), ("paid", 0),
@@ -154,7 +155,9 @@ async def test_swap_waits_for_a_writer_that_already_projected(pool: asyncpg.Pool
         await tx.start()
         await apply_all(writer, await _fund_events(store, writer, "early"))
         swap = asyncio.create_task(swap_in(pool, result.scratch, None, result.snapshot))
-        await asyncio.sleep(0.6)
+        await wait_for(lambda: pool.fetchval(  # the swap asked for a lock the writer holds
+            "SELECT count(*) > 0 FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+            "WHERE NOT l.granted AND a.datname = current_database()"))
         assert not swap.done()  # waiting for the writer's locks, retrying
         await tx.commit()
     assert await swap == 2

@@ -14,13 +14,14 @@ from periodya.config import Settings
 from periodya.eventstore import EventStore
 from periodya.handlers.unit_of_work import Meta
 from periodya.http.app import create_app
+from tests.clients import Client
 from tests.conftest import CRON_SECRET
 
 VERCEL = {"Authorization": f"Bearer {CRON_SECRET}", "User-Agent": "vercel-cron/1.0"}
 
 
 @pytest.fixture
-async def client(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
+async def client(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Client]:
     http = TestClient(TestServer(create_app(settings, pool)))
     await http.start_server()
     yield http
@@ -31,7 +32,7 @@ async def runs(pool: asyncpg.Pool) -> list[tuple[str, str | None, str]]:
     return [tuple(r) for r in await pool.fetch("SELECT job, mode, trigger FROM job_runs ORDER BY run_id")]
 
 
-async def test_a_vercel_style_get_runs_the_job(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_a_vercel_style_get_runs_the_job(client: Client, pool: asyncpg.Pool) -> None:
     r = await client.get("/api/admin/ops/run/outbox?batch=50", headers=VERCEL)
     assert r.status == 200, await r.text()
     assert (await r.json())["job"] == "outbox"
@@ -40,7 +41,7 @@ async def test_a_vercel_style_get_runs_the_job(client: TestClient, pool: asyncpg
     assert await runs(pool) == [("outbox", None, "http:cron"), ("sentinel", "full", "http:cron")]
 
 
-async def test_a_get_run_validates_like_a_post(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_a_get_run_validates_like_a_post(client: Client, pool: asyncpg.Pool) -> None:
     for path in ("/api/admin/ops/run/no-such-job", "/api/admin/ops/run/outbox?batch=x",
                  "/api/admin/ops/run/sentinel?mode=weekly"):
         r = await client.get(path, headers=VERCEL)
@@ -48,7 +49,7 @@ async def test_a_get_run_validates_like_a_post(client: TestClient, pool: asyncpg
     assert await runs(pool) == []
 
 
-async def test_a_session_cannot_run_a_job_with_get(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_a_session_cannot_run_a_job_with_get(client: Client, pool: asyncpg.Pool) -> None:
     user_id = await users.create_user(EventStore(pool), "ops@example.com", "correct horse battery staple",
                                       meta=Meta(actor="test"))
     token, _ = await sessions.create_session(pool, user_id)
@@ -62,14 +63,14 @@ async def test_a_session_cannot_run_a_job_with_get(client: TestClient, pool: asy
 
 
 @pytest.mark.parametrize("header", [None, "Bearer wrong", f"Basic {CRON_SECRET}"])
-async def test_a_get_run_without_the_cron_secret_is_401(client: TestClient, pool: asyncpg.Pool,
+async def test_a_get_run_without_the_cron_secret_is_401(client: Client, pool: asyncpg.Pool,
                                                         header: str | None) -> None:
     r = await client.get("/api/admin/ops/run/outbox", headers={"Authorization": header} if header else {})
     assert (r.status, r.content_type) == (401, "application/problem+json")
     assert await runs(pool) == []
 
 
-async def test_head_never_runs_a_job(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_head_never_runs_a_job(client: Client, pool: asyncpg.Pool) -> None:
     r = await client.head("/api/admin/ops/run/outbox", headers=VERCEL)
     assert r.status in (401, 405)
     assert await runs(pool) == []

@@ -27,6 +27,7 @@ from periodya.http.edge import EdgeRunner
 from periodya.provider.signing import sign
 from periodya.runners import sentinel, webhooks
 from periodya.runners.base import Deps
+from tests.clients import Client
 from tests.conftest import CRON_SECRET, SERVICE_TOKEN
 
 SECRET = "whsec_hostile_test"
@@ -43,14 +44,14 @@ class EdgeServer(TestServer):
 
 
 @pytest.fixture
-async def client(settings: Any, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
+async def client(settings: Any, pool: asyncpg.Pool) -> AsyncIterator[Client]:
     http = TestClient(EdgeServer(create_app(settings.with_overrides(webhook_secret=SECRET), pool)))
     await http.start_server()
     yield http
     await http.close()
 
 
-async def raw(client: TestClient, request: bytes) -> tuple[int, dict[str, str], Any]:
+async def raw(client: Client, request: bytes) -> tuple[int, dict[str, str], Any]:
     """Send raw bytes (Connection: close) and parse the answer."""
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
     writer.write(request)
@@ -70,7 +71,7 @@ def request(method: str, path: str, *, auth: bytes | None = None, body: bytes = 
     return head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
 
 
-async def admin_token(client: TestClient, pool: asyncpg.Pool) -> str:
+async def admin_token(client: Client, pool: asyncpg.Pool) -> str:
     await users.create_user(EventStore(pool), "ops@example.com", PASSWORD, ("platform_admin",), meta=Meta("test"))
     r = await client.post("/api/auth/login", json={"email": "ops@example.com", "password": PASSWORD})
     assert r.status == 200, await r.text()
@@ -84,7 +85,7 @@ def assert_problem(status: int, headers: dict[str, str], body: Any, expected: in
 
 # --- issue 13.1: deep JSON is a 400 before anything runs, the login throttle included --------------------
 
-async def test_deeply_nested_json_is_refused_before_the_login_throttle(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_deeply_nested_json_is_refused_before_the_login_throttle(client: Client, pool: asyncpg.Pool) -> None:
     for _ in range(3):
         answer = await raw(client, request("POST", "/api/auth/login", body=b'{"email":' + DEEP + b',"password":"x"}'))
         assert_problem(*answer, 400, "VALIDATION_FAILED")
@@ -99,14 +100,14 @@ async def test_deeply_nested_json_is_refused_before_the_login_throttle(client: T
 # --- issue 13.2: non-UTF-8 bytes in Authorization -----------------------------------------------------
 
 @pytest.mark.parametrize("path", ["/api/payees/p1/balances", "/api/admin/ops/health", "/api/auth/logout"])
-async def test_a_non_utf8_bearer_token_is_401(client: TestClient, path: str) -> None:
+async def test_a_non_utf8_bearer_token_is_401(client: Client, path: str) -> None:
     method = "POST" if path.endswith("logout") else "GET"
     answer = await raw(client, request(method, path, auth=b"\xff\xfe"))
     assert_problem(*answer, 401, "UNAUTHENTICATED")
 
 
 @pytest.mark.parametrize("encoding", [b"gzip", b"deflate", b"br", b"zstd"])
-async def test_a_body_that_does_not_decode_as_its_content_encoding_is_400(client: TestClient,
+async def test_a_body_that_does_not_decode_as_its_content_encoding_is_400(client: Client,
                                                                            encoding: bytes) -> None:
     """Found by the fuzz (bench/fuzz.py): aiohttp raises while the handler reads such a body."""
     raw_request = request("POST", "/api/escrows", auth=SERVICE_TOKEN.encode(), body=b"{}").replace(
@@ -116,7 +117,7 @@ async def test_a_body_that_does_not_decode_as_its_content_encoding_is_400(client
 
 # --- issue 13.3: bad query values and signed but malformed webhooks -------------------------------------
 
-async def test_bad_ops_query_values_are_422(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_bad_ops_query_values_are_422(client: Client, pool: asyncpg.Pool) -> None:
     token = (await admin_token(client, pool)).encode()
     assert_problem(*await raw(client, request("GET", "/api/admin/ops/alerts?code=%00", auth=token)),
                    422, "VALIDATION_FAILED")
@@ -125,7 +126,7 @@ async def test_bad_ops_query_values_are_422(client: TestClient, pool: asyncpg.Po
                                                   auth=CRON_SECRET.encode())), 422, "VALIDATION_FAILED")
 
 
-def signed_post(client: TestClient, event: dict[str, Any], *, secret: str = SECRET) -> Any:
+def signed_post(client: Client, event: dict[str, Any], *, secret: str = SECRET) -> Any:
     body = orjson.dumps(event)
     return client.post("/api/webhooks/provider", data=body,
                        headers={"Stripe-Signature": sign(body, secret, int(time.time()))})
@@ -152,7 +153,7 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
-async def test_a_signed_malformed_event_is_stored_and_flagged(client: TestClient, pool: asyncpg.Pool,
+async def test_a_signed_malformed_event_is_stored_and_flagged(client: Client, pool: asyncpg.Pool,
                                                              settings: Any, case: str) -> None:
     event = MALFORMED[case]
     answers = []
@@ -167,7 +168,7 @@ async def test_a_signed_malformed_event_is_stored_and_flagged(client: TestClient
                                                                   "OPEN")
     assert alert["details"]["problem"]
     # the webhooks job marks it applied, acting on nothing, and does not fail on it
-    deps = Deps(EventStore(pool), NoProvider(), settings)  # type: ignore[arg-type]
+    deps = Deps(EventStore(pool), NoProvider(), settings)
     summary = (await webhooks.run(deps)).as_json()
     assert summary["processed"] == 1, summary
     assert await pool.fetchval("SELECT outcome FROM provider_events") == "unprocessable"
@@ -177,7 +178,7 @@ async def test_a_signed_malformed_event_is_stored_and_flagged(client: TestClient
 # --- issue 13.6: headers ------------------------------------------------------------------------------
 
 async def test_every_answer_has_neutral_and_no_sniff_headers_and_login_is_not_cached(
-        client: TestClient, pool: asyncpg.Pool) -> None:
+        client: Client, pool: asyncpg.Pool) -> None:
     await users.create_user(EventStore(pool), "ops@example.com", PASSWORD, ("platform_admin",), meta=Meta("test"))
     r = await client.post("/api/auth/login", json={"email": "ops@example.com", "password": PASSWORD})
     assert r.status == 200 and r.headers["Cache-Control"] == "no-store"
@@ -190,18 +191,18 @@ async def test_every_answer_has_neutral_and_no_sniff_headers_and_login_is_not_ca
 # --- issue 11.6: refused webhooks are counted in health and alerted on while they persist ----------------
 
 async def test_refused_webhooks_are_counted_and_alerted_while_they_persist(
-        client: TestClient, pool: asyncpg.Pool, settings: Any) -> None:
+        client: Client, pool: asyncpg.Pool, settings: Any) -> None:
     for secret in ("whsec_wrong", "whsec_wrong"):
         r = await signed_post(client, payout_event("evt_forged"), secret=secret)
         assert r.status == 400 and r.content_type == PROBLEM
     assert await pool.fetchval("SELECT count(*) FROM provider_events") == 0
-    deps = Deps(EventStore(pool), NoProvider(), settings)  # type: ignore[arg-type]
+    deps = Deps(EventStore(pool), NoProvider(), settings)
     assert (await health(deps))["webhooksRefused"] == 2
 
     async def sentinel_alerts(at_minutes: float) -> list[Any]:
         later = Deps(deps.store, deps.provider, settings, clock=lambda: deps.clock() + timedelta(minutes=at_minutes))
         await sentinel.run(later)
-        return await pool.fetch("SELECT status, details FROM alerts WHERE code = 'WEBHOOK_SIGNATURES_FAILING'")
+        return list(await pool.fetch("SELECT status, details FROM alerts WHERE code = 'WEBHOOK_SIGNATURES_FAILING'"))
 
     assert await sentinel_alerts(0) == []  # one minute of refusals is noise, not "persisting"
     await pool.execute("INSERT INTO webhook_refusals (minute, refused, last_reason) VALUES "

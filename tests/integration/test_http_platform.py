@@ -27,10 +27,10 @@ from urllib.parse import quote
 import aiohttp
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from tests.clients import Client
 from tests.conftest import SERVICE_TOKEN
 
 PROBLEM = "application/problem+json"
@@ -68,7 +68,7 @@ async def problem(resp: aiohttp.ClientResponse, status: int, code: str) -> dict[
     text = await resp.text()
     assert resp.status == status, (resp.status, text)
     assert_problem_shape(resp, text)
-    body = json.loads(text)
+    body: dict[str, Any] = json.loads(text)
     assert body["code"] == code, body
     return body
 
@@ -121,12 +121,12 @@ def assert_payout_shape(body: dict[str, Any]) -> None:
     assert_timestamp(body["updatedAt"])
 
 
-async def fund(api: TestClient, escrow_id: str, amount: int, currency: str = "USD") -> dict[str, Any]:
+async def fund(api: Client, escrow_id: str, amount: int, currency: str = "USD") -> dict[str, Any]:
     resp = await api.post("/api/escrows", json={"escrowId": escrow_id, "amount": amount, "currency": currency})
     return await ok(resp, 201)
 
 
-async def credit(api: TestClient, payee_id: str, amount: int, currency: str = "USD", fee: int = 0) -> str:
+async def credit(api: Client, payee_id: str, amount: int, currency: str = "USD", fee: int = 0) -> str:
     """Give a payee `amount` available: fund an escrow and release it all to them."""
     escrow_id = uid("esc_")
     await fund(api, escrow_id, amount + fee, currency)
@@ -136,20 +136,20 @@ async def credit(api: TestClient, payee_id: str, amount: int, currency: str = "U
     return escrow_id
 
 
-async def balances(api: TestClient, payee_id: str) -> dict[str, tuple[int, int]]:
+async def balances(api: Client, payee_id: str) -> dict[str, tuple[int, int]]:
     body = await ok(await api.get(f"/api/payees/{payee_id}/balances"), 200)
     return {b["currency"]: (b["available"], b["inFlight"]) for b in body["balances"]}
 
 
-async def get_escrow(api: TestClient, escrow_id: str) -> dict[str, Any]:
+async def get_escrow(api: Client, escrow_id: str) -> dict[str, Any]:
     return await ok(await api.get(f"/api/escrows/{escrow_id}"), 200)
 
 
-def payout_body(payee_id: str, amount: int = 100, currency: str = "USD", destination: str = "ba_123") -> dict:
+def payout_body(payee_id: str, amount: int = 100, currency: str = "USD", destination: str = "ba_123") -> dict[str, Any]:
     return {"payeeId": payee_id, "amount": amount, "currency": currency, "destination": destination}
 
 
-async def post_payout(api: TestClient, body: object, key: str | None = None,
+async def post_payout(api: Client, body: object, key: str | None = None,
                       headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
     return await api.post("/api/payouts", json=body, headers={"Idempotency-Key": key or uid("key_"), **(headers or {})})
 
@@ -168,7 +168,7 @@ async def counts(pool: asyncpg.Pool) -> dict[str, int]:
 
 
 @pytest.fixture
-async def raw(api: TestClient):  # type: ignore[no-untyped-def]
+async def raw(api: Client):  # type: ignore[no-untyped-def]
     """A client WITHOUT the service token, against the same server."""
     async with aiohttp.ClientSession(base_url=str(api.make_url("/"))) as session:
         yield session
@@ -176,7 +176,7 @@ async def raw(api: TestClient):  # type: ignore[no-untyped-def]
 
 # --- success shapes -----------------------------------------------------------------------------------
 
-async def test_create_escrow_returns_201_and_the_escrow(api: TestClient) -> None:
+async def test_create_escrow_returns_201_and_the_escrow(api: Client) -> None:
     resp = await api.post("/api/escrows", json={"escrowId": "esc_1", "amount": 10_000, "currency": "EUR"})
     body = await ok(resp, 201)
     assert_escrow_shape(body)
@@ -185,7 +185,7 @@ async def test_create_escrow_returns_201_and_the_escrow(api: TestClient) -> None
     assert resp.headers.get("X-Request-Id")
 
 
-async def test_release_moves_amount_to_payee_and_fee_to_revenue(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_release_moves_amount_to_payee_and_fee_to_revenue(api: Client, pool: asyncpg.Pool) -> None:
     await fund(api, "esc_r", 10_000)
     resp = await api.post("/api/escrows/esc_r/release", json={"payeeId": "payee_a", "amount": 7_000,
                                                                 "feeAmount": 500})
@@ -204,7 +204,7 @@ async def test_release_moves_amount_to_payee_and_fee_to_revenue(api: TestClient,
     assert await ledger_totals(pool) == {"USD": 0}
 
 
-async def test_refund_returns_200_and_the_escrow(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_refund_returns_200_and_the_escrow(api: Client, pool: asyncpg.Pool) -> None:
     await fund(api, "esc_f", 900, "JPY")
     body = await ok(await api.post("/api/escrows/esc_f/refund", json={"amount": 400}), 200)
     assert_escrow_shape(body)
@@ -213,7 +213,7 @@ async def test_refund_returns_200_and_the_escrow(api: TestClient, pool: asyncpg.
     assert await ledger_totals(pool) == {"JPY": 0}
 
 
-async def test_get_escrow_matches_the_last_command_answer(api: TestClient) -> None:
+async def test_get_escrow_matches_the_last_command_answer(api: Client) -> None:
     await fund(api, "esc_g", 1_000)
     released = await ok(await api.post("/api/escrows/esc_g/release", json={"payeeId": "p", "amount": 100,
                                                                            "feeAmount": 10}), 200)
@@ -222,7 +222,7 @@ async def test_get_escrow_matches_the_last_command_answer(api: TestClient) -> No
     assert got == released
 
 
-async def test_payee_balances_shape_per_currency(api: TestClient) -> None:
+async def test_payee_balances_shape_per_currency(api: Client) -> None:
     await credit(api, "payee_m", 1_000, "USD")
     await credit(api, "payee_m", 250, "EUR")
     await ok(await post_payout(api, payout_body("payee_m", 300, "USD")), 201)
@@ -236,14 +236,14 @@ async def test_payee_balances_shape_per_currency(api: TestClient) -> None:
         assert is_int(entry["available"]) and is_int(entry["inFlight"])
 
 
-async def test_payee_without_any_money_has_empty_balances(api: TestClient) -> None:
+async def test_payee_without_any_money_has_empty_balances(api: Client) -> None:
     # Payees are not registered anywhere: they exist by being paid. A payee never paid has no
     # balances yet, which is an empty list (200), not a 404 (a client may poll before the first release).
     body = await ok(await api.get("/api/payees/never_paid/balances"), 200)
     assert body == {"payeeId": "never_paid", "balances": []}
 
 
-async def test_create_payout_returns_201_and_the_payout(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_create_payout_returns_201_and_the_payout(api: Client, pool: asyncpg.Pool) -> None:
     await credit(api, "payee_p", 5_000)
     resp = await post_payout(api, payout_body("payee_p", 1_234, destination="ba_xyz"))
     body = await ok(resp, 201)
@@ -256,7 +256,7 @@ async def test_create_payout_returns_201_and_the_payout(api: TestClient, pool: a
     assert await ledger_totals(pool) == {"USD": 0}
 
 
-async def test_get_payout_and_its_events(api: TestClient) -> None:
+async def test_get_payout_and_its_events(api: Client) -> None:
     await credit(api, "payee_e", 500)
     created = await ok(await post_payout(api, payout_body("payee_e", 200)), 201)
     pid = created["payoutId"]
@@ -302,7 +302,7 @@ BAD_CREDENTIALS = {
 @pytest.mark.parametrize("credential", list(BAD_CREDENTIALS))
 @pytest.mark.parametrize(("method", "path"), ENDPOINTS)
 async def test_every_platform_route_needs_the_service_token(
-        api: TestClient, raw: aiohttp.ClientSession, pool: asyncpg.Pool, method: str, path: str,
+        api: Client, raw: aiohttp.ClientSession, pool: asyncpg.Pool, method: str, path: str,
         credential: str) -> None:
     await fund(api, "esc_auth", 1_000)
     await credit(api, "payee_auth", 1_000)
@@ -319,7 +319,7 @@ async def test_bearer_scheme_is_case_insensitive(raw: aiohttp.ClientSession) -> 
         assert resp.status == 200
 
 
-async def test_unauthenticated_command_writes_nothing(api: TestClient, raw: aiohttp.ClientSession) -> None:
+async def test_unauthenticated_command_writes_nothing(api: Client, raw: aiohttp.ClientSession) -> None:
     async with raw.post("/api/escrows", json={"escrowId": "sneaky", "amount": 5, "currency": "USD"}) as resp:
         await problem(resp, 401, "UNAUTHENTICATED")
     await problem(await api.get("/api/escrows/sneaky"), 404, "NOT_FOUND")
@@ -404,14 +404,14 @@ BAD_BODY_CASES = [pytest.param(route, name, make, id=f"{route.rsplit('/', 1)[-1]
                   for route in VALID_BODIES for name, make in (COMMON_BAD | ROUTE_BAD[route]).items()]
 
 
-async def _snapshot(api: TestClient, pool: asyncpg.Pool) -> tuple[object, ...]:
+async def _snapshot(api: Client, pool: asyncpg.Pool) -> tuple[object, ...]:
     return (await counts(pool), await get_escrow(api, "esc_v"), await balances(api, "payee_v"),
             await ledger_totals(pool))
 
 
 @pytest.mark.parametrize(("route", "name", "make"), BAD_BODY_CASES)
 async def test_bad_bodies_are_400_validation_failed_and_change_nothing(
-        api: TestClient, pool: asyncpg.Pool, route: str, name: str, make: Callable[[dict[str, Any]], bytes]) -> None:
+        api: Client, pool: asyncpg.Pool, route: str, name: str, make: Callable[[dict[str, Any]], bytes]) -> None:
     await fund(api, "esc_v", 1_000)
     await credit(api, "payee_v", 1_000)
     before = await _snapshot(api, pool)
@@ -424,7 +424,7 @@ async def test_bad_bodies_are_400_validation_failed_and_change_nothing(
     assert resp.status in (200, 201), await resp.text()
 
 
-async def test_validation_problem_lists_the_offending_fields(api: TestClient) -> None:
+async def test_validation_problem_lists_the_offending_fields(api: Client) -> None:
     resp = await api.post("/api/escrows", json={"escrowId": "x", "amount": "1", "currency": "usd", "extra": 1})
     body = await problem(resp, 400, "VALIDATION_FAILED")
     fields = {e["field"] for e in body.get("errors", [])}
@@ -432,7 +432,7 @@ async def test_validation_problem_lists_the_offending_fields(api: TestClient) ->
 
 
 @pytest.mark.parametrize("route", ["/api/escrows", "/api/payouts"])
-async def test_unknown_currency_is_422(api: TestClient, pool: asyncpg.Pool, route: str) -> None:
+async def test_unknown_currency_is_422(api: Client, pool: asyncpg.Pool, route: str) -> None:
     await credit(api, "payee_v", 1_000)
     before = await counts(pool)
     body = {**VALID_BODIES[route], "currency": "XYZ"}
@@ -440,14 +440,14 @@ async def test_unknown_currency_is_422(api: TestClient, pool: asyncpg.Pool, rout
     assert await counts(pool) == before
 
 
-async def test_oversized_body_is_a_problem_not_a_crash(api: TestClient) -> None:
+async def test_oversized_body_is_a_problem_not_a_crash(api: Client) -> None:
     payload = json.dumps({"escrowId": "big", "amount": 1, "currency": "USD", "pad": "x" * 400_000})
     resp = await api.post("/api/escrows", data=payload, headers={"Content-Type": "application/json"})
     assert resp.status == 413, await resp.text()
     assert_problem_shape(resp, await resp.text())
 
 
-async def test_nul_in_destination_is_400(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_nul_in_destination_is_400(api: Client, pool: asyncpg.Pool) -> None:
     # Found by this suite: a NUL used to pass validation and reach PostgreSQL (jsonb/text cannot hold
     # U+0000: UntranslatableCharacterError in append_events) -> 500. Now refused at the door.
     await credit(api, "payee_nul", 1_000)
@@ -474,7 +474,7 @@ BAD_PATH_IDS = {"space": "a b", "too-long": "a" * 129, "unicode": "\u00e9t\u00e9
 @pytest.mark.parametrize("bad", list(BAD_PATH_IDS))
 @pytest.mark.parametrize(("method", "template", "body"), PATH_TEMPLATES,
                          ids=[f"{m}:{t}" for m, t, _ in PATH_TEMPLATES])
-async def test_malformed_path_ids_are_400(api: TestClient, method: str, template: str, body: object,
+async def test_malformed_path_ids_are_400(api: Client, method: str, template: str, body: object,
                                           bad: str) -> None:
     path = template.format(quote(BAD_PATH_IDS[bad], safe=""))
     resp = await api.request(method, path, json=body, headers={"Idempotency-Key": uid()})
@@ -483,7 +483,7 @@ async def test_malformed_path_ids_are_400(api: TestClient, method: str, template
 
 @pytest.mark.parametrize(("method", "template", "body"), PATH_TEMPLATES,
                          ids=[f"{m}:{t}" for m, t, _ in PATH_TEMPLATES])
-async def test_path_id_with_trailing_newline_is_400(api: TestClient, method: str, template: str,
+async def test_path_id_with_trailing_newline_is_400(api: Client, method: str, template: str,
                                                     body: object) -> None:
     # Found by this suite: path ids were checked with re.match("^...$"), and Python's $ also matches before
     # a trailing newline, so "esc%0A" passed as the id "esc\n" (404/409/200 instead of 400).
@@ -496,11 +496,11 @@ async def test_path_id_with_trailing_newline_is_400(api: TestClient, method: str
 
 @pytest.mark.parametrize("path", ["/api/escrows/nope", "/api/payouts/nope", "/api/payouts/nope/events",
                                   "/api/payouts/pay_0123456789abcdef"])
-async def test_unknown_ids_are_404(api: TestClient, path: str) -> None:
+async def test_unknown_ids_are_404(api: Client, path: str) -> None:
     await problem(await api.get(path), 404, "NOT_FOUND")
 
 
-async def test_unknown_route_and_method_are_problems(api: TestClient) -> None:
+async def test_unknown_route_and_method_are_problems(api: Client) -> None:
     body = await problem(await api.get("/api/escrows/a/b/c"), 404, "NOT_FOUND")
     assert body["detail"]
     resp = await api.delete("/api/escrows/abc")
@@ -508,7 +508,7 @@ async def test_unknown_route_and_method_are_problems(api: TestClient) -> None:
     assert_problem_shape(resp, await resp.text())
 
 
-async def test_funding_an_escrow_twice_is_409_invalid_state(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_funding_an_escrow_twice_is_409_invalid_state(api: Client, pool: asyncpg.Pool) -> None:
     first = await fund(api, "esc_twice", 1_000)
     before = await counts(pool)
     for body in ({"escrowId": "esc_twice", "amount": 1_000, "currency": "USD"},
@@ -520,7 +520,7 @@ async def test_funding_an_escrow_twice_is_409_invalid_state(api: TestClient, poo
 
 @pytest.mark.parametrize(("action", "body"), [("release", {"payeeId": "p", "amount": 1}), ("refund", {"amount": 1})])
 async def test_release_or_refund_of_a_missing_escrow_is_404_not_found(
-        api: TestClient, pool: asyncpg.Pool, action: str, body: dict[str, Any]) -> None:
+        api: Client, pool: asyncpg.Pool, action: str, body: dict[str, Any]) -> None:
     # API.md: an unknown escrow is 404 NOT_FOUND (it was 409 INVALID_STATE: issue 11, defect 3)
     before = await counts(pool)
     await problem(await api.post(f"/api/escrows/missing/{action}", json=body), 404, "NOT_FOUND")
@@ -537,7 +537,7 @@ async def test_release_or_refund_of_a_missing_escrow_is_404_not_found(
     ("refund", {"amount": 1_001}),
 ])
 async def test_taking_more_than_the_escrow_holds_is_409_insufficient_funds(
-        api: TestClient, pool: asyncpg.Pool, action: str, body: dict[str, Any]) -> None:
+        api: Client, pool: asyncpg.Pool, action: str, body: dict[str, Any]) -> None:
     await fund(api, "esc_i", 1_000)
     before = (await counts(pool), await get_escrow(api, "esc_i"), await balances(api, "payee_i"))
     await problem(await api.post(f"/api/escrows/esc_i/{action}", json=body), 409, "INSUFFICIENT_FUNDS")
@@ -548,7 +548,7 @@ async def test_taking_more_than_the_escrow_holds_is_409_insufficient_funds(
     assert (await get_escrow(api, "esc_i"))["balance"] == 0
 
 
-async def test_partial_release_then_over_release_is_refused(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_partial_release_then_over_release_is_refused(api: Client, pool: asyncpg.Pool) -> None:
     await fund(api, "esc_pr", 1_000)
     await ok(await api.post("/api/escrows/esc_pr/refund", json={"amount": 600}), 200)
     before = await get_escrow(api, "esc_pr")
@@ -560,7 +560,7 @@ async def test_partial_release_then_over_release_is_refused(api: TestClient, poo
 
 @pytest.mark.parametrize(("amount", "currency"), [(1_001, "USD"), (1, "EUR"), (10**12, "USD")])
 async def test_payout_over_available_is_409_insufficient_funds(
-        api: TestClient, pool: asyncpg.Pool, amount: int, currency: str) -> None:
+        api: Client, pool: asyncpg.Pool, amount: int, currency: str) -> None:
     await credit(api, "payee_o", 1_000, "USD")
     before = (await counts(pool), await balances(api, "payee_o"))
     await problem(await post_payout(api, payout_body("payee_o", amount, currency)), 409, "INSUFFICIENT_FUNDS")
@@ -568,7 +568,7 @@ async def test_payout_over_available_is_409_insufficient_funds(
     assert await pool.fetchval("SELECT count(*) FROM payouts") == 0
 
 
-async def test_payouts_draw_the_balance_down_to_exactly_zero(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_payouts_draw_the_balance_down_to_exactly_zero(api: Client, pool: asyncpg.Pool) -> None:
     await credit(api, "payee_z", 1_000)
     await ok(await post_payout(api, payout_body("payee_z", 600)), 201)
     await problem(await post_payout(api, payout_body("payee_z", 401)), 409, "INSUFFICIENT_FUNDS")
@@ -580,7 +580,7 @@ async def test_payouts_draw_the_balance_down_to_exactly_zero(api: TestClient, po
 
 # --- idempotency --------------------------------------------------------------------------------------
 
-async def test_payout_without_idempotency_key_is_400(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_payout_without_idempotency_key_is_400(api: Client, pool: asyncpg.Pool) -> None:
     await credit(api, "payee_k", 1_000)
     before = await counts(pool)
     body = await problem(await api.post("/api/payouts", json=payout_body("payee_k")), 400, "VALIDATION_FAILED")
@@ -589,7 +589,7 @@ async def test_payout_without_idempotency_key_is_400(api: TestClient, pool: asyn
 
 
 @pytest.mark.parametrize("key", ["", "a b", "k" * 256, "tab\there"])
-async def test_malformed_idempotency_key_is_400(api: TestClient, pool: asyncpg.Pool, key: str) -> None:
+async def test_malformed_idempotency_key_is_400(api: Client, pool: asyncpg.Pool, key: str) -> None:
     await credit(api, "payee_k", 1_000)
     before = await counts(pool)
     await problem(await api.post("/api/payouts", json=payout_body("payee_k"), headers={"Idempotency-Key": key}),
@@ -597,7 +597,7 @@ async def test_malformed_idempotency_key_is_400(api: TestClient, pool: asyncpg.P
     assert await counts(pool) == before
 
 
-async def test_payout_same_key_same_body_returns_the_first_answer(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_payout_same_key_same_body_returns_the_first_answer(api: Client, pool: asyncpg.Pool) -> None:
     await credit(api, "payee_s", 1_000)
     first = await ok(await post_payout(api, payout_body("payee_s", 250), key="order-42"), 201)
     again = await ok(await post_payout(api, payout_body("payee_s", 250), key="order-42"), 201)
@@ -611,7 +611,7 @@ async def test_payout_same_key_same_body_returns_the_first_answer(api: TestClien
     assert await pool.fetchval("SELECT count(*) FROM payouts") == 1
 
 
-async def test_payout_same_key_different_body_is_409_reused(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_payout_same_key_different_body_is_409_reused(api: Client, pool: asyncpg.Pool) -> None:
     await credit(api, "payee_d", 1_000)
     first = await ok(await post_payout(api, payout_body("payee_d", 250), key="order-43"), 201)
     before = (await counts(pool), await balances(api, "payee_d"))
@@ -622,7 +622,7 @@ async def test_payout_same_key_different_body_is_409_reused(api: TestClient, poo
     assert await ok(await post_payout(api, payout_body("payee_d", 250), key="order-43"), 201) == first
 
 
-async def test_a_refused_payout_is_not_remembered_under_its_key(api: TestClient) -> None:
+async def test_a_refused_payout_is_not_remembered_under_its_key(api: Client) -> None:
     # Only successful answers are stored: after the payee is credited, the retry with the same key decides again.
     await problem(await post_payout(api, payout_body("payee_late", 300), key="retry-me"), 409, "INSUFFICIENT_FUNDS")
     await credit(api, "payee_late", 300)
@@ -631,14 +631,14 @@ async def test_a_refused_payout_is_not_remembered_under_its_key(api: TestClient)
     assert await balances(api, "payee_late") == {"USD": (0, 300)}
 
 
-async def test_idempotency_keys_are_scoped_per_route(api: TestClient) -> None:
+async def test_idempotency_keys_are_scoped_per_route(api: Client) -> None:
     await credit(api, "payee_sc", 1_000)
     await ok(await api.post("/api/escrows", json={"escrowId": "esc_sc", "amount": 10, "currency": "USD"},
                             headers={"Idempotency-Key": "shared"}), 201)
     await ok(await post_payout(api, payout_body("payee_sc", 10), key="shared"), 201)
 
 
-async def test_escrow_fund_with_a_key_replays_instead_of_409(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_escrow_fund_with_a_key_replays_instead_of_409(api: Client, pool: asyncpg.Pool) -> None:
     body = {"escrowId": "esc_key", "amount": 700, "currency": "USD"}
     first = await ok(await api.post("/api/escrows", json=body, headers={"Idempotency-Key": "fund-1"}), 201)
     again = await ok(await api.post("/api/escrows", json=body, headers={"Idempotency-Key": "fund-1"}), 201)
@@ -650,7 +650,7 @@ async def test_escrow_fund_with_a_key_replays_instead_of_409(api: TestClient, po
     assert (await get_escrow(api, "esc_key"))["funded"] == 700
 
 
-async def test_escrow_release_with_a_key_is_applied_once(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_escrow_release_with_a_key_is_applied_once(api: Client, pool: asyncpg.Pool) -> None:
     await fund(api, "esc_rk", 1_000)
     body = {"payeeId": "payee_rk", "amount": 300, "feeAmount": 30}
     first = await ok(await api.post("/api/escrows/esc_rk/release", json=body,
@@ -672,7 +672,7 @@ async def test_escrow_release_with_a_key_is_applied_once(api: TestClient, pool: 
     assert (await get_escrow(api, "esc_rk"))["released"] == 660
 
 
-async def test_escrow_refund_with_a_key_is_applied_once(api: TestClient) -> None:
+async def test_escrow_refund_with_a_key_is_applied_once(api: Client) -> None:
     await fund(api, "esc_fk", 1_000)
     first = await ok(await api.post("/api/escrows/esc_fk/refund", json={"amount": 100},
                                     headers={"Idempotency-Key": "ref-1"}), 200)
@@ -683,7 +683,7 @@ async def test_escrow_refund_with_a_key_is_applied_once(api: TestClient) -> None
                                  headers={"Idempotency-Key": "ref-1"}), 409, "IDEMPOTENCY_KEY_REUSED")
 
 
-async def test_twenty_concurrent_payouts_with_one_key_create_one(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_twenty_concurrent_payouts_with_one_key_create_one(api: Client, pool: asyncpg.Pool) -> None:
     await credit(api, "payee_c", 10_000)
     body = payout_body("payee_c", 700)
 
@@ -702,7 +702,7 @@ async def test_twenty_concurrent_payouts_with_one_key_create_one(api: TestClient
     assert await ledger_totals(pool) == {"USD": 0}
 
 
-async def test_thirty_two_concurrent_payouts_race_for_ten_slots(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_thirty_two_concurrent_payouts_race_for_ten_slots(api: Client, pool: asyncpg.Pool) -> None:
     amount, fits, racers = 1_250, 10, 32
     await credit(api, "payee_race", amount * fits, fee=0)
     await credit(api, "payee_other", 999)  # a bystander whose balance must not move
@@ -737,7 +737,7 @@ async def test_thirty_two_concurrent_payouts_race_for_ten_slots(api: TestClient,
 
 # --- X-Request-Id -------------------------------------------------------------------------------------
 
-async def test_a_safe_request_id_is_echoed(api: TestClient) -> None:
+async def test_a_safe_request_id_is_echoed(api: Client) -> None:
     rid = "req-2024.01:abc_DEF"
     resp = await api.get("/api/payees/p/balances", headers={"X-Request-Id": rid})
     assert resp.status == 200 and resp.headers["X-Request-Id"] == rid
@@ -745,7 +745,7 @@ async def test_a_safe_request_id_is_echoed(api: TestClient) -> None:
     assert body["requestId"] == rid
 
 
-async def test_request_id_reaches_event_metadata(api: TestClient) -> None:
+async def test_request_id_reaches_event_metadata(api: Client) -> None:
     await fund(api, "esc_rid", 10)
     await ok(await api.post("/api/escrows/esc_rid/release", json={"payeeId": "payee_rid", "amount": 10}), 200)
     resp = await post_payout(api, payout_body("payee_rid", 10), headers={"X-Request-Id": "trace-77"})
@@ -755,7 +755,7 @@ async def test_request_id_reaches_event_metadata(api: TestClient) -> None:
 
 
 @pytest.mark.parametrize("incoming", ["has space", "x" * 129, "semi;colon", "<script>"])
-async def test_an_unsafe_request_id_is_replaced(api: TestClient, incoming: str) -> None:
+async def test_an_unsafe_request_id_is_replaced(api: Client, incoming: str) -> None:
     resp = await api.get("/api/escrows/none", headers={"X-Request-Id": incoming})
     body = await problem(resp, 404, "NOT_FOUND")
     assert resp.headers["X-Request-Id"] != incoming and re.fullmatch(r"[A-Za-z0-9._:-]{1,128}",
@@ -763,7 +763,7 @@ async def test_an_unsafe_request_id_is_replaced(api: TestClient, incoming: str) 
     assert body["requestId"] == resp.headers["X-Request-Id"]
 
 
-async def test_problems_carry_the_request_id_on_every_error_family(api: TestClient,
+async def test_problems_carry_the_request_id_on_every_error_family(api: Client,
                                                                   raw: aiohttp.ClientSession) -> None:
     async with raw.get("/api/escrows/x", headers={"X-Request-Id": "rid-401"}) as resp:
         assert (await problem(resp, 401, "UNAUTHENTICATED"))["requestId"] == "rid-401"
@@ -800,7 +800,7 @@ ids = st.from_regex(r"[A-Za-z0-9_.:-]{1,24}", fullmatch=True)
 small = st.integers(1, 50)
 # Per route, a nearly valid body: each field is usually right (so the command reaches the handler and the
 # database) and sometimes anything at all. The payee and escrow they name hold money (_ensure_fuzz_funds).
-NEAR_VALID = {
+NEAR_VALID: dict[str, dict[str, Any]] = {
     "/api/escrows": {"escrowId": ids, "amount": st.integers(1, 10**9), "currency": st.sampled_from(["USD", "JPY"])},
     "/api/escrows/{}/release": {"payeeId": st.just("fz_payee") | ids, "amount": small, "feeAmount": st.integers(0, 9)},
     "/api/escrows/{}/refund": {"amount": small},
@@ -837,7 +837,7 @@ def _contains_nul(value: object) -> bool:
     return isinstance(value, list) and any(_contains_nul(v) for v in value)
 
 
-async def _ensure_fuzz_funds(api: TestClient) -> None:
+async def _ensure_fuzz_funds(api: Client) -> None:
     """Keep money where nearly valid fuzz bodies point, so they get past the balance checks and reach the
     database (a refused command never writes, so without this the fuzz would hardly exercise the write path)."""
     if (await balances(api, "fz_payee")).get("USD", (0, 0))[0] < 60:
@@ -857,7 +857,7 @@ async def _assert_sane(resp: aiohttp.ClientResponse, what: object) -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(route=st.sampled_from(ROUTES), kind=st.sampled_from(["near"] * 6 + ["names"] * 2 + ["json", "bytes"]),
        with_key=st.booleans(), odd_path=st.integers(0, 3), data=st.data())
-async def test_fuzz_post_routes_never_5xx(api: TestClient, route: str, kind: str, with_key: bool, odd_path: int,
+async def test_fuzz_post_routes_never_5xx(api: Client, route: str, kind: str, with_key: bool, odd_path: int,
                                           data: st.DataObject) -> None:
     if kind == "near":
         body: object = data.draw(near_valid(route), label="body")
@@ -880,7 +880,7 @@ async def test_fuzz_post_routes_never_5xx(api: TestClient, route: str, kind: str
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(route=st.sampled_from(GETS), path_id=path_ids)
-async def test_fuzz_get_path_ids_never_5xx(api: TestClient, route: str, path_id: str) -> None:
+async def test_fuzz_get_path_ids_never_5xx(api: Client, route: str, path_id: str) -> None:
     path = route.format(quote(path_id, safe=""))
     resp = await api.get(path)
     await _assert_sane(resp, path)
@@ -888,7 +888,7 @@ async def test_fuzz_get_path_ids_never_5xx(api: TestClient, route: str, path_id:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(amount=st.integers(1, 40), destination=text)
-async def test_fuzz_funded_payouts_keep_the_ledger_balanced(api: TestClient, pool: asyncpg.Pool, amount: int,
+async def test_fuzz_funded_payouts_keep_the_ledger_balanced(api: Client, pool: asyncpg.Pool, amount: int,
                                                             destination: str) -> None:
     # Bodies that pass validation on a funded payee: they must be 201 (or 409 once the money is gone),
     # and the ledger must still sum to zero. Exercises arbitrary unicode destinations end to end.

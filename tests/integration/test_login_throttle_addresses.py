@@ -16,10 +16,11 @@ from periodya.config import Settings
 from periodya.errors import ConfigError
 from periodya.http.app import create_app
 from periodya.http.client_ip import client_address, parse_trusted
+from tests.clients import Client
 from tests.integration.test_admin_auth import PASSWORD, make_user
 
 
-async def _client(database_url: str, pool: asyncpg.Pool, **env: str) -> TestClient:
+async def _client(database_url: str, pool: asyncpg.Pool, **env: str) -> Client:
     settings = Settings.from_env({"DATABASE_URL": database_url, **env})
     http = TestClient(TestServer(create_app(settings, pool)))
     await http.start_server()
@@ -27,7 +28,7 @@ async def _client(database_url: str, pool: asyncpg.Pool, **env: str) -> TestClie
 
 
 @pytest.fixture
-async def behind_proxy(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
+async def behind_proxy(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[Client]:
     """The test client plays a reverse proxy on 127.0.0.1, which the server trusts."""
     http = await _client(database_url, pool, PERIODYA_TRUSTED_PROXIES="127.0.0.1/32, ::1")
     yield http
@@ -35,20 +36,20 @@ async def behind_proxy(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[T
 
 
 @pytest.fixture
-async def direct(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
+async def direct(database_url: str, pool: asyncpg.Pool) -> AsyncIterator[Client]:
     http = await _client(database_url, pool)
     yield http
     await http.close()
 
 
-async def login(client: TestClient, password: str, address: str | None, email: str = "ops@example.com"
+async def login(client: Client, password: str, address: str | None, email: str = "ops@example.com"
                 ) -> tuple[int, Any]:
     headers = {"X-Forwarded-For": address} if address else {}
     resp = await client.post("/api/auth/login", json={"email": email, "password": password}, headers=headers)
     return resp.status, await resp.json(content_type=None)
 
 
-async def test_a_strangers_failures_do_not_lock_the_admin_out(pool: asyncpg.Pool, behind_proxy: TestClient) -> None:
+async def test_a_strangers_failures_do_not_lock_the_admin_out(pool: asyncpg.Pool, behind_proxy: Client) -> None:
     await make_user(pool)
     for _ in range(throttle.MAX_FAILURES_PER_EMAIL):
         assert (await login(behind_proxy, "a wrong guess", "203.0.113.7"))[0] == 401
@@ -62,7 +63,7 @@ async def test_a_strangers_failures_do_not_lock_the_admin_out(pool: asyncpg.Pool
 
 
 async def test_many_failures_across_addresses_slow_the_email_down_but_never_refuse(
-        pool: asyncpg.Pool, behind_proxy: TestClient) -> None:
+        pool: asyncpg.Pool, behind_proxy: Client) -> None:
     await make_user(pool)
     for i in range(throttle.SLOWDOWN_AFTER):
         assert (await login(behind_proxy, "a wrong guess", f"203.0.113.{i + 1}"))[0] == 401
@@ -76,7 +77,7 @@ async def test_many_failures_across_addresses_slow_the_email_down_but_never_refu
 
 
 async def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(pool: asyncpg.Pool,
-                                                                            direct: TestClient) -> None:
+                                                                            direct: Client) -> None:
     await make_user(pool)
     # A stranger rotating X-Forwarded-For is still one address: the per-address limit holds.
     for i in range(throttle.MAX_FAILURES_PER_REMOTE):

@@ -17,6 +17,7 @@ from periodya.config import Settings
 from periodya.handlers import alerts
 from periodya.handlers.unit_of_work import run_command
 from periodya.http.app import create_app
+from tests.clients import Client
 from tests.conftest import CRON_SECRET
 from tests.integration.pipeline import META, Pipeline, live_pipeline, wait_for
 
@@ -110,7 +111,7 @@ async def test_health_gauges_are_health_fields(pool: asyncpg.Pool, settings: Set
 
 
 @pytest.fixture
-async def guarded(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
+async def guarded(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Client]:
     server = TestServer(create_app(settings.with_overrides(metrics_token="metrics-secret"), pool))
     client = TestClient(server)
     await client.start_server()
@@ -119,7 +120,7 @@ async def guarded(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[TestC
 
 
 @pytest.mark.parametrize("header", [None, "Bearer wrong", "Bearer " + CRON_SECRET, "Basic metrics-secret"])
-async def test_metrics_token_is_required_when_set(guarded: TestClient, header: str | None) -> None:
+async def test_metrics_token_is_required_when_set(guarded: Client, header: str | None) -> None:
     r = await guarded.get("/metrics", headers={"Authorization": header} if header else {})
     body = await r.json(content_type=None)
     assert (r.status, r.content_type, body["code"]) == (401, "application/problem+json", "UNAUTHENTICATED")
@@ -127,7 +128,7 @@ async def test_metrics_token_is_required_when_set(guarded: TestClient, header: s
     assert "metrics-secret" not in await r.text()
 
 
-async def test_metrics_token_opens_metrics_only(guarded: TestClient) -> None:
+async def test_metrics_token_opens_metrics_only(guarded: Client) -> None:
     ok = {"Authorization": "Bearer metrics-secret"}
     r = await guarded.get("/metrics", headers=ok)
     assert r.status == 200 and "periodya_outbox_pending" in await r.text()
@@ -135,7 +136,7 @@ async def test_metrics_token_opens_metrics_only(guarded: TestClient) -> None:
     assert (await guarded.post("/api/admin/ops/run/outbox", headers=ok)).status == 401
 
 
-async def test_routes_are_labelled_by_template_never_by_raw_path(api: TestClient) -> None:
+async def test_routes_are_labelled_by_template_never_by_raw_path(api: Client) -> None:
     before = parse(await (await api.get("/metrics")).text())  # counters are the process's: other tests' too
     for i in range(3):
         assert (await api.get(f"/api/escrows/esc-raw-{i}")).status == 404

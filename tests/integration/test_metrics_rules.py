@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.clients import Client
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES = DEPLOY / "prometheus" / "periodya-rules.yml"
@@ -22,7 +23,7 @@ NAME = re.compile(r"\b(periodya_[a-z0-9_]+)\b")
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
 
 
-async def served_names(api: TestClient) -> set[str]:
+async def served_names(api: Client) -> set[str]:
     """Every series name the exposition declares (a labelled family with no sample yet still counts)."""
     response = await api.get("/metrics")
     assert response.status == 200
@@ -41,7 +42,7 @@ def dashboard_exprs() -> list[str]:
     return [t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p["targets"]]
 
 
-async def test_every_name_the_rules_and_dashboard_use_is_served(api: TestClient) -> None:
+async def test_every_name_the_rules_and_dashboard_use_is_served(api: Client) -> None:
     served = await served_names(api)
     used = {name for rule in rules() for name in NAME.findall(rule["expr"])}
     used_by_dashboard = {name for expr in dashboard_exprs() for name in NAME.findall(expr)}

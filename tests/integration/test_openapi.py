@@ -32,7 +32,7 @@ PASSWORD = "correct horse battery staple"
 
 
 def routes_only_app() -> web.Application:
-    return create_app(Settings.from_env({}), None)  # type: ignore[arg-type]  # routes only: no pool needed
+    return create_app(Settings.from_env({}), None)  # routes only: no pool needed
 
 
 def test_every_route_has_an_operation_and_every_operation_a_route() -> None:

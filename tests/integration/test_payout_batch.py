@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -193,9 +194,11 @@ async def test_batches_beside_releases_and_payout_lifecycles_never_deadlock(stor
     earlier = []
     for n, p in enumerate(payees * 2):
         pid = f"pay_early_{n}"
-        await run_command(store, META, lambda u, p=p, pid=pid: platform.request_payout(u, command(body(p, 50), pid)))
-        await run_command(store, META, lambda u, pid=pid: lifecycle.start_send(u, pid, NOW))
-        await run_command(store, META, lambda u, pid=pid: lifecycle.record_sent(u, pid, f"po_{pid}", "outbox"))
+        cmd = command(body(p, 50), pid)
+        await run_command(store, META, partial(platform.request_payout, cmd=cmd))
+        await run_command(store, META, partial(lifecycle.start_send, payout_id=pid, now=NOW))
+        await run_command(store, META, partial(lifecycle.record_sent, payout_id=pid, provider_payout_id=f"po_{pid}",
+                                               source="outbox"))
         earlier.append(pid)
     batcher = PayoutBatcher(store)
 
@@ -206,7 +209,7 @@ async def test_batches_beside_releases_and_payout_lifecycles_never_deadlock(stor
             await run_command(store, META, lambda u: lifecycle.record_paid(u, pid, f"po_{pid}", "webhook"))
             await run_command(store, META, lambda u: lifecycle.finalize(u, pid, "webhook"))
 
-    work = [batcher.request(command(body(payees[n % 6], 30)), META, f"dl{n}", body(payees[n % 6], 30))
+    work: list[Any] = [batcher.request(command(body(payees[n % 6], 30)), META, f"dl{n}", body(payees[n % 6], 30))
             for n in range(90)]
     work += [credit(store, payees[n % 6], 100) for n in range(12)]
     work += [settle(n, pid) for n, pid in enumerate(earlier)]

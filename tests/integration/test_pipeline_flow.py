@@ -58,6 +58,30 @@ async def test_dropped_webhook_is_reconciled_by_pull(pool: asyncpg.Pool, setting
 
 
 async def test_stuck_sending_is_repaired_without_a_second_payout(pool: asyncpg.Pool, settings: Settings) -> None:
+    """A runner claimed the payout (SENDING committed), the provider made it, and the runner died before
+    recording the answer: the payout is stuck in SENDING. The outbox never resends it; repair, once the
+    threshold passed, resends with the same key, gets the same provider payout back and records SENT."""
+    async with live_pipeline(pool, settings) as p:
+        await p.fund_payee("p1", 10_000)
+        await p.request("po-1", "p1", 4_000)
+        [claimed] = await outbox.claim_batch(p.deps, ["po-1"])
+        made = await p.deps.provider.create_payout("po-1", claimed.amount, claimed.currency, claimed.destination)
+        assert await pool.fetchval("SELECT status FROM payouts") == "SENDING"  # ... and the runner is gone
+        assert (await outbox.run(p.deps)).processed == 0
+        assert (await repair.run(p.deps)).processed == 0  # not stuck long enough yet
+        p.advance(settings.sending_stuck_minutes + 1)
+        summary = await repair.run(p.deps)
+        assert (summary.processed, summary.failed) == (1, 0), summary
+        row = await pool.fetchrow("SELECT status, provider_payout_id FROM payouts WHERE payout_id = 'po-1'")
+        assert (row["status"], row["provider_payout_id"]) == ("SENT", made.id)
+        stats = await p.sim_stats()
+        assert (stats["payoutsCreated"], stats["idempotentReplays"]) == (1, 1)
+        assert len(await p.sim_payouts()) == 1
+        assert (await repair.run(p.deps)).processed == 0
+        await assert_money_invariants(pool)
+
+
+async def test_lost_create_answer_is_resent_with_the_same_key(pool: asyncpg.Pool, settings: Settings) -> None:
     async with live_pipeline(pool, settings, sim={"dropAfterCreateRate": 1.0}) as p:
         await p.fund_payee("p1", 10_000)
         await p.request("po-1", "p1", 4_000)

@@ -16,12 +16,13 @@ from periodya import db
 from periodya.config import Settings
 from periodya.http import api_models, readiness
 from periodya.http.app import create_app
+from tests.clients import Client
 from tests.conftest import SERVICE_TOKEN
 
 
 @asynccontextmanager
 async def serving(settings: Settings, pool: asyncpg.Pool,
-                  tweak: Callable[[web.Application], None] = lambda app: None) -> AsyncIterator[TestClient]:
+                  tweak: Callable[[web.Application], None] = lambda app: None) -> AsyncIterator[Client]:
     app = create_app(settings, pool)
     tweak(app)
     client = TestClient(TestServer(app), headers={"Authorization": f"Bearer {SERVICE_TOKEN}"})
@@ -32,7 +33,7 @@ async def serving(settings: Settings, pool: asyncpg.Pool,
         await client.close()
 
 
-async def readyz(client: TestClient) -> tuple[int, str, dict[str, Any]]:
+async def readyz(client: Client) -> tuple[int, str, dict[str, Any]]:
     r = await client.get("/readyz")
     return r.status, r.content_type, await r.json(content_type=None)
 

@@ -240,7 +240,11 @@ async def test_dropped_webhooks_are_counted_not_sent(sim: str, client: StripePay
     await configure(sim, webhookDropRate=1)
     payout = await client.create_payout("pay_lost", 100, "EUR", "ba_1")
     await sim_call(sim, "POST", f"/_sim/payouts/{payout.id}/settle", {"status": "paid"})
-    await asyncio.sleep(0.3)
+
+    async def dropped() -> bool:
+        return (await stats(sim))["webhooksDropped"] == 1
+
+    await wait_until(dropped)  # the simulator decided: this event is not sent
     assert receiver.received == []
     counters = await stats(sim)
     assert (counters["webhooksDropped"], counters["webhooksSent"]) == (1, 0)
@@ -306,7 +310,6 @@ async def test_the_same_seed_gives_the_same_faults() -> None:
 
 async def test_thousands_of_payouts_page_completely(sim: str, client: StripePayoutsClient) -> None:
     n = 2000
-    started = time.monotonic()
     for chunk in range(0, n, 200):
         await asyncio.gather(*(client.create_payout(f"bulk_{i}", 1 + i, "EUR", "ba_1")
                                for i in range(chunk, chunk + 200)))
@@ -321,7 +324,6 @@ async def test_thousands_of_payouts_page_completely(sim: str, client: StripePayo
     assert sorted(seen) == sorted(f"bulk_{i}" for i in range(n))
     oldest_created = await client.find_by_payout_id(seen[-1])
     assert oldest_created is not None and oldest_created.payout_id == seen[-1]
-    assert time.monotonic() - started < 30
 
 
 async def test_reset_forgets_payouts_keys_and_counters(sim: str, client: StripePayoutsClient) -> None:

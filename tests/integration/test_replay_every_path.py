@@ -36,7 +36,8 @@ SMALL, LARGE = 1, 10**9
 
 def thresholds() -> Iterator[tuple[ModuleType, str]]:
     """Every batch-size threshold of the projections: module-level ints named *_FROM (rows.COPY_FROM...)."""
-    for module in (rows, *PROJECTIONS.values()):
+    modules: list[ModuleType] = [rows, *PROJECTIONS.values()]  # type: ignore[list-item]
+    for module in modules:
         for name, value in vars(module).items():
             if name.endswith("_FROM") and isinstance(value, int):
                 yield module, name

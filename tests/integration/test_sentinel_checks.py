@@ -44,7 +44,7 @@ async def touch_p1(p: Pipeline) -> None:
 
 async def alert(p: Pipeline, code: str, subject: str | None = None) -> asyncpg.Record | None:
     """The newest alert of `code` (and `subject`)."""
-    return await p.store.pool.fetchrow(  # type: ignore[no-any-return]
+    return await p.store.pool.fetchrow(
         "SELECT * FROM alerts WHERE code = $1 AND ($2::text IS NULL OR subject = $2) ORDER BY raised_at DESC "
         "LIMIT 1", code, subject)
 

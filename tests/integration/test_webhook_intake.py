@@ -25,6 +25,7 @@ from periodya.handlers.unit_of_work import Meta
 from periodya.http.app import create_app
 from periodya.http.webhook_routes import ProviderEventIntake
 from periodya.provider.signing import sign
+from tests.clients import Client
 
 SECRET = "whsec_intake_test"
 
@@ -120,13 +121,13 @@ async def client(settings, pool: asyncpg.Pool):  # type: ignore[no-untyped-def]
     await client.close()
 
 
-async def post(client: TestClient, body: bytes, secret: str = SECRET) -> tuple[int, Any]:
+async def post(client: Client, body: bytes, secret: str = SECRET) -> tuple[int, Any]:
     header = sign(body, secret, int(time.time()))
     async with client.post("/api/webhooks/provider", data=body, headers={"Stripe-Signature": header}) as r:
         return r.status, await r.json()
 
 
-async def test_concurrent_deliveries_store_each_event_once(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_concurrent_deliveries_store_each_event_once(client: Client, pool: asyncpg.Pool) -> None:
     ids = [f"h{i}" for i in range(20)]
     bodies = [wire(i) for i in ids] + [wire(i) for i in ids[::4]]  # five ids delivered twice
     answers = await asyncio.gather(*(post(client, b) for b in bodies))
@@ -136,7 +137,7 @@ async def test_concurrent_deliveries_store_each_event_once(client: TestClient, p
     assert await stored(pool) == {i: (1, 1) for i in ids}
 
 
-async def test_a_bad_signature_is_refused_before_anything_is_stored(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_a_bad_signature_is_refused_before_anything_is_stored(client: Client, pool: asyncpg.Pool) -> None:
     good, forged = wire("s1"), wire("s2")
     answers = await asyncio.gather(post(client, good), post(client, forged, secret="whsec_wrong"))
     assert answers[0] == (200, {"received": True, "duplicate": False})

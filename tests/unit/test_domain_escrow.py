@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given as hgiven
 from hypothesis import settings
@@ -91,7 +93,13 @@ def test_release_without_fee_posts_a_single_move() -> None:
 
 
 def test_release_may_empty_the_escrow_exactly() -> None:
-    then_decision(when(decide_release, given(FUNDED), ReleaseEscrow(E, "p1", 950, 50)))
+    state = given(FUNDED)
+    decision = then_decision(when(decide_release, state, ReleaseEscrow(E, "p1", 950, 50)))
+    for event in decision.events:
+        state = escrow.evolve(state, event)
+    assert state is not None and (state.balance, state.released) == (0, 1000)
+    [group] = decision.groups
+    assert sum(e.debit for e in group.entries if e.account == ESCROW) == 1000  # all of it left the escrow
 
 
 @pytest.mark.parametrize(("history", "amount", "fee", "available"), [
@@ -180,8 +188,9 @@ def test_group_ids_are_deterministic_from_stream_and_version() -> None:
 
 def test_a_whole_life_conserves_money_and_keeps_the_escrow_account_equal_to_the_state() -> None:
     books, state = Books(), None
-    steps = [(decide_fund, FundEscrow(E, 1000, CUR)), (decide_release, ReleaseEscrow(E, "p1", 600, 40)),
-             (decide_release, ReleaseEscrow(E, "p2", 200, 0)), (decide_refund, RefundEscrow(E, 160))]
+    steps: list[tuple[Any, Any]] = [
+        (decide_fund, FundEscrow(E, 1000, CUR)), (decide_release, ReleaseEscrow(E, "p1", 600, 40)),
+        (decide_release, ReleaseEscrow(E, "p2", 200, 0)), (decide_refund, RefundEscrow(E, 160))]
     for decide, cmd in steps:
         decision = then_decision(when(decide, state, cmd))
         for event in decision.events:

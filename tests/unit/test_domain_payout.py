@@ -273,8 +273,9 @@ def test_events_of_every_accepted_decision_fold_without_error(name: str, status:
     if isinstance(outcome, DomainError):
         return
     for event in outcome.events:
-        state = payout.evolve(state, event)
-        assert state is not None
+        nxt = payout.evolve(state, event)
+        assert nxt is not None
+        state = nxt
         if isinstance(event, PayoutReversed | PayoutFinalized):
             assert event.group_id.startswith(f"payout-{PO}@{state.version}:")
     assert sorted(g.group_id for g in outcome.groups) == sorted(
@@ -312,7 +313,7 @@ def test_send_failure_goes_back_to_requested_with_next_attempt_at() -> None:
 
 def test_send_failure_error_text_is_truncated() -> None:
     decision = then_decision(when(payout.decide_send_failed, state_in(SENDING), "x" * 2000, later))
-    assert decision.events[0].error == "x" * 500  # type: ignore[union-attr]
+    assert decision.events[0].error == "x" * 500  # type: ignore[attr-defined]
 
 
 def test_start_send_respects_next_attempt_at() -> None:

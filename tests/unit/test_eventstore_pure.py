@@ -21,6 +21,16 @@ def test_lock_keys_are_stable_signed_64_bit() -> None:
     assert -(2**63) <= lock_key("account:a") < 2**63
 
 
+def test_lock_keys_are_pinned() -> None:
+    """Processes of two versions running at once must take the same advisory lock for the same resource:
+    the key of a name never changes (blake2b-64 of the name, big-endian, signed)."""
+    assert lock_key("stream:x") == -5396274027526730907
+    assert lock_key("stream:y") == -6833180525898695758
+    assert lock_key("account:a") == -8861939736109332786
+    assert lock_key("account:cash:platform:USD") == -5003381395789200994
+    assert lock_key("stream:payout-po-1") == -5323852197296579649
+
+
 def test_chain_hash_depends_on_every_field() -> None:
     at = datetime(2026, 1, 1, tzinfo=UTC)
     base = chain_hash(GENESIS, "s", 1, "T", at, {"a": 1}, {})

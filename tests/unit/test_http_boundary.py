@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from periodya.http import boundary
 from periodya.http.middleware import request_context
+from tests.clients import Client
 
 
 async def our_bug(_request: web.Request) -> web.Response:
@@ -27,7 +28,7 @@ async def client_bytes(request: web.Request) -> web.Response:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[TestClient]:
+async def client() -> AsyncIterator[Client]:
     boundary._tracebacks = boundary.Window(1, boundary.TRACEBACK_EVERY)  # a fresh minute for this test
     app = web.Application(middlewares=[request_context])
     app.router.add_get("/bug/{n}", our_bug)
@@ -38,7 +39,7 @@ async def client() -> AsyncIterator[TestClient]:
     await http.close()
 
 
-async def test_our_bug_is_a_500_with_one_traceback_per_minute_per_route(client: TestClient) -> None:
+async def test_our_bug_is_a_500_with_one_traceback_per_minute_per_route(client: Client) -> None:
     with structlog.testing.capture_logs() as logs:
         for n in range(5):
             r = await client.get(f"/bug/{n}")
@@ -53,7 +54,7 @@ async def test_our_bug_is_a_500_with_one_traceback_per_minute_per_route(client: 
 
 
 @pytest.mark.parametrize("kind", ["recursion", "unicode", "nul"])
-async def test_what_only_a_clients_bytes_cause_is_a_400_never_traced(client: TestClient, kind: str) -> None:
+async def test_what_only_a_clients_bytes_cause_is_a_400_never_traced(client: Client, kind: str) -> None:
     with structlog.testing.capture_logs() as logs:
         r = await client.get(f"/input/{kind}")
         body = await r.json(content_type=None)

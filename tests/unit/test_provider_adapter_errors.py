@@ -53,6 +53,7 @@ def test_payout_parsing() -> None:
             "status": "in_transit", "metadata": {"payout_id": "p1"}, "failure_code": None, "created": 7}
     payout = payout_from_wire(wire)
     assert (payout.currency, payout.status, payout.payout_id, payout.created) == ("EUR", "in_transit", "p1", 7)
+    broken: object
     for broken in ({**wire, "status": "lost"}, {**wire, "amount": "5"}, {**wire, "amount": True},
                    {k: v for k, v in wire.items() if k != "id"}, [], None):
         with pytest.raises(ProviderUnavailable):

@@ -120,3 +120,48 @@ def test_no_secret_configured_is_a_config_error() -> None:
 @given(payload=st.binary(max_size=256), secret=st.text(min_size=1, max_size=40), skew=st.integers(-300, 300))
 def test_sign_then_verify_round_trips(payload: bytes, secret: str, skew: int) -> None:
     verify(payload, sign(payload, secret, NOW), [secret], NOW + skew)
+
+
+def message(payload: bytes, header: str, secrets: list[str], now: int = NOW) -> str:
+    with pytest.raises(SignatureError) as caught:
+        verify(payload, header, secrets, now)
+    return str(caught.value)
+
+
+def test_each_refusal_says_why() -> None:
+    """The detail reaches the operator (log, problem body): each reason has its own, with the numbers."""
+    prefix = "webhook signature rejected: "
+    assert message(BODY, "", [SECRET]) == prefix + "the Stripe-Signature header is missing or too long"
+    assert message(BODY, "garbage", [SECRET]) == prefix + "the Stripe-Signature header is not a list of key=value"
+    assert message(BODY, f"t=x,v1={'0' * 64}", [SECRET]) == (
+        prefix + "the Stripe-Signature header needs exactly one numeric t=")
+    assert message(BODY, f"t={NOW}", [SECRET]) == prefix + "the Stripe-Signature header has no v1= signature"
+    assert message(BODY, sign(BODY, SECRET, NOW - 301), [SECRET]) == (
+        prefix + "timestamp is 301 s old (tolerance 300 s)")
+    assert message(BODY, sign(BODY, SECRET, NOW + 302), [SECRET]) == (
+        prefix + "timestamp is 302 s in the future (tolerance 300 s)")
+    assert message(BODY, sign(BODY, "whsec_wrong", NOW), [SECRET]) == (
+        prefix + "no v1 signature matches the payload under any configured secret")
+    with pytest.raises(ConfigError, match=r"^no webhook secret is configured \(PERIODYA_WEBHOOK_SECRET\)$"):
+        verify(BODY, sign(BODY, SECRET, NOW), [], NOW)
+
+
+def test_header_length_limit_is_4096() -> None:
+    header = sign(BODY, SECRET, NOW)
+    padded = header + ",v0=" + "x" * (4096 - len(header) - 4)
+    assert len(padded) == 4096
+    verify(BODY, padded, [SECRET], NOW)  # exactly at the limit: accepted
+    assert reason(BODY, padded + "x", [SECRET]) == "malformed_header"
+
+
+@pytest.mark.parametrize("item", ["=v", "=", "k=", "novalue"])
+def test_every_item_needs_a_key_and_a_value(item: str) -> None:
+    good = compute_signature(BODY, SECRET, NOW)
+    assert reason(BODY, f"t={NOW},{item},v1={good}", [SECRET]) == "malformed_header"
+
+
+def test_a_value_may_contain_equals_signs() -> None:
+    """key=value splits at the first '=': a v1 value with '=' in it is a (wrong) signature, not a key."""
+    good = compute_signature(BODY, SECRET, NOW)
+    assert reason(BODY, f"t={NOW},v1={good}=", [SECRET]) == "no_matching_signature"
+    verify(BODY, f"t={NOW},v0=a=b,v1={good}", [SECRET], NOW)
