@@ -13,7 +13,7 @@ from periodya.audit import routes as audit_routes
 from periodya.config import Settings
 from periodya.eventstore import EventStore
 from periodya.handlers.payout_batch import PayoutBatcher
-from periodya.http import admin_payout_routes, auth, ops_routes, platform_routes, webhook_routes
+from periodya.http import admin_payout_routes, auth, console_routes, ops_routes, platform_routes, webhook_routes
 from periodya.http.middleware import request_context
 from periodya.provider.port import ProviderUnavailable
 from periodya.runners.base import Deps
@@ -57,4 +57,5 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     app.add_routes(audit_routes.routes)
     app.add_routes(admin_payout_routes.routes)
     app.add_routes(me_routes.routes)
+    app.add_routes(console_routes.routes)  # the ops console under /ops/
     return app
