@@ -4,7 +4,7 @@
 "use strict";
 
 const REFRESH_MS = 5000;
-const state = { me: null, timer: null };
+const state = { me: null, timer: null, gen: 0 };
 
 // ---- the runbook (shared/runbook.md, sections 2 and 3), as the console shows it ----------------------
 const CHECKS = [
@@ -82,7 +82,7 @@ function ago(iso) {
   if (s < 172800) return `${Math.round(s / 3600)}h ago`;
   return `${Math.round(s / 86400)}d ago`;
 }
-function when(iso) { return iso ? el("span", { title: iso }, iso.replace("T", " ").replace(/\.\d+Z$|Z$/, "Z")) : "—"; }
+function when(iso) { return iso ? el("span", { class: "nowrap", title: iso }, iso.replace("T", " ").replace(/\.\d+Z$|Z$/, "Z")) : "—"; }
 function tag(text, kind) { return el("span", { class: `tag ${kind || ""}` }, text); }
 function statusTag(s) {
   const kind = { FINALIZED: "ok", CANCELLED: "", QUARANTINED: "bad", FAILED: "bad", SENDING: "warn", SENT: "warn" }[s];
@@ -196,8 +196,8 @@ async function pageHealth(main) {
       el("td", { class: "muted" }, bad ? c.step : ""));
   });
   const anyBad = CHECKS.some((c) => c.bad(h));
-  const kind = h.status === "critical" ? "bad" : anyBad || h.status !== "ok" ? "warn" : "ok";
-  const refresh = () => pageHealth(main);
+  const kind = h.status === "critical" || anyBad ? "bad" : h.status !== "ok" ? "warn" : "ok";
+  const refresh = render;
   const named = [
     ...(h.sendingStuck || []).map((s) => el("tr", {}, el("td", {}, tag("SENDING", "warn")),
       el("td", { class: "mono" }, s.payoutId), el("td", { class: "mono" }, s.providerPayoutId || "—"), el("td", {}, when(s.since)),
@@ -230,6 +230,12 @@ async function pageHealth(main) {
   );
 }
 
+function details(obj) {
+  if (!obj || typeof obj !== "object") return obj ? String(obj) : "";
+  return el("dl", { class: "facts small" }, Object.entries(obj).flatMap(([k, v]) =>
+    [el("dt", {}, k), el("dd", {}, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v))]));
+}
+
 function playbookFor(code) { return PLAYBOOKS[code] || { ...DEFAULT_PLAYBOOK, title: code }; }
 
 async function alertAction(kind, alert, after) {
@@ -254,7 +260,7 @@ async function pageIncidents(main) {
   const resolved = alerts.filter((a) => a.status === "RESOLVED").slice(0, 20);
   const groups = new Map();
   for (const a of open) { if (!groups.has(a.code)) groups.set(a.code, []); groups.get(a.code).push(a); }
-  const refresh = () => pageIncidents(main);
+  const refresh = render;
   const sections = [...groups.entries()].map(([code, list]) => {
     const pb = playbookFor(code);
     const rows = list.map((a) => {
@@ -263,7 +269,7 @@ async function pageIncidents(main) {
         el("td", { class: "mono" }, a.alertId), el("td", {}, tag(a.severity, /crit/i.test(a.severity) ? "bad" : "warn")),
         el("td", {}, tag(a.status, a.status === "OPEN" ? "bad" : "warn")), el("td", { class: "mono" }, a.subject),
         el("td", {}, when(a.raisedAt)), el("td", { class: "muted" }, a.remedy || ""),
-        el("td", {}, el("pre", { class: "json" }, JSON.stringify(a.details, null, 1))),
+        el("td", {}, details(a.details)),
         el("td", {}, el("div", { class: "actions" },
           pb.action && payout ? actionButton(pb.action, payout, refresh) : null,
           canAct() && a.status === "OPEN" ? el("button", { class: "small ghost", type: "button", "data-alert-action": "ack",
@@ -341,9 +347,9 @@ async function pagePayouts(main, params) {
 async function pagePayout(main, id) {
   const d = await api("GET", `/api/admin/payouts/${encodeURIComponent(id)}`);
   const p = d.payout, o = p.outbox || {};
-  const refresh = () => pagePayout(main, p.payoutId);
+  const refresh = render;
   const can = {
-    "rerun-outbox": ["SENDING", "REQUESTED", "FAILED"].includes(p.status) || o.status === "FAILED" || o.status === "SENDING",
+    "rerun-outbox": ["SENDING", "REQUESTED", "FAILED"].includes(p.status),
     "force-reconcile": !!p.providerPayoutId && !["FINALIZED", "CANCELLED"].includes(p.status),
     "force-finalize": !!p.providerPayoutId && !p.ledgerFinalized && p.status !== "CANCELLED",
     "quarantine": !["FINALIZED", "CANCELLED", "QUARANTINED"].includes(p.status),
@@ -387,7 +393,7 @@ const lastResults = [];
 
 async function pageJobs(main) {
   const jobs = await api("GET", "/api/admin/jobs");
-  const refresh = () => pageJobs(main);
+  const refresh = render;
   const run = async (job, mode) => {
     const qs = mode ? `?mode=${mode}` : "";
     try {
@@ -434,28 +440,39 @@ function showApp() {
   route();
 }
 
+function parseHash() {
+  const [path, query] = (location.hash.replace(/^#/, "") || "/health").split("?");
+  const parts = path.split("/").filter(Boolean);
+  return { page: parts[0] || "health", parts, params: new URLSearchParams(query || "") };
+}
+
+// Renders the current route into a detached view and shows it only if no navigation happened meanwhile,
+// so a slow answer (or an action's refresh) never paints one page over another.
+async function render() {
+  if (!state.me) return;
+  const gen = ++state.gen;
+  const { page, parts, params } = parseHash();
+  const view = document.createElement("div");
+  try {
+    if (page === "incidents") await pageIncidents(view);
+    else if (page === "payouts" && parts[1]) await pagePayout(view, decodeURIComponent(parts[1]));
+    else if (page === "payouts") await pagePayouts(view, params);
+    else if (page === "jobs") await pageJobs(view);
+    else await pageHealth(view);
+    if (!canAct()) view.prepend(el("div", { class: "banner warn readonly", id: "readonly" },
+      "Read-only account: actions are not available (the API refuses them without platform_admin)."));
+  } catch (e) {
+    if (e.status === 401) return;
+    view.replaceChildren(el("div", { class: "banner bad", id: "page-error" }, `Could not load: ${e.message}`));
+  }
+  if (gen === state.gen && state.me) $("main").replaceChildren(...view.childNodes);
+}
+
 async function route() {
   if (!state.me) return;
   clearInterval(state.timer);
-  const [path, query] = (location.hash.replace(/^#/, "") || "/health").split("?");
-  const params = new URLSearchParams(query || "");
-  const parts = path.split("/").filter(Boolean);
-  const page = parts[0] || "health";
+  const { page } = parseHash();
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.page === page);
-  const main = $("main");
-  const render = async () => {
-    try {
-      if (page === "incidents") await pageIncidents(main);
-      else if (page === "payouts" && parts[1]) await pagePayout(main, decodeURIComponent(parts[1]));
-      else if (page === "payouts") await pagePayouts(main, params);
-      else if (page === "jobs") await pageJobs(main);
-      else await pageHealth(main);
-      if (!canAct()) main.prepend(el("div", { class: "banner warn readonly", id: "readonly" },
-        "Read-only account: actions are not available (the API refuses them without platform_admin)."));
-    } catch (e) {
-      if (e.status !== 401) main.replaceChildren(el("div", { class: "banner bad", id: "page-error" }, `Could not load: ${e.message}`));
-    }
-  };
   await render();
   if (page === "health") state.timer = setInterval(() => { if (!document.querySelector("dialog[open]")) render(); }, REFRESH_MS);
 }
