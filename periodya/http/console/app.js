@@ -330,11 +330,12 @@ async function pagePayouts(main, params) {
     location.hash = `#/payouts?${next}`;
   });
   const nodes = [el("h1", {}, "Payouts"), form,
-    el("div", { class: "grid2" },
-      el("div", {}, el("h2", {}, "Stuck SENDING ", tag(String(sending.payouts.length), sending.payouts.length ? "bad" : "ok")),
-        table(PAYOUT_HEAD, payoutRows(sending.payouts), { id: "stuck-sending" })),
-      el("div", {}, el("h2", {}, "Stuck SENT ", tag(String(sent.payouts.length), sent.payouts.length ? "bad" : "ok")),
-        table(PAYOUT_HEAD, payoutRows(sent.payouts), { id: "stuck-sent" }))),
+    el("h2", {}, "Stuck SENDING ", tag(String(sending.payouts.length), sending.payouts.length ? "bad" : "ok"),
+      el("span", { class: "muted" }, " outbox task SENDING past the repair threshold")),
+    table(PAYOUT_HEAD, payoutRows(sending.payouts), { id: "stuck-sending" }),
+    el("h2", {}, "Stuck SENT ", tag(String(sent.payouts.length), sent.payouts.length ? "bad" : "ok"),
+      el("span", { class: "muted" }, " sent to the provider, no outcome past the reconcile threshold")),
+    table(PAYOUT_HEAD, payoutRows(sent.payouts), { id: "stuck-sent" }),
     el("h2", {}, q.toString() ? "Search results" : "Newest"),
     table(PAYOUT_HEAD, payoutRows(page.payouts), { id: "payout-list" })];
   if (page.nextCursor) {
