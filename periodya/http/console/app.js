@@ -232,8 +232,8 @@ async function pageHealth(main) {
 
 function details(obj) {
   if (!obj || typeof obj !== "object") return obj ? String(obj) : "";
-  return el("dl", { class: "facts small" }, Object.entries(obj).flatMap(([k, v]) =>
-    [el("dt", {}, k), el("dd", {}, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v))]));
+  return el("div", { class: "kv" }, Object.entries(obj).map(([k, v]) => el("span", {}, el("span", { class: "muted" }, `${k} `),
+    el("code", {}, typeof v === "object" && v !== null ? JSON.stringify(v) : String(v)))));
 }
 
 function playbookFor(code) { return PLAYBOOKS[code] || { ...DEFAULT_PLAYBOOK, title: code }; }
@@ -263,24 +263,27 @@ async function pageIncidents(main) {
   const refresh = render;
   const sections = [...groups.entries()].map(([code, list]) => {
     const pb = playbookFor(code);
-    const rows = list.map((a) => {
+    const rows = list.flatMap((a) => {
       const payout = a.details && (a.details.providerPayoutId || a.details.payoutId) || (a.subject && a.subject.startsWith("pay") ? a.subject : null);
-      return el("tr", { "data-alert": a.alertId },
+      return [el("tr", { "data-alert": a.alertId },
         el("td", { class: "mono" }, a.alertId), el("td", {}, tag(a.severity, /crit/i.test(a.severity) ? "bad" : "warn")),
-        el("td", {}, tag(a.status, a.status === "OPEN" ? "bad" : "warn")), el("td", { class: "mono" }, a.subject),
-        el("td", {}, when(a.raisedAt)), el("td", { class: "muted" }, a.remedy || ""),
-        el("td", {}, details(a.details)),
+        el("td", {}, tag(a.status, a.status === "OPEN" ? "bad" : "warn"),
+          a.ackedBy ? el("div", { class: "muted small" }, `by ${a.ackedBy}`) : null),
+        el("td", { class: "mono" }, a.subject), el("td", {}, when(a.raisedAt)),
         el("td", {}, el("div", { class: "actions" },
           pb.action && payout ? actionButton(pb.action, payout, refresh) : null,
           canAct() && a.status === "OPEN" ? el("button", { class: "small ghost", type: "button", "data-alert-action": "ack",
             onclick: () => alertAction("ack", a, refresh) }, "Ack") : null,
           canAct() ? el("button", { class: "small", type: "button", "data-alert-action": "resolve",
-            onclick: () => alertAction("resolve", a, refresh) }, "Resolve") : null)));
+            onclick: () => alertAction("resolve", a, refresh) }, "Resolve") : null))),
+        el("tr", { class: "sub" }, el("td", { colspan: 6 },
+          el("div", { class: "muted" }, a.remedy || ""), details(a.details),
+          a.note ? el("div", {}, el("b", {}, "note: "), a.note) : null))];
     });
     return el("section", { class: "panel", "data-code": code },
       el("div", { class: "row" }, el("h2", {}, code), tag(`${list.length} open`, "bad")),
       el("div", { class: "playbook" }, el("h3", {}, pb.title), el("ol", {}, pb.steps.map((s) => el("li", {}, s)))),
-      table(["alert", "severity", "status", "subject", "raised", "remedy", "details", "actions"], rows));
+      table(["alert", "severity", "status", "subject", "raised", "actions"], rows));
   });
   main.replaceChildren(
     el("h1", {}, "Incidents"),
