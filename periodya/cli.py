@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             from pathlib import Path
 
             settings = settings.with_overrides(data_dir=Path(args.data_dir))
+        settings = settings.with_local_secrets()
         return asyncio.run(COMMANDS[args.command](args, settings))
     except PeriodyaError as exc:
         print(f"periodya: error: {exc}", file=sys.stderr)

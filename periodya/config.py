@@ -5,12 +5,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from periodya.errors import ConfigError
+from periodya.http.client_ip import parse_trusted
+
+ROOT_DATA_DIR = Path("/var/lib/periodya")
 
 
 def _default_data_dir() -> Path:
+    """The per-user data dir; as root /var/lib/periodya, a folder the embedded server's own user can reach
+    (root's home is 0700 and periodya never widens a folder it did not create)."""
+    if os.name == "posix" and os.geteuid() == 0:
+        return ROOT_DATA_DIR
     import platformdirs
 
     return Path(platformdirs.user_data_dir("periodya", appauthor=False))
@@ -26,6 +34,19 @@ def _minutes(env: dict[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number of minutes, got {raw!r}") from None
     if not value > 0:
         raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not 0 < value <= 3600:
+        raise ConfigError(f"{name} must be between 0 and 3600 seconds, got {raw!r}")
     return value
 
 
@@ -67,6 +88,15 @@ class Settings:
     sent_stuck_minutes: float
     finalize_grace_minutes: float
     log_level: str
+    sim_port: int = 8081
+    local_sim: bool = False
+    """True when the provider is the simulator of `up` on this data dir (its key came from secrets.env)."""
+    trusted_proxies: tuple[Any, ...] = ()
+    """Networks whose X-Forwarded-For is believed (PERIODYA_TRUSTED_PROXIES; periodya.http.client_ip)."""
+    header_timeout: float = 15.0
+    """Seconds a client has to send a request's headers, from connecting or from the previous response."""
+    body_timeout: float = 30.0
+    """Seconds a client has to send a request's body (periodya.http.deadlines)."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -92,7 +122,32 @@ class Settings:
             sent_stuck_minutes=_minutes(env, "PERIODYA_SENT_STUCK_MINUTES", 10),
             finalize_grace_minutes=_minutes(env, "PERIODYA_FINALIZE_GRACE_MINUTES", 5),
             log_level=(env.get("PERIODYA_LOG_LEVEL") or "info").lower(),
+            sim_port=_port(env, "PERIODYA_SIM_PORT", 8081),
+            trusted_proxies=parse_trusted(env.get("PERIODYA_TRUSTED_PROXIES")),
+            header_timeout=_seconds(env, "PERIODYA_HEADER_TIMEOUT_SECONDS", 15.0),
+            body_timeout=_seconds(env, "PERIODYA_BODY_TIMEOUT_SECONDS", 30.0),
         )
+
+    def with_local_secrets(self) -> Settings:
+        """Fill every secret the environment left unset from `<data dir>/secrets.env` (see localsecrets)."""
+        from periodya import localsecrets as ls
+
+        found = ls.read(self.data_dir)
+        merged = replace(
+            self, service_token=self.service_token or found.get(ls.SERVICE_TOKEN),
+            cron_secret=self.cron_secret or found.get(ls.CRON_SECRET),
+            webhook_secret=self.webhook_secret or found.get(ls.WEBHOOK_SECRET),
+            provider_api_key=self.provider_api_key or found.get(ls.PROVIDER_API_KEY))
+        return replace(merged, local_sim=self.provider_url is None and ls.PROVIDER_API_KEY in found)
+
+    @property
+    def sim_url(self) -> str:
+        """Where the simulator of `up` listens (always loopback: /_sim/* has no authentication)."""
+        return f"http://127.0.0.1:{self.sim_port}"
+
+    def provider_endpoint(self) -> str | None:
+        """The configured provider, else the simulator of `up` on this data dir, else None."""
+        return self.provider_url or (self.sim_url if self.local_sim else None)
 
     def with_overrides(self, **changes: object) -> Settings:
         """Apply command-line flags; a flag left unset (None) keeps the environment's value."""

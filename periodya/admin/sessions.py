@@ -18,17 +18,22 @@ from periodya.errors import ConfigError
 
 DEFAULT_TTL = timedelta(hours=12)
 TTL_ENV = "PERIODYA_SESSION_TTL_MINUTES"
+DEFAULT_IDLE = timedelta(minutes=30)
+IDLE_ENV = "PERIODYA_SESSION_IDLE_MINUTES"
 TOUCH_EVERY = timedelta(minutes=1)
 MAX_TOKEN_LENGTH = 256
 
 # One round trip on the hot path of every admin request: the session and its user by primary keys, and
-# last_seen_at bumped only when it is over a minute old (so most requests write nothing). The UPDATE
-# runs whether or not the outer SELECT reads it (data-modifying CTEs always execute).
+# last_seen_at bumped only when it is older than the touch interval (a minute, or a quarter of the idle
+# timeout if that is shorter), so most requests write nothing. A session unused for longer than the idle
+# timeout ($3) is not live; the touch interval is added so a session in use is never refused early.
+# The UPDATE runs whether or not the outer SELECT reads it (data-modifying CTEs always execute).
 _VERIFY = """
 WITH live AS (
     SELECT s.token_hash, s.user_id, u.email, u.roles
       FROM admin_sessions s JOIN admin_users u ON u.user_id = s.user_id
      WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND NOT u.disabled
+       AND s.last_seen_at > now() - $3::interval - $2::interval
 ), touched AS (
     UPDATE admin_sessions a SET last_seen_at = now()
       FROM live WHERE a.token_hash = live.token_hash AND a.last_seen_at < now() - $2::interval
@@ -56,6 +61,24 @@ def session_ttl_from_env(env: dict[str, str] | None = None) -> timedelta:
     return timedelta(minutes=minutes)
 
 
+def session_idle_from_env(env: dict[str, str] | None = None) -> timedelta:
+    """PERIODYA_SESSION_IDLE_MINUTES: a session unused this long is refused (default 30)."""
+    raw = (os.environ if env is None else env).get(IDLE_ENV, "")
+    if raw == "":
+        return DEFAULT_IDLE
+    try:
+        minutes = float(raw)
+    except ValueError:
+        raise ConfigError(f"{IDLE_ENV} must be a number of minutes, got {raw!r}") from None
+    if not 0 < minutes <= 60 * 24 * 30:
+        raise ConfigError(f"{IDLE_ENV} must be between 0 and 43200 minutes, got {raw!r}")
+    return timedelta(minutes=minutes)
+
+
+def touch_every(idle: timedelta) -> timedelta:
+    return min(TOUCH_EVERY, idle / 4)
+
+
 def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -72,11 +95,12 @@ async def create_session(pool: asyncpg.Pool, user_id: str, ttl: timedelta = DEFA
     return token, expires_at
 
 
-async def fetch_live_session(pool: asyncpg.Pool, token: str) -> SessionUser | None:
-    """The user of a live session (not expired, not revoked, user not disabled), or None."""
+async def fetch_live_session(pool: asyncpg.Pool, token: str, idle: timedelta = DEFAULT_IDLE) -> SessionUser | None:
+    """The user of a live session (not expired, not idle longer than `idle`, not revoked, user not
+    disabled), or None."""
     if not token or len(token) > MAX_TOKEN_LENGTH:
         return None
-    row = await pool.fetchrow(_VERIFY, token_hash(token), TOUCH_EVERY)
+    row = await pool.fetchrow(_VERIFY, token_hash(token), touch_every(idle), idle)
     return None if row is None else SessionUser(row["user_id"], row["email"], tuple(row["roles"]))
 
 
@@ -88,3 +112,11 @@ async def revoke_session(pool: asyncpg.Pool, token: str) -> str | None:
         "UPDATE admin_sessions SET revoked_at = now() "
         "WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now() RETURNING user_id", token_hash(token))
     return user_id
+
+
+async def revoke_all(conn: asyncpg.Connection, user_id: str) -> int:
+    """Revoke every live session of `user_id` at once; returns how many were live."""
+    rows = await conn.fetch(
+        "UPDATE admin_sessions SET revoked_at = now() "
+        "WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() RETURNING 1", user_id)
+    return len(rows)

@@ -13,7 +13,7 @@ from periodya.admin.passwords import check_new_password, hash_password_async
 from periodya.catalog import REGISTRY
 from periodya.domain.events import Event
 from periodya.errors import PeriodyaError
-from periodya.eventstore import NO_STREAM, EventStore, StreamAppend
+from periodya.eventstore import ANY, NO_STREAM, EventStore, StreamAppend
 from periodya.handlers.unit_of_work import Meta
 
 PLATFORM_ADMIN = "platform_admin"
@@ -40,6 +40,20 @@ class AdminUserCreated(Event):
     user_id: str
     email: str
     roles: tuple[str, ...]
+
+
+@REGISTRY.register
+class AdminSessionsRevoked(Event):
+    """Every live session of an admin user was revoked (`periodya admin revoke-sessions`)."""
+
+    event_type = "AdminSessionsRevoked"
+    user_id: str
+    email: str
+    revoked: int
+
+
+class UnknownAdminUser(PeriodyaError):
+    code = "NOT_FOUND"
 
 
 @dataclass(frozen=True)
@@ -111,3 +125,20 @@ async def fetch_user_by_email(pool: asyncpg.Pool, email: str) -> AdminUser | Non
 
 async def update_password_hash(pool: asyncpg.Pool, user_id: str, password_hash: str) -> None:
     await pool.execute("UPDATE admin_users SET password_hash = $2 WHERE user_id = $1", user_id, password_hash)
+
+
+async def revoke_sessions(store: EventStore, email: str, *, meta: Meta) -> tuple[str, int]:
+    """Revoke every live session of the user with `email` and record AdminSessionsRevoked (with the
+    actor) in the same transaction; returns (user id, sessions revoked). Unknown email: UnknownAdminUser."""
+    from periodya.admin.sessions import revoke_all
+
+    user = await fetch_user_by_email(store.pool, email)
+    if user is None:
+        raise UnknownAdminUser(f"no admin user with email {normalize_email(email)[:80]!r}")
+    async with store.pool.acquire() as conn, conn.transaction():
+        revoked = await revoke_all(conn, user.user_id)
+        event = REGISTRY.to_new(AdminSessionsRevoked(user_id=user.user_id, email=user.email, revoked=revoked),
+                                meta.as_metadata())
+        await store.append([StreamAppend(stream(user.user_id), ANY, [event])], conn=conn)
+    store.wake()
+    return user.user_id, revoked

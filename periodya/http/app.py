@@ -13,7 +13,9 @@ from periodya.audit import routes as audit_routes
 from periodya.config import Settings
 from periodya.eventstore import EventStore
 from periodya.handlers.payout_batch import PayoutBatcher
-from periodya.http import admin_payout_routes, auth, console_routes, ops_routes, platform_routes, webhook_routes
+from periodya.http import admin_payout_routes, auth, client_ip, ops_routes, platform_routes, webhook_routes
+from periodya.http.console_routes import routes as console_routes
+from periodya.http.deadlines import BODY_TIMEOUT, body_deadline
 from periodya.http.middleware import request_context
 from periodya.provider.port import ProviderUnavailable
 from periodya.runners.base import Deps
@@ -35,7 +37,9 @@ async def _liveness(_request: web.Request) -> web.Response:
 def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None) -> web.Application:
     """Build the app around an open pool (the caller owns the pool's lifetime). `deps` (provider and
     clock for the jobs) enables the ops endpoints that call the provider."""
-    app = web.Application(middlewares=[request_context, auth.auth_middleware], client_max_size=256 * 1024)
+    app = web.Application(middlewares=[request_context, auth.auth_middleware, body_deadline],
+                          client_max_size=256 * 1024)
+    app[BODY_TIMEOUT] = settings.body_timeout
     app[ops_routes.DEPS] = deps or Deps(EventStore(pool), NoProvider(), settings)
     app[platform_routes.STORE] = store = EventStore(pool)
     app[platform_routes.PAYOUTS] = payouts = PayoutBatcher(store)
@@ -46,16 +50,18 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     app.on_shutdown.append(_drain_payouts)
     app[auth.SERVICE_TOKEN] = settings.service_token
     app[auth.CRON_SECRET] = settings.cron_secret
+    app[client_ip.TRUSTED_PROXIES] = settings.trusted_proxies
     app.router.add_get("/livez", _liveness)
     app[webhook_routes.SETTINGS_KEY] = settings
     app.add_routes(platform_routes.routes)
     app[auth.SESSION_VERIFIER] = admin_routes.verify_session
     app[admin_routes.SESSION_TTL] = admin_routes.session_ttl_from_env()
+    app[admin_routes.SESSION_IDLE] = admin_routes.session_idle_from_env()
     app.add_routes(admin_routes.routes)
     webhook_routes.setup(app, store)
     app.add_routes(ops_routes.routes)
     app.add_routes(audit_routes.routes)
     app.add_routes(admin_payout_routes.routes)
     app.add_routes(me_routes.routes)
-    app.add_routes(console_routes.routes)  # the ops console under /ops/
+    app.add_routes(console_routes)  # the ops console under /ops/
     return app

@@ -15,7 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from periodya.admin import sessions, users
-from periodya.admin.routes import open_session
+from periodya.admin.routes import SESSION_IDLE, open_session
 from periodya.http.console_auth import CSRF_COOKIE, SESSION_COOKIE, check_csrf, csrf_for
 from periodya.http.platform_routes import STORE, json
 from periodya.http.problems import Unauthenticated
@@ -78,7 +78,7 @@ def _me(user: sessions.SessionUser, token: str) -> dict[str, object]:
 async def login(request: web.Request) -> web.StreamResponse:
     """The console's login: the same checks as /api/auth/login, the token set as an HttpOnly cookie."""
     token, expires_at = await open_session(request)
-    user = await sessions.fetch_live_session(request.app[STORE].pool, token)
+    user = await _live(request, token)
     if user is None:  # revoked or disabled between the two statements
         raise Unauthenticated("the session is invalid, expired or revoked")
     response = json(_me(user, token))
@@ -91,9 +91,14 @@ async def login(request: web.Request) -> web.StreamResponse:
     return _harden(response)
 
 
+async def _live(request: web.Request, token: str) -> sessions.SessionUser | None:
+    return await sessions.fetch_live_session(request.app[STORE].pool, token,
+                                             request.app.get(SESSION_IDLE, sessions.DEFAULT_IDLE))
+
+
 async def _cookie_user(request: web.Request) -> tuple[str, sessions.SessionUser]:
     token = request.cookies.get(SESSION_COOKIE, "")
-    user = await sessions.fetch_live_session(request.app[STORE].pool, token) if token else None
+    user = await _live(request, token) if token else None
     if user is None:
         raise Unauthenticated("not signed in, or the session expired")
     return token, user
