@@ -291,6 +291,13 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- Which schema.sql versions were applied (sha256 of the file's text, written by `periodya migrate` in the
+-- same transaction): GET /readyz is ready only when the running code's own schema.sql has been applied.
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    digest     text PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- Admin users, sessions and login throttling (periodya/admin). NOT projections: sessions and throttle
 -- rows are ephemeral state, not facts, so replay leaves them alone. Creating a user is ALSO appended to
 -- the log (stream admin-user-<user_id>, AdminUserCreated, no hash) so it shows in the audit trail.

@@ -7,6 +7,7 @@ must never live long.
 
 from __future__ import annotations
 
+import hashlib
 import socket
 from importlib import resources
 from pathlib import Path
@@ -97,6 +98,13 @@ async def migrate(conn: asyncpg.Connection) -> None:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(7305861150284930)")
         await conn.execute(schema_sql())
+        await conn.execute("INSERT INTO periodya.schema_migrations (digest) VALUES ($1) ON CONFLICT DO NOTHING",
+                           schema_digest())
+
+
+def schema_digest() -> str:
+    """The version of the schema this code expects: sha256 of its schema.sql (GET /readyz checks it)."""
+    return hashlib.sha256(schema_sql().encode()).hexdigest()
 
 
 async def ensure_schema(conn: asyncpg.Connection) -> None:

@@ -17,6 +17,8 @@ from periodya.http import admin_payout_routes, auth, client_ip, ops_routes, plat
 from periodya.http.console_routes import routes as console_routes
 from periodya.http.deadlines import BODY_TIMEOUT, body_deadline
 from periodya.http.middleware import request_context
+from periodya.http.openapi import setup as setup_openapi
+from periodya.http.readiness import setup as setup_readiness
 from periodya.provider.port import ProviderUnavailable
 from periodya.runners.base import Deps
 
@@ -64,4 +66,6 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     app.add_routes(admin_payout_routes.routes)
     app.add_routes(me_routes.routes)
     app.add_routes(console_routes)  # the ops console under /ops/
+    setup_readiness(app)  # GET /readyz
+    setup_openapi(app)  # GET /openapi.json (built from the routes above) and /docs
     return app

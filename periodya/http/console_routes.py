@@ -54,11 +54,6 @@ def secure_cookies(request: web.Request) -> bool:
     return request.secure or forwarded_https or host not in _LOCAL
 
 
-@routes.get("/ops")
-async def ops_root(_request: web.Request) -> web.StreamResponse:
-    raise web.HTTPFound("/ops/")
-
-
 @routes.get("/ops/")
 async def index(_request: web.Request) -> web.StreamResponse:
     return _asset("index.html")

@@ -50,6 +50,10 @@ async def _guarded(request: web.Request, handler: Handler, request_id: str) -> w
                            requestId=request_id)
         response.headers["Retry-After"] = "5"
         return response
+    except web.HTTPMethodNotAllowed as exc:  # RFC 9110: a 405 names the methods the resource takes
+        response = problem(405, "METHOD_NOT_ALLOWED", exc.reason, exc.text or exc.reason, requestId=request_id)
+        response.headers["Allow"] = exc.headers.get("Allow", "")
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -9,13 +9,15 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from pydantic.alias_generators import to_camel
 
+from periodya.domain.money import CURRENCIES
 from periodya.http.problems import BadRequest
 
 Id = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
-Currency = Annotated[StrictStr, Field(pattern=r"^[A-Z]{3}$")]
+Currency = Annotated[StrictStr, Field(pattern=r"^[A-Z]{3}$", json_schema_extra={"enum": sorted(CURRENCIES)})]
 Amount = Annotated[StrictInt, Field(gt=0, lt=2**62)]
 Fee = Annotated[StrictInt, Field(ge=0, lt=2**62)]
-Reason = Annotated[StrictStr, Field(min_length=1, max_length=1000)]
+# a blank reason is refused (422) by the handler after strip(); the schema says so with a pattern
+Reason = Annotated[StrictStr, Field(min_length=1, max_length=1000, json_schema_extra={"pattern": r"\S"})]
 
 
 class Body(BaseModel):

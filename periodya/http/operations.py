@@ -1,0 +1,166 @@
+"""What each route means, keyed by the route table's (method, path template): the OpenAPI builder
+(periodya/http/openapi.py) walks the app's real router and looks every route up here.
+
+The route table stays the one source of which routes exist: `openapi.drift(app)` names a route with no
+entry here and an entry with no route, and tests/integration/test_openapi.py fails on either. Request
+bodies are the very pydantic models the handlers validate with; responses are periodya/http/api_models.
+Security is not listed here: it is derived from the path by the same rules auth.py applies
+(openapi.security_for), and a test checks every secured operation really answers 401 without a token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from periodya.admin.routes import Login
+from periodya.http import api_models as m
+from periodya.http import schemas
+from periodya.http.ops_routes import NoteBody, ReasonBody
+from periodya.runners import JOBS
+
+IDEMPOTENCY_KEY = {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$",
+                   "description": "1-255 printable ASCII characters. The same key with the same body returns the "
+                                  "first answer again; with a different body 409 IDEMPOTENCY_KEY_REUSED."}
+STRIPE_SIGNATURE = {"type": "string", "description": "t=<unix>,v1=<hex HMAC-SHA256(secret, \"<t>.<raw body>\")>; "
+                                                     "several v1 during a secret rotation; 300 s tolerance"}
+ID_SCHEMA = {"type": "string", "pattern": r"^[A-Za-z0-9_.:-]{1,128}$"}
+
+
+class Query(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunQuery(Query):
+    batch: Annotated[StrictInt, Field(ge=1, le=10_000, description="items per run; the job's default if absent")] \
+        | None = None
+    mode: Literal["recent", "full"] | None = Field(None, description="sentinel only (default recent)")
+
+
+class AlertQuery(Query):
+    status: Literal["OPEN", "ACKNOWLEDGED", "RESOLVED"] | None = None
+    severity: Literal["critical", "warning"] | None = None
+    code: str | None = None
+
+
+class ProviderEvent(BaseModel):
+    """A Stripe-format event as the provider sends it; verified on the raw bytes before it is read."""
+
+    model_config = ConfigDict(extra="allow")
+    id: Annotated[str, Field(min_length=1, max_length=255)]
+    type: str = Field(description="payout.paid, payout.failed, payout.canceled, payout.updated; others are stored "
+                                  "and ignored")
+    data: dict[str, Any] = Field(description="`{\"object\": <the provider's payout>}`")
+    created: int | None = None
+
+
+@dataclass(frozen=True)
+class Op:
+    operation_id: str
+    summary: str
+    tag: str
+    ok: int = 200
+    response: type[BaseModel] | None = None  # None: no content (204) or not JSON (see media)
+    media: str | tuple[str, ...] = "application/json"  # several: one of them, by the resource
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    query: type[BaseModel] | None = None
+    path: dict[str, dict[str, Any]] = field(default_factory=dict)  # path parameter schemas (default ID_SCHEMA)
+    headers: dict[str, tuple[dict[str, Any], bool]] = field(default_factory=dict)  # name -> (schema, required)
+    problems: dict[int, tuple[str, ...]] = field(default_factory=dict)  # beyond the ones every route may give
+    description: str = ""
+    links: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)  # OpenAPI links of the answer
+
+
+_IDEM = {"Idempotency-Key": (IDEMPOTENCY_KEY, False)}
+_MONEY = {409: ("INVALID_STATE", "INSUFFICIENT_FUNDS", "IDEMPOTENCY_KEY_REUSED", "CONCURRENCY_CONFLICT"),
+          422: ("VALIDATION_FAILED", "LEDGER_UNBALANCED")}
+_PROVIDER = ("PROVIDER_ERROR", "PROVIDER_UNAVAILABLE", "PROVIDER_REJECTED", "PROVIDER_NOT_FOUND",
+             "PROVIDER_AUTH_FAILED", "PROVIDER_IDEMPOTENCY_MISMATCH")
+_PAYOUT_CMD = {409: ("INVALID_STATE", "CONCURRENCY_CONFLICT"), 400: ("VALIDATION_FAILED", *_PROVIDER)}
+_ANY_ID = {"id": {**ID_SCHEMA, "description": "the payoutId or the provider's payout id"}}
+_ESCROW_LINKS = {op: (op, {"escrow_id": "$response.body#/escrowId"})
+                 for op in ("getEscrow", "releaseEscrow", "refundEscrow", "getEscrowAudit")}
+_PAYOUT_LINKS = {**{op: (op, {"payout_id": "$response.body#/payoutId"})
+                    for op in ("getPayout", "getPayoutEvents", "getPayoutAudit")},
+                 **{op: (op, {"id": "$response.body#/payoutId"}) for op in ("quarantinePayout", "forceFinalize")},
+                 "getPayeeBalances": ("getPayeeBalances", {"payee_id": "$response.body#/payeeId"})}
+
+OPERATIONS: dict[tuple[str, str], Op] = {
+    ("GET", "/livez"): Op("getLivez", "The process is up", "probes", response=m.Liveness),
+    ("GET", "/readyz"): Op("getReadyz", "Ready: database reachable, schema at this code's version, event reader "
+                           "not stalled", "probes", response=m.Readiness, problems={503: ("NOT_READY",)}),
+    ("GET", "/openapi.json"): Op("getOpenapi", "This document", "meta", media="application/json"),
+    ("GET", "/docs"): Op("getDocs", "A human page rendered from /openapi.json (no external assets)", "meta",
+                         media="text/html"),
+    ("GET", "/docs/{asset}"): Op("getDocsAsset", "The docs page's script and style, shipped in the package", "meta",
+                                 media=("text/javascript", "text/css"), problems={404: ("NOT_FOUND",)},
+                                 path={"asset": {"type": "string", "enum": ["docs.js", "docs.css"]}}),
+    ("POST", "/api/auth/login"): Op("login", "Open an admin session", "auth", response=m.LoginResult, body=Login,
+                                    problems={429: ("TOO_MANY_ATTEMPTS",), 401: ("UNAUTHENTICATED",)}),
+    ("POST", "/api/auth/logout"): Op("logout", "Revoke the session of the bearer token", "auth", ok=204,
+                                     problems={401: ("UNAUTHENTICATED",)}),
+    ("POST", "/api/escrows"): Op("createEscrow", "Fund an escrow (funds captured, held)", "escrows", ok=201,
+                                 response=m.Escrow, body=schemas.CreateEscrow, headers=_IDEM, problems=_MONEY,
+                                 links=_ESCROW_LINKS),
+    ("POST", "/api/escrows/{escrow_id}/release"): Op(
+        "releaseEscrow", "Release to a payee's payable, the fee to platform revenue", "escrows", response=m.Escrow,
+        body=schemas.ReleaseEscrow, headers=_IDEM, problems=_MONEY),
+    ("POST", "/api/escrows/{escrow_id}/refund"): Op("refundEscrow", "Refund out of the escrow", "escrows",
+                                                    response=m.Escrow, body=schemas.RefundEscrow, headers=_IDEM,
+                                                    problems=_MONEY),
+    ("GET", "/api/escrows/{escrow_id}"): Op("getEscrow", "An escrow", "escrows", response=m.Escrow),
+    ("GET", "/api/payees/{payee_id}/balances"): Op("getPayeeBalances", "A payee's available and in-flight funds",
+                                                   "payees", response=m.PayeeBalances),
+    ("POST", "/api/payouts"): Op(
+        "createPayout", "Request a payout (funds reserved from available; group-committed)", "payouts", ok=201,
+        response=m.Payout, body=schemas.CreatePayout, headers={"Idempotency-Key": (IDEMPOTENCY_KEY, True)},
+        problems=_MONEY, links=_PAYOUT_LINKS),
+    ("GET", "/api/payouts/{payout_id}"): Op("getPayout", "A payout", "payouts", response=m.Payout),
+    ("GET", "/api/payouts/{payout_id}/events"): Op("getPayoutEvents", "A payout's whole history", "payouts",
+                                                   response=m.PayoutEvents),
+    ("POST", "/api/webhooks/provider"): Op(
+        "receiveProviderWebhook", "A provider event, verified against Stripe-Signature, stored once", "webhooks",
+        response=m.WebhookAck, body=ProviderEvent, headers={"Stripe-Signature": (STRIPE_SIGNATURE, True)},
+        problems={400: ("VALIDATION_FAILED", "INVALID_SIGNATURE", "CONFIG_ERROR"), 409: ("CONCURRENCY_CONFLICT",)},
+        description="400 CONFIG_ERROR while no PERIODYA_WEBHOOK_SECRET is configured: every webhook is refused."),
+    ("GET", "/api/admin/ops/health"): Op("getHealth", "The runbook's health pulse", "ops", response=m.Health),
+    ("POST", "/api/admin/ops/run/{job}"): Op(
+        "runJob", "Run one job now (the cron runner's endpoint)", "ops", response=m.JobSummary, query=RunQuery,
+        path={"job": {"type": "string", "enum": list(JOBS)}}, problems={422: ("VALIDATION_FAILED",),
+                                                                        400: ("VALIDATION_FAILED", *_PROVIDER)}),
+    ("GET", "/api/admin/ops/alerts"): Op("listAlerts", "Alerts, newest first (at most 200)", "ops",
+                                         response=m.AlertList, query=AlertQuery,
+                                         problems={422: ("VALIDATION_FAILED",)}),
+    ("POST", "/api/admin/ops/alerts/{alert_id}/ack"): Op(
+        "ackAlert", "Acknowledge an alert (a repeat is a no-op)", "ops", response=m.Alert, body=NoteBody,
+        body_required=False, problems={409: ("INVALID_STATE", "CONCURRENCY_CONFLICT")}),
+    ("POST", "/api/admin/ops/alerts/{alert_id}/resolve"): Op(
+        "resolveAlert", "Resolve an alert (a repeat is a no-op)", "ops", response=m.Alert, body=NoteBody,
+        body_required=False, problems={409: ("INVALID_STATE", "CONCURRENCY_CONFLICT")}),
+    ("POST", "/api/admin/ops/payouts/{id}/rerun-outbox"): Op(
+        "rerunOutbox", "Put the payout's outbox task back to PENDING (same idempotency key)", "ops",
+        response=m.Payout, path=_ANY_ID, problems=_PAYOUT_CMD),
+    ("POST", "/api/admin/ops/payouts/{id}/force-reconcile"): Op(
+        "forceReconcile", "Ask the provider now and record what it holds", "ops", response=m.Payout, path=_ANY_ID,
+        problems=_PAYOUT_CMD),
+    ("POST", "/api/admin/ops/payouts/{id}/force-finalize"): Op(
+        "forceFinalize", "Finalize when the provider says paid", "ops", response=m.Payout, path=_ANY_ID,
+        problems=_PAYOUT_CMD),
+    ("POST", "/api/admin/ops/payouts/{id}/quarantine"): Op(
+        "quarantinePayout", "Quarantine: the outbox task fails and is never sent again", "ops", response=m.Payout,
+        path=_ANY_ID, body=ReasonBody, problems={**_PAYOUT_CMD, 422: ("VALIDATION_FAILED",)}),
+    ("POST", "/api/admin/ops/payouts/{id}/cancel"): Op(
+        "cancelPayout", "Cancel a quarantined payout: funds back", "ops", response=m.Payout, path=_ANY_ID,
+        body=ReasonBody, problems={**_PAYOUT_CMD, 422: ("VALIDATION_FAILED",)}),
+    ("GET", "/api/admin/audit/payouts/{payout_id}"): Op(
+        "getPayoutAudit", "A payout's timeline from the log (payout id or provider id)", "audit",
+        response=m.PayoutHistory),
+    ("GET", "/api/admin/audit/escrows/{escrow_id}"): Op("getEscrowAudit", "An escrow's timeline from the log",
+                                                        "audit", response=m.EscrowHistory),
+    ("GET", "/api/admin/audit/accounts/{account}"): Op(
+        "getAccountAudit", "Every ledger entry on an account, with the running balance", "audit",
+        response=m.AccountHistory, path={"account": {**ID_SCHEMA, "description": "e.g. payable:PAYEE"}}),
+}
