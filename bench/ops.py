@@ -1,4 +1,4 @@
-"""Ops at scale: GET /api/admin/ops/health latency over HTTP and sentinel run times on a loaded database.
+"""Ops at scale: GET /api/admin/ops/health and GET /metrics latency over HTTP, sentinel run times, loaded DB.
 
 1. Load (once; reused across runs): a named scratch database `bench_ops_e<events>_p<payouts>` on the
    bench server, kept unless --fresh (or dropped after the run with --drop). Realistic streams,
@@ -11,13 +11,15 @@
    About 8.4 events per payout and 4 per escrow; escrows fill the --events budget. Also a month of
    the runbook's cron history in job_runs (--job-runs), as a scheduler leaves it.
 2. Health: a real `periodya serve` process on the database, an admin session, and a keep-alive client
-   doing --requests sequential GET /api/admin/ops/health (after a warm-up): p50/p99.
+   doing --requests sequential GET /api/admin/ops/health (after a warm-up): p50/p99; then the same
+   number of Prometheus scrapes, GET /metrics, on the same process and connection (its health gauges
+   read the same views health does), and a check that the scrape's gauges equal health's fields.
 3. Sentinel, in-process (periodya.runners.sentinel.run): `full`, then `recent` right after it (nothing
    new), then `recent` after a slice of new traffic (--recent-payouts payouts' events, appended the same
    way).
-Targets: health p99 < 50 ms; sentinel full < 10 s. PASS/MISS, never a non-zero exit for a miss. On a
-miss (or with --profile): per-check sentinel timings, where the slowest check spends its time, and
-EXPLAIN ANALYZE of the slow SQL.
+Targets: health p99 < 50 ms; metrics scrape p99 < 50 ms; sentinel full < 10 s. PASS/MISS, never a
+non-zero exit for a miss. On a miss (or with --profile): per-check sentinel timings, where the slowest
+check spends its time, and EXPLAIN ANALYZE of the slow SQL.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from periodya.eventstore.model import RecordedEvent
 from periodya.projections import apply_all
 
 TARGET_HEALTH_P99_MS = 50.0
+TARGET_SCRAPE_P99_MS = 50.0
 TARGET_SENTINEL_FULL_S = 10.0
 APPEND = "SELECT seq, tx, stream_id, stream_version, recorded_at FROM append_events($1, $2, $3, $4, $5, $6, $7)"
 META_TABLE = "public.bench_ops_meta"
@@ -384,6 +387,40 @@ async def measure_health(base: str, token: str, requests: int, warmup: int) -> t
     return result, body
 
 
+async def measure_scrape(base: str, requests: int, warmup: int) -> tuple[c.Result, str]:
+    """Sequential GET /metrics on one keep-alive connection, as one Prometheus server scrapes a target."""
+    connector = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        text = ""
+
+        async def one(_worker: int) -> None:
+            nonlocal text
+            async with http.get(f"{base}/metrics") as r:
+                assert r.status == 200, await r.text()
+                text = await r.text()
+
+        for _ in range(warmup):
+            await one(0)
+        result = await c.drive_async(one, 1, count=requests)
+    return result, text
+
+
+SCRAPE_VS_HEALTH = {"periodya_outbox_pending": "payoutOutboxPending",
+                    "periodya_outbox_sending_stuck": "payoutOutboxSendingStuck",
+                    "periodya_payouts_sent_stuck": "providerPayoutSentStuck10m",
+                    "periodya_alerts_critical_open": "integrityAlertsCriticalOpen",
+                    "periodya_webhooks_pending": "webhooksPending"}
+
+
+def scrape_matches_health(text: str, health: dict[str, Any]) -> list[str]:
+    """The scrape's runbook gauges against health's fields (nothing was written between them)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+    return [f"{gauge}={values.get(gauge)} but {field}={health.get(field)}" for gauge, field in SCRAPE_VS_HEALTH.items()
+            if values.get(gauge) != health.get(field)]
+
+
 # --- the sentinel ----------------------------------------------------------------------------------
 
 @dataclass
@@ -398,6 +435,9 @@ class SentinelRun:
 class Figures:
     health: c.Result | None = None
     health_body: dict[str, Any] = field(default_factory=dict)
+    scrape: c.Result | None = None
+    scrape_bytes: int = 0
+    scrape_mismatch: list[str] = field(default_factory=list)
     sentinel: list[SentinelRun] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -502,11 +542,18 @@ async def run(args: argparse.Namespace) -> Figures:
         try:
             token = await admin_token(pool)
             figures.health, figures.health_body = await measure_health(base, token, args.requests, args.warmup)
+            figures.scrape, text = await measure_scrape(base, args.requests, args.warmup)
+            figures.scrape_bytes = len(text.encode())
+            figures.scrape_mismatch = scrape_matches_health(text, figures.health_body)
         finally:
             await c.stop_process(proc, grace=10)
             log.unlink(missing_ok=True)
         print(f"health: {args.requests} sequential requests on one keep-alive connection: "
               f"p50 {c.ms(figures.health.p50_ms)} ms, p99 {c.ms(figures.health.p99_ms)} ms")
+        print(f"metrics: {args.requests} sequential scrapes on one keep-alive connection: "
+              f"p50 {c.ms(figures.scrape.p50_ms)} ms, p99 {c.ms(figures.scrape.p99_ms)} ms "
+              f"({figures.scrape_bytes:,} bytes; gauges {'equal health' if not figures.scrape_mismatch else 'DIFFER: '}"
+              f"{'; '.join(figures.scrape_mismatch)})")
 
         deps = deps_for(pool, url)
         await c.settle(pool)
@@ -523,7 +570,7 @@ async def run(args: argparse.Namespace) -> Figures:
         figures.sentinel.append(await run_sentinel(deps, "recent", f"recent ({added:,} new events)"))
         print(f"sentinel {figures.sentinel[-1].label}: {figures.sentinel[-1].seconds:.2f} s")
 
-        health_miss = figures.health.p99_ms >= TARGET_HEALTH_P99_MS
+        health_miss = figures.health.p99_ms >= TARGET_HEALTH_P99_MS or figures.scrape.p99_ms >= TARGET_SCRAPE_P99_MS
         full_miss = any(r.seconds >= TARGET_SENTINEL_FULL_S for r in figures.sentinel if r.mode == "full")
         report(figures, args, meta)
         if args.profile or health_miss:
@@ -546,17 +593,24 @@ def verdict(ok: bool) -> str:
 
 
 def report(f: Figures, args: argparse.Namespace, meta: dict[str, Any]) -> None:
-    assert f.health is not None
+    assert f.health is not None and f.scrape is not None
     c.print_table(["figure", "value"], [
         ["health p50", f"{c.ms(f.health.p50_ms)} ms"],
         ["health p99", f"{c.ms(f.health.p99_ms)} ms"],
         ["health max", f"{c.ms(f.health.latencies[-1] * 1000)} ms"],
+        ["metrics scrape p50", f"{c.ms(f.scrape.p50_ms)} ms"],
+        ["metrics scrape p99", f"{c.ms(f.scrape.p99_ms)} ms"],
+        ["metrics scrape max", f"{c.ms(f.scrape.latencies[-1] * 1000)} ms"],
+        ["metrics scrape size / gauges vs health", f"{f.scrape_bytes:,} bytes / "
+                                                   f"{'equal' if not f.scrape_mismatch else 'DIFFER'}"],
         ["health status / open alerts", f"{f.health_body.get('status')} / {f.health_body.get('alertsOpen')}"],
         *[[f"sentinel {r.label}", f"{r.seconds:.3f} s"] for r in f.sentinel],
     ], title=f"ops figures on {f.counts['events']:,} events / {f.counts['payouts']:,} payouts; {c.machine_load()}")
     c.print_table(["target", "figure", "result"], [
         [f"health p99 < {TARGET_HEALTH_P99_MS:g} ms", f"{c.ms(f.health.p99_ms)} ms",
          verdict(f.health.p99_ms < TARGET_HEALTH_P99_MS)],
+        [f"metrics scrape p99 < {TARGET_SCRAPE_P99_MS:g} ms", f"{c.ms(f.scrape.p99_ms)} ms",
+         verdict(f.scrape.p99_ms < TARGET_SCRAPE_P99_MS and not f.scrape_mismatch)],
         *[[f"sentinel {r.label} < {TARGET_SENTINEL_FULL_S:g} s", f"{r.seconds:.2f} s",
            verdict(r.seconds < TARGET_SENTINEL_FULL_S)] for r in f.sentinel if r.mode == "full"],
     ], title="targets")

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     from periodya.opsclient import commands as opsclient  # `periodya ops ...`: the HTTP API's on-call client
 
     opsclient.add_parser(sub)
+    from periodya import cron_cli  # here, not at the top: it imports this module
+
+    cron_cli.add_parser(sub)
     return parser
 
 

@@ -97,6 +97,7 @@ class Settings:
     """Seconds a client has to send a request's headers, from connecting or from the previous response."""
     body_timeout: float = 30.0
     """Seconds a client has to send a request's body (periodya.http.deadlines)."""
+    metrics_token: str | None = None  # GET /metrics requires it as a bearer token when set; open when unset
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -126,6 +127,7 @@ class Settings:
             trusted_proxies=parse_trusted(env.get("PERIODYA_TRUSTED_PROXIES")),
             header_timeout=_seconds(env, "PERIODYA_HEADER_TIMEOUT_SECONDS", 15.0),
             body_timeout=_seconds(env, "PERIODYA_BODY_TIMEOUT_SECONDS", 30.0),
+            metrics_token=env.get("PERIODYA_METRICS_TOKEN") or None,
         )
 
     def with_local_secrets(self) -> Settings:

@@ -19,8 +19,9 @@ with rebuild_in's (projections.replay.replay_and_diff).
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -29,6 +30,7 @@ import asyncpg
 from periodya.db import projections_sql
 from periodya.eventstore.model import Position
 from periodya.eventstore.store import row_to_event
+from periodya.projections import Projection
 from periodya.projections.replay import EVENTS_IN_ORDER, selected
 
 APPLY_BATCH = 50_000
@@ -110,7 +112,7 @@ async def rebuild_into(conn: asyncpg.Connection, reader: asyncpg.Connection, scr
         await conn.reload_schema_state()
 
 
-async def _rebuild(conn: asyncpg.Connection, reader: asyncpg.Connection, scratch: str, modules: Any,
+async def _rebuild(conn: asyncpg.Connection, reader: asyncpg.Connection, scratch: str, modules: Iterable[Projection],
                    position: Position | None, keep_indexes: bool, batch: int, apply_batch: int,
                    unlogged: bool) -> int:
     snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
@@ -137,6 +139,9 @@ async def _rebuild(conn: asyncpg.Connection, reader: asyncpg.Connection, scratch
             await producer
         finally:
             producer.cancel()
+            # Wait for the reader to stop before its transaction ends: a ROLLBACK sent while its fetch
+            # is still in flight fails ("another operation is in progress") and hides the apply's error.
+            await asyncio.gather(producer, return_exceptions=True)
     if keep_indexes:
         for definition in indexes:
             await conn.execute(definition)
@@ -149,27 +154,44 @@ class SharedConnection:
     Each projection writes only its own tables (its TABLES), so the statements of different
     projections commute; each apply call still awaits its own statements in order. Running the
     projections' apply calls of a batch concurrently lets one compute its rows while the server
-    executes another's statement. The apply functions use execute, fetch and copy_records_to_table;
-    anything else fails loudly (AttributeError)."""
+    executes another's statement. It implements projections.port.ProjectionConnection, every method an
+    apply function may call (mypy checks it where the rebuild hands it to the apply functions); any
+    other method of the connection is awaited under the same lock, so a method added to the port and not
+    here still runs, one statement at a time, rather than failing the rebuild (issue 11: `executemany`
+    was missing here)."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
         self._turn = asyncio.Lock()
 
-    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+    async def execute(self, query: str, *args: Any) -> Any:
         async with self._turn:
-            return await self._conn.execute(*args, **kwargs)
+            return await self._conn.execute(query, *args)
 
-    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
         async with self._turn:
-            return await self._conn.fetch(*args, **kwargs)
+            return list(await self._conn.fetch(query, *args))
 
-    async def copy_records_to_table(self, *args: Any, **kwargs: Any) -> Any:
+    async def copy_records_to_table(self, table_name: str, *, records: Any, columns: Sequence[str]) -> Any:
         async with self._turn:
-            return await self._conn.copy_records_to_table(*args, **kwargs)
+            return await self._conn.copy_records_to_table(table_name, records=records, columns=columns)
+
+    def __getattr__(self, name: str) -> Any:
+        # Not `inspect.iscoroutinefunction`: a pool's connection proxy wraps its methods in plain
+        # functions that return coroutines. An apply awaits every connection method it calls, so every
+        # other callable is awaited here, under the same lock.
+        attribute = getattr(self._conn, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        async def one_at_a_time(*args: Any, **kwargs: Any) -> Any:
+            async with self._turn:
+                return await attribute(*args, **kwargs)
+        return one_at_a_time
 
 
-async def _apply(conn: SharedConnection, modules: Any, events: list[Any]) -> int:
+async def _apply(conn: SharedConnection, modules: Iterable[Projection], events: list[Any]) -> int:
     """Every projection's apply on one batch, concurrently (see SharedConnection). A failing one
     cancels the others (TaskGroup) and the error ends the rebuild; the caller rolls back."""
     if events:

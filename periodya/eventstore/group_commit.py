@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from periodya import metrics
 from periodya.errors import ConcurrencyConflict
 from periodya.eventstore.model import RecordedEvent
 from periodya.eventstore.prepared import PreparedAppend
@@ -100,6 +101,7 @@ class AppendBatcher:
         if not self._in_flight and not self._queue:
             self._in_flight += 1  # runs at once, in the caller's task: no added latency
             try:
+                metrics.group_commit_batch("event store append", 1)
                 self.stats.transactions += 1
                 self.stats.appends += 1
                 return await self._single(prepared)
@@ -177,6 +179,7 @@ class AppendBatcher:
                 q.future.set_result(outcome)
 
     async def _outcomes(self, batch: list[_Queued]) -> list[list[RecordedEvent] | BaseException]:
+        metrics.group_commit_batch("event store append", len(batch))
         self.stats.transactions += 1
         self.stats.appends += len(batch)
         if len(batch) == 1:

@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
+from periodya import metrics
 from periodya.errors import ConcurrencyConflict
 from periodya.eventstore.group_commit import MAX_RUNNING, OVERLAP_EVENTS, AppendBatcher
 from periodya.eventstore.hashing import lock_key
@@ -122,10 +123,13 @@ class EventStore:
         """
         prepared = prepare(appends, lock_names)
         if conn is not None:
-            return await _append_rows(conn, prepared)
-        if self.batcher is not None:
-            return await self.batcher.append(prepared)
-        return await self._append_alone(prepared)
+            recorded = await _append_rows(conn, prepared)
+        elif self.batcher is not None:
+            recorded = await self.batcher.append(prepared)
+        else:
+            recorded = await self._append_alone(prepared)
+        metrics.appended(len(recorded))  # counted when appended (a caller's transaction may still roll back)
+        return recorded
 
     async def _append_alone(self, prepared: PreparedAppend) -> list[RecordedEvent]:
         """The single path: one pooled connection, one append_events call, its own transaction."""

@@ -1,7 +1,9 @@
-"""Alert commands: raise (sentinel, runners), acknowledge and resolve (humans, or auto-resolve)."""
+"""Alert commands: raise (sentinel, runners), acknowledge and resolve (humans, auto-resolve, or the job
+that healed the payout an alert is about: resolve_healed)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from periodya.catalog import REGISTRY
@@ -62,3 +64,29 @@ async def resolve(uow: UnitOfWork, alert_id: str, by: str, note: str | None) -> 
     if state is not None and state.alert_id != alert_id:
         return
     await _commit(uow, code, subject, state, alerts.decide_resolve(state, by, note))
+
+
+HEALED_BY = "system"
+# Open SENT_STUCK / OUTBOX_STUCK alerts of these payouts whose condition the just-projected rows no longer
+# show: the payout left SENT, the outbox task left SENDING (alerts_open index: open alerts are few).
+_HEALED = (
+    "SELECT a.code, a.subject FROM alerts a WHERE a.status <> 'RESOLVED' AND a.code IN ('SENT_STUCK', "
+    "'OUTBOX_STUCK') AND a.subject = ANY($1::text[]) AND CASE a.code "
+    "WHEN 'SENT_STUCK' THEN NOT EXISTS (SELECT 1 FROM payouts p WHERE p.payout_id = a.subject AND p.status = 'SENT') "
+    "ELSE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.payout_id = a.subject AND o.status = 'SENDING') END "
+    "ORDER BY a.code, a.subject")
+
+
+async def resolve_healed(uow: UnitOfWork, payout_ids: Sequence[str]) -> None:
+    """In the transaction that just recorded (and projected) events of `payout_ids`: resolve, as
+    "system", every open SENT_STUCK / OUTBOX_STUCK alert of those payouts whose condition is gone, so
+    the alert closes with the fact that healed it rather than at the next sentinel run.
+
+    Locks: each alert's stream lock is taken last, after the payout and account locks this transaction
+    holds. That cannot deadlock: no transaction holds an alert stream's lock while it waits for another
+    lock (raising, acknowledging and resolving alerts lock their alert stream only)."""
+    for row in await uow.conn.fetch(_HEALED, list(payout_ids)):
+        code, subject = row["code"], row["subject"]
+        state = await load(uow, code, subject)
+        await _commit(uow, code, subject, state, alerts.decide_resolve(
+            state, HEALED_BY, f"healed: {uow.meta.actor} recorded the payout's progress", automatic=True))

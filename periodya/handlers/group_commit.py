@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
+from periodya import metrics
 from periodya.logging import get_logger
 
 T = TypeVar("T")  # a request
@@ -106,6 +107,7 @@ class GroupCommit(Generic[T, A]):
 
     async def _run(self, batch: list[tuple[T, asyncio.Future[A]]]) -> None:
         requests = [r for r, _ in batch]
+        metrics.group_commit_batch(self.name, len(batch))
         outcomes: Sequence[A | BaseException]
         try:
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from periodya.handlers.views import rfc3339
+from periodya.handlers.webhook_refusals import refused_since
 from periodya.runners.base import Deps
 
 _COUNTS = """
@@ -28,16 +29,41 @@ CROSS JOIN LATERAL (SELECT job, mode, trigger, started_at, finished_at, ok, summ
                      WHERE j.job = k.job AND coalesce(j.mode, '') = k.mode ORDER BY started_at DESC LIMIT 1) r"""
 
 
+async def counts(deps: Deps) -> Any:
+    """The runbook's health fields in one row (pending, sending_stuck, sent_stuck, critical_open, open_alerts,
+    oldest_open, webhooks_pending, behind_horizon): the one rule read by the health endpoint and /metrics."""
+    return await deps.store.pool.fetchrow(_COUNTS, deps.minutes_ago(deps.settings.sending_stuck_minutes),
+                                          deps.minutes_ago(deps.settings.sent_stuck_minutes))
+
+
+async def latest_runs(deps: Deps) -> list[Any]:
+    """The latest run of each known (job, mode), by one index probe each."""
+    return list(await deps.store.pool.fetch(_LATEST_RUNS, [j for j, _ in KNOWN_RUNS], [m or "" for _, m in KNOWN_RUNS]))
+
+
+# The alerts_open partial index (code, severity) WHERE status <> 'RESOLVED' answers this alone.
+_OPEN_BY_CODE = "SELECT code, severity, count(*) AS n FROM alerts WHERE status <> 'RESOLVED' GROUP BY code, severity"
+# A catch-up reader's lag in positions: the log's head (the events primary key) minus its checkpoint.
+_CHECKPOINT_LAG = "SELECT name, greatest((SELECT max(seq) FROM events) - seq, 0) AS lag FROM checkpoints"
+
+
+async def open_alerts_by_code(deps: Deps) -> list[Any]:
+    return list(await deps.store.pool.fetch(_OPEN_BY_CODE))
+
+
+async def checkpoint_lag(deps: Deps) -> list[Any]:
+    return list(await deps.store.pool.fetch(_CHECKPOINT_LAG))
+
+
 async def health(deps: Deps) -> dict[str, Any]:
     """`status` is ok only when the runbook's expectations hold: no stuck work, no open critical alert."""
     now = deps.clock()
     pool = deps.store.pool
-    c = await pool.fetchrow(_COUNTS, deps.minutes_ago(deps.settings.sending_stuck_minutes),
-                            deps.minutes_ago(deps.settings.sent_stuck_minutes))
+    c = await counts(deps)
     missing = await pool.fetch(
         "SELECT a.alert_id, a.subject, a.raised_at, a.details->>'providerPayoutId' AS provider_payout_id "
         "FROM alerts a WHERE a.code = 'FINALIZE_MISSING' AND a.status <> 'RESOLVED' ORDER BY a.raised_at")
-    jobs = await pool.fetch(_LATEST_RUNS, [j for j, _ in KNOWN_RUNS], [m or "" for _, m in KNOWN_RUNS])
+    jobs = await latest_runs(deps)
     stuck_sending = await pool.fetch(
         "SELECT payout_id, updated_at FROM outbox WHERE status = 'SENDING' AND updated_at < $1 "
         "ORDER BY updated_at LIMIT $2", deps.minutes_ago(deps.settings.sending_stuck_minutes), STUCK_LISTED)
@@ -57,6 +83,7 @@ async def health(deps: Deps) -> dict[str, Any]:
         "alertsOpen": c["open_alerts"],
         "maxOutboxAgeMinutes": round((now - oldest).total_seconds() / 60, 2) if oldest else 0,
         "webhooksPending": c["webhooks_pending"],
+        "webhooksRefused": (await refused_since(pool, deps.minutes_ago(60)))[0],  # last hour, every process
         "readerLag": {"eventsBehindHorizon": c["behind_horizon"]},
         "sendingStuck": [{"payoutId": r["payout_id"], "since": rfc3339(r["updated_at"])} for r in stuck_sending],
         "sentStuck": [{"payoutId": r["payout_id"], "providerPayoutId": r["provider_payout_id"],

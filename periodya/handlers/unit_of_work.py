@@ -28,6 +28,12 @@ from periodya.projections import apply_all
 T = TypeVar("T")
 
 MAX_ATTEMPTS = 5
+_PAYOUT_PREFIX = payout.stream("")
+HEALING_TYPES = frozenset({"PayoutSent", "PayoutSendFailed", "PayoutSendAbandoned", "PayoutRequeued",
+                           "PayoutProviderPaid", "PayoutProviderFailed", "PayoutFinalized", "PayoutQuarantined",
+                           "PayoutCancelled"})
+"""Payout events that can take a payout out of SENT or its outbox task out of SENDING (the conditions of
+SENT_STUCK and OUTBOX_STUCK); the events that enter them (requested, send started) are not among them."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,12 @@ class UnitOfWork:
         recorded = await self.store.append(appends, conn=self.conn)
         await project(self.conn, recorded)
         self.recorded.extend(recorded)
+        healing = sorted({e.stream_id[len(_PAYOUT_PREFIX):] for e in recorded
+                          if e.type in HEALING_TYPES and e.stream_id.startswith(_PAYOUT_PREFIX)})
+        if healing:  # a stuck payout moved on: its SENT_STUCK/OUTBOX_STUCK alert closes in this transaction
+            from periodya.handlers.alerts import resolve_healed  # handlers.alerts imports this module
+
+            await resolve_healed(self, healing)
         return recorded
 
 

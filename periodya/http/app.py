@@ -7,13 +7,23 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from periodya import tracing
 from periodya.admin import me_routes
 from periodya.admin import routes as admin_routes
 from periodya.audit import routes as audit_routes
 from periodya.config import Settings
 from periodya.eventstore import EventStore
 from periodya.handlers.payout_batch import PayoutBatcher
-from periodya.http import admin_payout_routes, auth, client_ip, ops_routes, platform_routes, webhook_routes
+from periodya.http import (
+    admin_payout_routes,
+    auth,
+    client_ip,
+    edge,
+    metrics_routes,
+    ops_routes,
+    platform_routes,
+    webhook_routes,
+)
 from periodya.http.console_routes import routes as console_routes
 from periodya.http.deadlines import BODY_TIMEOUT, body_deadline
 from periodya.http.middleware import request_context
@@ -39,8 +49,11 @@ async def _liveness(_request: web.Request) -> web.Response:
 def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None) -> web.Application:
     """Build the app around an open pool (the caller owns the pool's lifetime). `deps` (provider and
     clock for the jobs) enables the ops endpoints that call the provider."""
-    app = web.Application(middlewares=[request_context, auth.auth_middleware, body_deadline],
+    traced = tracing.middlewares()  # first: when tracing is on, it sets up the server-span middleware
+    app = web.Application(middlewares=[*traced, metrics_routes.count_requests, request_context, auth.auth_middleware,
+                                       body_deadline],
                           client_max_size=256 * 1024)
+    edge.install(app)  # Server, nosniff and no-store headers on every answer
     app[BODY_TIMEOUT] = settings.body_timeout
     app[ops_routes.DEPS] = deps or Deps(EventStore(pool), NoProvider(), settings)
     app[platform_routes.STORE] = store = EventStore(pool)
@@ -66,6 +79,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     app.add_routes(admin_payout_routes.routes)
     app.add_routes(me_routes.routes)
     app.add_routes(console_routes)  # the ops console under /ops/
+    metrics_routes.setup(app, settings, app[ops_routes.DEPS])
     setup_readiness(app)  # GET /readyz
     setup_openapi(app)  # GET /openapi.json (built from the routes above) and /docs
     return app

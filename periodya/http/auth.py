@@ -2,9 +2,10 @@
 
 * /api/escrows*, /api/payouts*, /api/payees*: the platform backend's service token.
 * /api/admin/**: a live admin session with role platform_admin (ops_viewer: GET only); the cron secret is
-  accepted only on POST /api/admin/ops/run/*. Admin sessions are checked by the verifier registered on the
-  app. Without a bearer header, the ops console's session cookie is accepted here (and only here), with
-  its CSRF check on state-changing calls (console_auth.py); a cookie is never the cron secret.
+  accepted only on POST and GET /api/admin/ops/run/* (GET: Vercel Cron; ops_routes refuses a session
+  there). Admin sessions are checked by the verifier registered on the app. Without a bearer header, the
+  ops console's session cookie is accepted here (and only here), with its CSRF check on state-changing
+  calls (console_auth.py); a cookie is never the cron secret.
 Secrets are compared in constant time and never logged.
 """
 
@@ -17,8 +18,10 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
+from periodya.http import boundary
+from periodya.http.client_ip import request_client
 from periodya.http.console_auth import SAFE_METHODS, cookie_session
-from periodya.http.middleware import ACTOR, Handler
+from periodya.http.middleware import ACTOR, Handler, route_of
 from periodya.http.problems import Forbidden, Unauthenticated
 
 
@@ -37,16 +40,41 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def bearer(request: web.Request) -> str | None:
+    """The bearer token, or None when there is none. A token that is not printable ASCII (aiohttp hands
+    non-UTF-8 header bytes over as surrogates) is no token we issued: Unauthenticated, never a crash."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    if not (token.isascii() and token.isprintable()):
+        raise Unauthenticated("the bearer token is malformed")
+    return token
 
 
 def _matches(token: str, secret: object) -> bool:
     return isinstance(secret, str) and bool(secret) and hmac.compare_digest(token.encode(), secret.encode())
 
 
+def _kind(request: web.Request) -> str:
+    if request.path.startswith(_PLATFORM):
+        return "service_token"
+    if request.method == "POST" and request.path.startswith("/api/admin/ops/run/"):
+        return "cron_secret_or_session"
+    return "session"
+
+
 async def authenticate(request: web.Request) -> Principal | None:
+    """The request's principal (None outside the guarded families). A refusal leaves one rate-limited
+    warning line (boundary.refused: kind, route, reason, remote address; never the token)."""
+    try:
+        return await _authenticate(request)
+    except (Unauthenticated, Forbidden) as exc:
+        boundary.refused(_kind(request), route=route_of(request), remote=request_client(request), reason=str(exc))
+        raise
+
+
+async def _authenticate(request: web.Request) -> Principal | None:
     path = request.path
     if path.startswith(_PLATFORM):
         token = bearer(request)
@@ -60,8 +88,8 @@ async def authenticate(request: web.Request) -> Principal | None:
             token = cookie_session(request)  # the console's cookie; 403 without its CSRF token
         if token is None:
             raise Unauthenticated("a bearer token is required")
-        if not from_cookie and request.method == "POST" and path.startswith("/api/admin/ops/run/") and _matches(
-                token, request.app[CRON_SECRET]):
+        if not from_cookie and request.method in ("POST", "GET") and path.startswith(
+                "/api/admin/ops/run/") and _matches(token, request.app[CRON_SECRET]):
             return Principal("cron", "cron")
         verifier = request.app.get(SESSION_VERIFIER)
         if verifier is None:

@@ -1,11 +1,14 @@
 """The ops API (runbook sections 2-4): health, alerts, manual payout commands, job run endpoints.
 
 Every route is under /api/admin/ and so behind the admin session check (auth.py); the cron secret
-is accepted on POST /api/admin/ops/run/* only.
+is accepted on the run endpoints only: POST, and GET for schedulers that can only GET (Vercel Cron).
+A GET run takes the cron secret ONLY: an admin session on it is refused (403), so a browser holding a
+session never changes state with a GET.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -17,14 +20,17 @@ from periodya.handlers import alerts, ops, views
 from periodya.handlers.health import alert_json, health, list_alerts
 from periodya.handlers.unit_of_work import Meta, UnitOfWork, run_command
 from periodya.http import schemas
+from periodya.http.auth import PRINCIPAL
 from periodya.http.middleware import ACTOR, REQUEST_ID
 from periodya.http.platform_routes import json, path_id
+from periodya.http.problems import Forbidden
 from periodya.runners.base import Deps
 from periodya.runners.execute import execute_job
 
 DEPS = web.AppKey("ops_deps", Deps)
 routes = web.RouteTableDef()
 Note = Annotated[StrictStr, Field(max_length=1000)]
+ALERT_CODE = re.compile(r"[A-Za-z_]{1,64}")
 
 
 class ReasonBody(schemas.Body):
@@ -50,6 +56,10 @@ async def get_health(request: web.Request) -> web.Response:
 
 @routes.post("/api/admin/ops/run/{job}")
 async def run_job(request: web.Request) -> web.Response:
+    return await _run_job(request)
+
+
+async def _run_job(request: web.Request) -> web.Response:
     job = request.match_info["job"]
     mode = request.query.get("mode")
     if job == "sentinel":
@@ -59,19 +69,32 @@ async def run_job(request: web.Request) -> web.Response:
     elif mode is not None:
         raise ValidationFailed("only the sentinel takes a mode")
     raw_batch = request.query.get("batch")
-    if raw_batch is not None and not raw_batch.isdigit():
+    if raw_batch is not None and not (raw_batch.isascii() and raw_batch.isdigit() and len(raw_batch) <= 9):
         raise ValidationFailed("batch must be a positive integer")
     summary = await execute_job(_deps(request), job, batch=int(raw_batch) if raw_batch else None, mode=mode,
                                 trigger=f"http:{request.get(ACTOR, 'anonymous')}")
     return json(summary)
 
 
+@routes.get("/api/admin/ops/run/{job}", allow_head=False)
+async def run_job_by_cron_get(request: web.Request) -> web.Response:
+    """GET /api/admin/ops/run/{job}: the same run, for Vercel Cron (GET + `Authorization: Bearer $CRON_SECRET`)."""
+    principal = request.get(PRINCIPAL)
+    if principal is None or principal.kind != "cron":
+        raise Forbidden("a GET run takes the cron secret only; with an admin session, use POST")
+    return await _run_job(request)
+
+
 @routes.get("/api/admin/ops/alerts")
 async def get_alerts(request: web.Request) -> web.Response:
-    q = request.query
+    # Every filter in either case (the runbook writes severity=CRITICAL): stored forms are upper-case
+    # status and code, lower-case severity.
+    q = {key: value.lower() if key == "severity" else value.upper() for key, value in request.query.items()}
     for key, allowed in (("status", {"OPEN", "ACKNOWLEDGED", "RESOLVED"}), ("severity", {"critical", "warning"})):
         if key in q and q[key] not in allowed:
-            raise ValidationFailed(f"{key} must be one of {sorted(allowed)}")
+            raise ValidationFailed(f"{key} must be one of {sorted(allowed)} (either case)")
+    if "code" in q and not ALERT_CODE.fullmatch(q["code"]):
+        raise ValidationFailed("code must be an alert code (letters and _)")
     return json({"alerts": await list_alerts(_deps(request), q.get("status"), q.get("severity"), q.get("code"))})
 
 

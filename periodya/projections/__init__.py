@@ -9,8 +9,11 @@ import asyncpg
 
 from periodya.eventstore.model import RecordedEvent
 from periodya.projections import alerts, balances, escrows, ledger, outbox, payouts, provider_events
+from periodya.projections.port import Projection, ProjectionConnection
 
-PROJECTIONS = {
+__all__ = ["PROJECTIONS", "Projection", "ProjectionConnection", "apply_all"]
+
+PROJECTIONS: dict[str, Projection] = {
     "ledger": ledger,
     "balances": balances,
     "escrows": escrows,

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import asyncpg
 import orjson
 
 from periodya.eventstore.model import RecordedEvent
+from periodya.projections.port import ProjectionConnection
 
 TABLES = ("alerts",)
 TYPES = frozenset({"AlertRaised", "AlertAcknowledged", "AlertResolved"})
 
 
-async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+async def apply(conn: ProjectionConnection, events: Sequence[RecordedEvent]) -> None:
     for ev in [e for e in events if e.type in TYPES]:
         d = ev.data
         if ev.type == "AlertRaised":

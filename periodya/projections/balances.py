@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-import asyncpg
-
 from periodya.domain.accounts import is_protected
 from periodya.eventstore.model import RecordedEvent
+from periodya.projections.port import ProjectionConnection
 
 TABLES = ("balances",)
 TYPES = frozenset({"LedgerGroupPosted"})
@@ -35,7 +34,7 @@ ON CONFLICT (account, currency) DO UPDATE
        credits = b.credits + EXCLUDED.credits, last_seq = EXCLUDED.last_seq, updated_at = EXCLUDED.updated_at"""
 
 
-async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+async def apply(conn: ProjectionConnection, events: Sequence[RecordedEvent]) -> None:
     totals: dict[tuple[str, str], list[int]] = {}
     last: dict[tuple[str, str], tuple[int, datetime]] = {}
     for ev in events:

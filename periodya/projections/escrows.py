@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import asyncpg
-
 from periodya.catalog import REGISTRY
 from periodya.domain import escrow
 from periodya.eventstore.model import RecordedEvent
+from periodya.projections.port import ProjectionConnection
 from periodya.projections.rows import fetch_by_keys, values
 
 TABLES = ("escrows",)
@@ -22,7 +21,7 @@ ON CONFLICT (escrow_id) DO UPDATE SET funded = EXCLUDED.funded, released = EXCLU
     refunded = EXCLUDED.refunded, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at"""
 
 
-async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+async def apply(conn: ProjectionConnection, events: Sequence[RecordedEvent]) -> None:
     mine = [e for e in events if e.type in TYPES]
     if not mine:
         return

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import asyncpg
-
 from periodya.eventstore.model import RecordedEvent
+from periodya.projections.port import ProjectionConnection
 from periodya.projections.rows import insert
 
 TABLES = ("ledger_groups", "ledger_entries")
@@ -17,7 +16,7 @@ _ENTRIES = (("group_id", "text"), ("line", "int"), ("account", "text"), ("curren
             ("credit", "bigint"))
 
 
-async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+async def apply(conn: ProjectionConnection, events: Sequence[RecordedEvent]) -> None:
     groups = [e for e in events if e.type in TYPES]
     if not groups:
         return

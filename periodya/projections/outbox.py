@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
 from periodya.domain.records import changed
 from periodya.eventstore.model import RecordedEvent
+from periodya.projections.port import ProjectionConnection
 from periodya.projections.rows import fetch_by_keys, values
 
 TABLES = ("outbox",)
@@ -72,7 +71,7 @@ ON CONFLICT (payout_id) DO UPDATE SET status = EXCLUDED.status, attempts = EXCLU
     last_error = EXCLUDED.last_error, next_attempt_at = EXCLUDED.next_attempt_at, updated_at = EXCLUDED.updated_at"""
 
 
-async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+async def apply(conn: ProjectionConnection, events: Sequence[RecordedEvent]) -> None:
     mine = [e for e in events if e.stream_id.startswith(PREFIX)]
     if not mine:
         return

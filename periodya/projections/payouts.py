@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from dataclasses import fields
 from datetime import datetime
 
-import asyncpg
-
 from periodya.catalog import REGISTRY
 from periodya.domain import payout
 from periodya.eventstore.model import RecordedEvent
+from periodya.projections.port import ProjectionConnection
 from periodya.projections.rows import fetch_by_keys, values
 
 TABLES = ("payouts",)
@@ -34,7 +33,7 @@ def payout_id_of(event: RecordedEvent) -> str | None:
     return event.stream_id[len(PREFIX):] if event.stream_id.startswith(PREFIX) else None
 
 
-async def apply(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+async def apply(conn: ProjectionConnection, events: Sequence[RecordedEvent]) -> None:
     mine = [e for e in events if e.stream_id.startswith(PREFIX)]
     if not mine:
         return

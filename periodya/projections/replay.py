@@ -19,7 +19,7 @@ import asyncpg
 
 from periodya.db import projections_sql
 from periodya.eventstore.store import EVENT_COLUMNS, row_to_event
-from periodya.projections import PROJECTIONS
+from periodya.projections import PROJECTIONS, Projection
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Inside one snapshot every visible event is committed, so (tx, seq) order is commit order.
@@ -54,7 +54,7 @@ def _check_schema(name: str) -> str:
     return name
 
 
-def selected(names: Sequence[str] | None) -> dict[str, Any]:
+def selected(names: Sequence[str] | None) -> dict[str, Projection]:
     if not names or list(names) == ["all"]:
         return dict(PROJECTIONS)
     unknown = [n for n in names if n not in PROJECTIONS]
@@ -94,7 +94,7 @@ async def rebuild_in(conn: asyncpg.Connection, scratch: str, names: Sequence[str
     return count
 
 
-async def _apply(conn: asyncpg.Connection, projections: dict[str, Any], events: list[Any]) -> int:
+async def _apply(conn: asyncpg.Connection, projections: dict[str, Projection], events: list[Any]) -> int:
     for module in projections.values():
         await module.apply(conn, events)
     return len(events)

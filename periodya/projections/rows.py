@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from periodya.projections.port import ProjectionConnection
+
 
 def values(obj: Any) -> tuple[Any, ...]:
     """A dataclass instance's field values in declaration order, without dataclasses.astuple's deep copy."""
@@ -20,7 +22,7 @@ Smaller ones (the inline path's few rows per command) take one INSERT ... SELECT
 round trip, where COPY would need two. Both insert exactly the same rows, with the same constraints."""
 
 
-async def fetch_by_keys(conn: asyncpg.Connection, table: str, key: str, keys: Sequence[str]) -> list[asyncpg.Record]:
+async def fetch_by_keys(conn: ProjectionConnection, table: str, key: str, keys: Sequence[str]) -> list[asyncpg.Record]:
     """The rows of `table` whose text primary key `key` is one of `keys`, each once, as `key = ANY(keys)`
     would give them (missing keys give no row, a key listed twice one row).
 
@@ -44,7 +46,7 @@ def by_keys_sql(table: str, key: str) -> str:
             f"CROSS JOIN LATERAL (SELECT * FROM {table} WHERE {key} = k.key LIMIT 1) AS t")
 
 
-async def insert(conn: asyncpg.Connection, table: str, columns: Sequence[tuple[str, str]],
+async def insert(conn: ProjectionConnection, table: str, columns: Sequence[tuple[str, str]],
                  rows: list[tuple[Any, ...]]) -> None:
     """Insert `rows` (tuples in `columns` order; columns are (name, SQL type)) into `table`, an
     unqualified name resolved by the search_path (live tables, or a replay's scratch schema)."""

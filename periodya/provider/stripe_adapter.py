@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 
+from periodya import metrics, tracing
 from periodya.logging import get_logger
 from periodya.provider.port import (
     PAYOUT_STATUSES,
@@ -88,13 +89,13 @@ class StripePayoutsClient:
     async def create_payout(self, payout_id: str, amount: int, currency: str, destination: str) -> ProviderPayout:
         form = {"amount": str(amount), "currency": currency.lower(), "destination": destination,
                 "metadata[payout_id]": payout_id}
-        body = await self._request("POST", "/v1/payouts", form=form, idempotency_key=payout_id)
+        body = await self._request("POST", "/v1/payouts", "create_payout", form=form, idempotency_key=payout_id)
         payout = payout_from_wire(body)
         log.info("provider_payout_created", payout_id=payout_id, provider_payout_id=payout.id)
         return payout
 
     async def retrieve_payout(self, provider_payout_id: str) -> ProviderPayout:
-        body = await self._request("GET", f"/v1/payouts/{quote(provider_payout_id, safe='')}")
+        body = await self._request("GET", f"/v1/payouts/{quote(provider_payout_id, safe='')}", "retrieve_payout")
         return payout_from_wire(body)
 
     async def list_payouts(self, limit: int = MAX_PAGE, starting_after: str | None = None,
@@ -102,7 +103,7 @@ class StripePayoutsClient:
         params = {"limit": str(max(1, min(limit, MAX_PAGE)))}
         if starting_after is not None:
             params["starting_after"] = starting_after
-        body = await self._request("GET", "/v1/payouts", params=params)
+        body = await self._request("GET", "/v1/payouts", "list_payouts", params=params)
         try:
             data, has_more = body["data"], body["has_more"]
             if not isinstance(data, list) or not isinstance(has_more, bool):
@@ -122,8 +123,15 @@ class StripePayoutsClient:
                 return None
             starting_after = page[-1].id
 
-    async def _request(self, method: str, path: str, *, form: Mapping[str, str] | None = None,
+    async def _request(self, method: str, path: str, operation: str, *, form: Mapping[str, str] | None = None,
                        params: Mapping[str, str] | None = None, idempotency_key: str | None = None) -> Any:
+        """One provider call, counted and timed by `operation` (periodya_provider_requests_total)."""
+        about = {"periodya.payout_id": idempotency_key} if idempotency_key else {}  # the key is the payout id
+        with metrics.provider_call(operation), tracing.span(f"provider {operation}", about):
+            return await self._send(method, path, form=form, params=params, idempotency_key=idempotency_key)
+
+    async def _send(self, method: str, path: str, *, form: Mapping[str, str] | None,
+                    params: Mapping[str, str] | None, idempotency_key: str | None) -> Any:
         headers = dict(self._headers)
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key

@@ -1,6 +1,7 @@
 """The sentinel job: `recent` (hourly) checks what was written since its last checkpoint, `full` (daily)
-checks everything. Findings raise alerts (once per (code, subject) while open); conditions that have
-cleared auto-resolve, except LEDGER_UNBALANCED and HASH_CHAIN_BROKEN, which wait for a human. At most
+checks everything. Findings raise alerts (once per (code, subject) while open); an open alert
+auto-resolves when this run checked its own condition and found it gone (sentinel_checks.Result.cleared),
+except LEDGER_UNBALANCED and HASH_CHAIN_BROKEN, which wait for a human. At most
 MAX_NEW_PER_CODE alerts are raised per code per run; the rest are summed up in one ALERTS_CAPPED alert.
 """
 
@@ -16,7 +17,7 @@ from periodya.handlers import alerts
 from periodya.handlers.unit_of_work import Meta, run_command
 from periodya.logging import get_logger
 from periodya.runners.base import Deps, Summary
-from periodya.runners.sentinel_checks import CHECKS, REMEDY, Result, Scope
+from periodya.runners.sentinel_checks import CHECKS, Result, Scope, remedy
 
 MAX_NEW_PER_CODE = 50
 MAX_DIGEST_DAYS = 31  # daily digests recorded per full run, oldest first
@@ -47,7 +48,7 @@ async def _scope(deps: Deps, full: bool) -> tuple[Scope, Position]:
 
 async def _raise(code: str, severity: str, subject: str, details: dict[str, Any], deps: Deps) -> bool:
     return await run_command(deps.store, META, lambda u: alerts.raise_alert(
-        u, code, severity, subject, details, REMEDY[code]))
+        u, code, severity, subject, details, remedy(code, details)))
 
 
 async def _apply(deps: Deps, result: Result, summary: Summary) -> None:
@@ -60,11 +61,11 @@ async def _apply(deps: Deps, result: Result, summary: Summary) -> None:
         if await _raise(result.code, result.severity, subject, details, deps):
             new += 1
             summary.count(f"raised:{result.code}")
-    if result.complete and result.code not in NEVER_AUTO_RESOLVED:
+    if (result.complete or result.checked) and result.code not in NEVER_AUTO_RESOLVED:
         open_rows = await deps.store.pool.fetch(
             "SELECT subject FROM alerts WHERE code = $1 AND status <> 'RESOLVED'", result.code)
         for r in open_rows:
-            if r["subject"] not in result.findings:
+            if result.cleared(r["subject"]):  # its own condition was checked in this run and is gone
                 await run_command(deps.store, META, partial(alerts.auto_resolve, code=result.code,
                                                             subject=r["subject"]))
                 summary.count(f"resolved:{result.code}")

@@ -1,11 +1,18 @@
-"""The sentinel's integrity checks. Each returns the current findings {subject: details} and whether it
-examined the whole population (only then may an open alert whose subject is absent be auto-resolved).
+"""The sentinel's integrity checks. Each returns the current findings {subject: details} and what it
+examined: the whole population (`complete`) or the subjects it checked (`checked`). An open alert of its
+code auto-resolves only when its own condition was checked in this run and is gone: its subject is
+absent from the findings and the check was complete or checked that subject.
+
+One code, one condition: BALANCE_DRIFT is a balance against the log itself (full runs only: it reads
+every LedgerGroupPosted event); BALANCE_ENTRIES_DRIFT is a balance against its ledger_entries rows
+(recent runs only: the accounts the groups written since the last run touched).
 
 Every check reports how much it examined: an empty result over nothing examined is not "balanced".
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +22,9 @@ import asyncpg
 from periodya.domain.alerts import CRITICAL, WARNING
 from periodya.eventstore.verify import chain_breaks_in_db
 from periodya.runners.base import Deps
+from periodya.runners.webhook_check import CODE as WEBHOOK_CODE
+from periodya.runners.webhook_check import REMEDY as WEBHOOK_REMEDY
+from periodya.runners.webhook_check import webhook_signatures_failing
 
 REMEDY = {
     "FINALIZE_MISSING": "Runbook 'FINALIZE_MISSING Spike': "
@@ -23,15 +33,19 @@ REMEDY = {
     "LEDGER_UNBALANCED": "Runbook 'LEDGER_UNBALANCED': isolate the ledger group, verify all references. DO NOT attempt "
                          "automated repair. Notify Senior Engineering directly.",
     "OUTBOX_STUCK": "Runbook 'Outbox stuck SENDING': usually self-healed by the repair job; if it persists, "
-                    "POST /api/admin/ops/payouts/{id}/rerun-outbox.",
+                    "POST /api/admin/ops/payouts/{payoutId}/rerun-outbox.",
     "SENT_STUCK": "Runbook 'SENT stuck without webhook': self-heals via reconcile-pull; if needed, "
-                  "POST /api/admin/ops/payouts/{id}/force-reconcile.",
+                  "POST /api/admin/ops/payouts/{payoutId}/force-reconcile.",
     "BALANCE_DRIFT": "A balance differs from the log: run `periodya replay --projection balances` to see the rows; "
                      "escalate before rebuilding with --swap.",
+    "BALANCE_ENTRIES_DRIFT": "A balance differs from the sum of its ledger_entries rows: run `periodya replay "
+                             "--projection ledger --projection balances` to see which table differs from the log; "
+                             "escalate before rebuilding with --swap. Resolved by a recent run that checks the "
+                             "account again (a new group on it) and finds it whole, or by a human.",
     "HASH_CHAIN_BROKEN": "The log was changed outside the application: run `periodya verify`, preserve evidence, "
                          "escalate to Senior Engineering. Never auto-resolved.",
     "DUPLICATE_PAYOUT": "The provider reports another payout or amount for this payout: quarantine it "
-                        "(POST /api/admin/ops/payouts/{id}/quarantine) and reconcile with the provider by hand.",
+                        "(POST /api/admin/ops/payouts/{payoutId}/quarantine) and reconcile with the provider by hand.",
     "DIGEST_MISMATCH": "A day's events no longer match the digest recorded for that day: the log was changed "
                        "outside the application. Run `periodya verify` and `periodya digest`, preserve "
                        "evidence, escalate to Senior Engineering. Never auto-resolved.",
@@ -42,6 +56,15 @@ REMEDY = {
                              "destination with the platform team, then resolve this alert.",
     "ALERTS_CAPPED": "More findings than one run raises: see details.count and query the condition directly.",
 }
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def remedy(code: str, details: dict[str, Any]) -> str:
+    """The code's remedy with each `{key}` replaced by the alert's details[key] (the real ids); a key the
+    details lack (none should) is left as written rather than failing the alert."""
+    return _PLACEHOLDER.sub(lambda m: str(details.get(m.group(1), m.group(0))), REMEDY[code])
 
 
 @dataclass
@@ -63,6 +86,12 @@ class Result:
     findings: dict[str, dict[str, Any]]
     complete: bool
     examined: int
+    checked: frozenset[str] = frozenset()
+    """Subjects examined by an incomplete check: their open alerts absent from `findings` are cleared."""
+
+    def cleared(self, subject: str) -> bool:
+        """Whether this run checked `subject`'s condition and found it gone."""
+        return subject not in self.findings and (self.complete or subject in self.checked)
 
 
 Check = Callable[[Deps, asyncpg.Connection, Scope], Awaitable[Result]]
@@ -132,24 +161,46 @@ SELECT e->>'account' AS account, e->>'currency' AS currency,
  WHERE event_type = 'LedgerGroupPosted' {where} GROUP BY 1, 2"""
 
 
+def _drift(code: str, source: str, expected: dict[tuple[str, str], int], live: dict[tuple[str, str], int],
+           complete: bool) -> Result:
+    keys = set(expected) | set(live)
+    findings = {f"{a}:{c}": {"account": a, "currency": c, "live": live.get((a, c)), source: expected.get((a, c))}
+                for (a, c) in keys if live.get((a, c), 0) != expected.get((a, c), 0)}
+    return Result(code, CRITICAL, findings, complete, len(expected) + len(live),
+                  frozenset(f"{a}:{c}" for a, c in keys))
+
+
 async def balance_drift(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> Result:
-    """Full: every balance against the log itself. Recent: the touched accounts against their entries."""
+    """Every balance against the log itself (its LedgerGroupPosted entries). Full runs only: a recent run
+    cannot afford reading the whole log, so it examines nothing and resolves nothing of this code."""
+    if not scope.full:
+        return Result("BALANCE_DRIFT", CRITICAL, {}, False, 0)
+    expected = {(r["account"], r["currency"]): r["net"] for r in await conn.fetch(_LOG_BALANCES.format(where=""))}
+    live = {(r["account"], r["currency"]): r["balance"]
+            for r in await conn.fetch("SELECT account, currency, balance FROM balances")}
+    return _drift("BALANCE_DRIFT", "fromLog", expected, live, True)
+
+
+_ENTRIES = "SELECT account, currency, (sum(credit) - sum(debit))::bigint AS net FROM ledger_entries"
+
+
+async def balance_entries_drift(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> Result:
+    """The accounts the groups written since the last run touched: each balance against the sum of its
+    ledger_entries rows (those accounts are the subjects it checked). Recent runs only: the full run
+    checks balances against the log itself (BALANCE_DRIFT) and ledger groups (LEDGER_UNBALANCED), and it
+    resolves nothing of this code, whose condition it did not check."""
     if scope.full:
-        log_rows = await conn.fetch(_LOG_BALANCES.format(where=""))
-    else:
-        log_rows = await conn.fetch(
-            "SELECT account, currency, (sum(credit) - sum(debit))::bigint AS net FROM ledger_entries "
-            "WHERE (account, currency) IN (SELECT account, currency FROM ledger_entries "
-            "WHERE group_id = ANY($1::text[])) GROUP BY 1, 2",
-            scope.groups)
-    expected = {(r["account"], r["currency"]): r["net"] for r in log_rows}
-    live_rows = await conn.fetch("SELECT account, currency, balance FROM balances" + (
-        "" if scope.full else " WHERE (account, currency) = ANY(SELECT unnest($1::text[]), unnest($2::text[]))"),
-        *([] if scope.full else [[k[0] for k in expected], [k[1] for k in expected]]))
-    live = {(r["account"], r["currency"]): r["balance"] for r in live_rows}
-    findings = {f"{a}:{c}": {"account": a, "currency": c, "live": live.get((a, c)), "fromLog": expected.get((a, c))}
-                for (a, c) in set(expected) | set(live) if live.get((a, c), 0) != expected.get((a, c), 0)}
-    return Result("BALANCE_DRIFT", CRITICAL, findings, scope.full, len(expected) + len(live))
+        return Result("BALANCE_ENTRIES_DRIFT", CRITICAL, {}, False, 0)
+    touched = await conn.fetch("SELECT DISTINCT account, currency FROM ledger_entries "
+                               "WHERE group_id = ANY($1::text[])", scope.groups)
+    accounts, currencies = [r["account"] for r in touched], [r["currency"] for r in touched]
+    entries = await conn.fetch(_ENTRIES + " WHERE (account, currency) IN (SELECT * FROM unnest($1::text[], "
+                               "$2::text[])) GROUP BY 1, 2", accounts, currencies)
+    balances = await conn.fetch("SELECT account, currency, balance FROM balances WHERE (account, currency) "
+                                "IN (SELECT * FROM unnest($1::text[], $2::text[]))", accounts, currencies)
+    expected = {(r["account"], r["currency"]): r["net"] for r in entries}
+    live = {(r["account"], r["currency"]): r["balance"] for r in balances}
+    return _drift("BALANCE_ENTRIES_DRIFT", "fromEntries", expected, live, False)
 
 
 async def hash_chain(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> Result:
@@ -168,8 +219,11 @@ async def duplicate_payout(deps: Deps, conn: asyncpg.Connection, scope: Scope) -
     findings = {r["payout_id"]: {"payoutId": r["payout_id"], "providerPayoutId": r["ours"], "amount": r["amount"],
                                  "providerReports": r["theirs"], "providerAmount": r["their_amount"],
                                  "providerEventId": r["event_id"]} for r in rows}
-    return Result("DUPLICATE_PAYOUT", CRITICAL, findings, False, len(rows))
+    # Every provider event against its payout, in both modes: complete, so a cleared finding resolves.
+    return Result("DUPLICATE_PAYOUT", CRITICAL, findings, True, len(rows))
 
 
-CHECKS: list[Check] = [ledger_unbalanced, finalize_missing, balance_drift, hash_chain, duplicate_payout,
-                       outbox_stuck, sent_stuck]
+CHECKS: list[Check] = [ledger_unbalanced, finalize_missing, balance_drift, balance_entries_drift, hash_chain,
+                       duplicate_payout, outbox_stuck, sent_stuck]
+CHECKS.append(webhook_signatures_failing)  # runners/webhook_check.py
+REMEDY[WEBHOOK_CODE] = WEBHOOK_REMEDY

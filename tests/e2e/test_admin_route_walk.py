@@ -4,8 +4,9 @@ check the Authentication rules of API.md for each, with every kind of credential
 * no token, a garbage token, a non-Bearer scheme, the service token, an expired session, a revoked
   (logged-out) session -> 401 UNAUTHENTICATED;
 * a live session of a user without platform_admin -> 403 FORBIDDEN;
-* the cron secret -> accepted (neither 401 nor 403) on POST /api/admin/ops/run/*, 401 everywhere else;
-* a live platform_admin session -> accepted (the control: the route is reachable at all).
+* the cron secret -> accepted (neither 401 nor 403) on POST and GET /api/admin/ops/run/*, 401 everywhere else;
+* a live platform_admin session -> accepted (the control: the route is reachable at all), except on
+  GET /api/admin/ops/run/*, which takes the cron secret only (403: a GET never changes state for a session).
 Every 401/403 is application/problem+json with the right `code` (HEAD: status and content type only).
 
 The route list comes from create_app(...).router.routes(), so a route added later is walked too.
@@ -120,7 +121,10 @@ async def walk(walk_database: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def expected(method: str, path: str, case: str) -> tuple[int, str] | str:
     """(status, code) for a refusal, or "accepted" (anything but 401/403)."""
-    if case == "admin" or (case == "cron" and method == "POST" and path.startswith(RUN_PREFIX)):
+    run = path.startswith(RUN_PREFIX)
+    if case == "admin" and run and method == "GET":
+        return 403, "FORBIDDEN"
+    if case == "admin" or (case == "cron" and method in ("POST", "GET") and run):
         return "accepted"
     if case == "no-role":
         return 403, "FORBIDDEN"
@@ -131,7 +135,7 @@ def test_the_walk_covers_the_ops_api() -> None:
     """Not vacuous: every admin route API.md names is in the router's list."""
     paths = {(m, p) for m, p in ROUTES}
     for job in ("outbox", "webhooks", "reconcile-pull", "repair", "sentinel"):
-        assert ("POST", f"{RUN_PREFIX}{job}") in paths
+        assert ("POST", f"{RUN_PREFIX}{job}") in paths and ("GET", f"{RUN_PREFIX}{job}") in paths
     for method, path in [("GET", "/api/admin/ops/health"), ("GET", "/api/admin/ops/alerts"),
                          ("POST", "/api/admin/ops/alerts/walk-alert_id/ack"),
                          ("POST", "/api/admin/ops/alerts/walk-alert_id/resolve")] + [
@@ -174,9 +178,9 @@ async def test_cron_secret_cannot_reach_other_routes_through_the_run_prefix(walk
     assert status in (401, 404, 405), (status, body)
 
 
-async def test_cron_secret_only_on_post(walk: Walk) -> None:
+async def test_cron_secret_only_on_post_and_get(walk: Walk) -> None:
     for job in JOBS:
-        for method in ("GET", "PUT", "DELETE"):
+        for method in ("PUT", "DELETE", "PATCH"):
             status, content_type, body = await walk.request(method, f"{RUN_PREFIX}{job}", "cron")
             assert (status, content_type, body["code"]) == (401, PROBLEM, "UNAUTHENTICATED"), (method, job, body)
 

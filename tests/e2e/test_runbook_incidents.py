@@ -213,6 +213,9 @@ async def test_outbox_stuck_sending_manual_rerun(database_url: str, pool: asyncp
         assert status == 404 and body["code"] == "NOT_FOUND", body
         status, body = await system.admin("POST", f"/api/admin/ops/payouts/{pid}/rerun-outbox")
         assert status == 200 and body["status"] == "REQUESTED" and body["outbox"]["status"] == "PENDING", body
+        # Issue 11 (7): the rerun took the task out of SENDING, so its alert closed with it, by "system".
+        [alert] = await system.alerts("?code=OUTBOX_STUCK")
+        assert (alert["status"], alert["resolvedBy"], alert["automatic"]) == ("RESOLVED", "system", True), alert
 
         summary = await system.cron("outbox")  # same idempotency key: the provider replays, nothing new
         assert summary["outcomes"] == {"sent": 1}, summary
@@ -224,7 +227,7 @@ async def test_outbox_stuck_sending_manual_rerun(database_url: str, pool: asyncp
 
         await settle_and_apply(system, provider_id)
         summary = await system.cron("sentinel", "?mode=recent")
-        assert summary["outcomes"].get("resolved:OUTBOX_STUCK") == 1, summary
+        assert summary["outcomes"].get("resolved:OUTBOX_STUCK") is None, summary  # closed at the rerun already
         await assert_healthy(system)
         assert await system.balances("payee-rr") == {"USD": {"available": 7_000, "inFlight": 0}}
         await _exactly_one_provider_payout(system, pid, provider_id)

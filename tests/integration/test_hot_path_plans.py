@@ -28,8 +28,8 @@ CASES = {
         (payout_batch.READ_STORED, ["text", "text[]", "text[]", "text[]"], "idempotency_keys|balances"),
     "held provider events (webhooks run)": (webhooks.SELECT_HELD, ["text[]"], "provider_events|payouts"),
     "earlier unapplied provider events (webhooks run)": (webhooks.SELECT_UNAPPLIED, ["text[]"], "provider_events"),
-    "mark a provider event applied (provider_events projection)":
-        (provider_events.MARK_APPLIED, ["text", "bigint", "text"], "provider_events"),
+    "mark provider events applied (provider_events projection)":
+        (provider_events.MARK_APPLIED, ["text[]", "bigint[]", "text[]"], "provider_events"),
     "pending provider events (webhooks run)": (webhooks.PENDING, ["bigint"], "provider_events"),
     "due outbox tasks (outbox run)": (outbox.DUE, ["timestamptz", "bigint"], "outbox"),
     "webhook ids already stored (webhook intake)": (webhook_routes.EXISTING, ["text[]"], "events"),

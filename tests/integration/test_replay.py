@@ -56,27 +56,24 @@ async def _webhook(store: EventStore, event_id: str, payout_id: str) -> None:
 
 def bulk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rows, "COPY_FROM", 1)
-    monkeypatch.setattr(provider_events, "JOIN_FROM", 1)
 
 
 def row_by_row(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rows, "COPY_FROM", 10**9)
-    monkeypatch.setattr(provider_events, "JOIN_FROM", 10**9)
 
 
 async def test_copy_and_unnest_inserts_build_the_same_rows(pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches of COPY_FROM rows or more are inserted with COPY (replay's pages), smaller ones with
-    INSERT ... unnest (the inline path); provider events are marked applied by one joined UPDATE from
-    JOIN_FROM on, one keyed UPDATE each below it: live tables written one way equal a replay done the other way."""
+    INSERT ... unnest (the inline path): live tables written one way equal a replay done the other way."""
     store = EventStore(pool)
-    bulk(monkeypatch)  # every insert, live and replayed, through COPY; every mark by the join
+    bulk(monkeypatch)  # every insert, live and replayed, through COPY
     await _run(store, "c-", PROGRAM)
     await _webhook(store, "evt_c", "c-po0")
-    row_by_row(monkeypatch)  # replay through unnest and keyed UPDATEs
+    row_by_row(monkeypatch)  # replay through unnest
     assert all(d.clean for d in await replay_and_diff(pool, "replay_t"))
-    await _run(store, "u-", PROGRAM)  # live through unnest and keyed UPDATEs
+    await _run(store, "u-", PROGRAM)  # live through unnest
     await _webhook(store, "evt_u", "u-po0")
-    bulk(monkeypatch)  # replay through COPY and the join
+    bulk(monkeypatch)  # replay through COPY
     diffs = await replay_and_diff(pool, "replay_t")
     assert all(d.clean for d in diffs), [d for d in diffs if not d.clean]
     assert await pool.fetchval("SELECT count(*) FROM ledger_entries WHERE group_id LIKE '%u-%'") > 0
