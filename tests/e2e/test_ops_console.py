@@ -126,8 +126,8 @@ async def test_stuck_sending_red_then_green_from_the_console(database_url: str, 
                                                               tmp_path: Path, page: Page) -> None:
     """Log in; health turns red by itself while a payout is stuck SENDING (outbox runner SIGKILLed after the
     provider accepted); the sentinel run from the Jobs page raises OUTBOX_STUCK; Incidents shows its
-    playbook; the runbook's action (rerun-outbox) is clicked there, the outbox run from Jobs, the alert
-    acked and resolved with notes; health is green, and the provider holds exactly one payout."""
+    playbook; the alert is acked, the runbook's action (rerun-outbox) clicked there (which heals the alert),
+    the outbox run from Jobs; health is green, and the provider holds exactly one payout."""
     # SENT stuck at 10 minutes, so once the payout is SENT health is as the runbook expects.
     async with running_system(database_url, tmp_path, sim_url=sim_url,
                               env={"PERIODYA_SENT_STUCK_MINUTES": "10"}) as system:
@@ -157,23 +157,22 @@ async def test_stuck_sending_red_then_green_from_the_console(database_url: str, 
         await expect(group.locator(".playbook")).to_contain_text("Stuck Repair")
         await shot(page, "incidents-outbox-stuck")
 
+        row = group.locator("tr[data-alert]")
+        await row.locator("button[data-alert-action='ack']").click()  # the operator takes it
+        await confirm(page, ["OUTBOX_STUCK"], reason="on it: rerun per runbook")
+        await expect(row).to_contain_text("ACK")
         await group.locator(f"button[data-action='rerun-outbox'][data-payout='{pid}']").click()
         await confirm(page, [pid, "25.00 USD", "payee-console"])
         await expect(page.locator("#toast")).to_contain_text("REQUESTED")
+        # Requeued is progress: the system heals the alert itself; it is listed as resolved.
+        await expect(page.locator("#no-incidents")).to_be_visible()
+        await expect(page.locator("#resolved")).to_contain_text("OUTBOX_STUCK")
+        await shot(page, "incidents-healed")
+
         await goto(page, system, "jobs")
         await page.click("button[data-run='outbox']")
         await expect(page.locator("#run-results")).to_contain_text('"sent": 1')
         await shot(page, "jobs")
-
-        await goto(page, system, "incidents")
-        row = page.locator("section[data-code='OUTBOX_STUCK'] tr[data-alert]")
-        await row.locator("button[data-alert-action='ack']").click()
-        await confirm(page, ["OUTBOX_STUCK"], reason="rerun from the console")
-        await expect(row).to_contain_text("ACK")
-        await row.locator("button[data-alert-action='resolve']").click()
-        await confirm(page, ["OUTBOX_STUCK"], reason="sent once; provider replayed")
-        await expect(page.locator("#no-incidents")).to_be_visible()
-        await shot(page, "incidents-resolved")
 
         await goto(page, system, "health")
         for field in ("payoutOutboxPending", "maxOutboxAgeMinutes", "payoutOutboxSendingStuck",
@@ -186,8 +185,48 @@ async def test_stuck_sending_red_then_green_from_the_console(database_url: str, 
         stats = await system.sim_stats()
         assert (stats["payoutsCreated"], stats["idempotentReplays"]) == (1, 1), stats  # never paid twice
         [alert] = await system.alerts("?code=OUTBOX_STUCK")
+        assert (alert["status"], alert["ackedBy"]) == ("RESOLVED", f"admin:{ADMIN_EMAIL}"), alert
+
+
+# --- LEDGER_UNBALANCED: ack and resolve by hand ------------------------------------------------------
+
+async def test_ledger_unbalanced_ack_and_resolve_from_incidents(database_url: str, pool: asyncpg.Pool, sim_url: str,
+                                                                tmp_path: Path, page: Page) -> None:
+    """The one alert only a human closes: Incidents shows its playbook and no repair button; after
+    Senior Engineering put the row back, the operator acks and resolves it with notes; health is green."""
+    async with running_system(database_url, tmp_path, sim_url=sim_url) as system:
+        await system.fund_payee("payee-lu", 10_000, fee=500)
+        await pool.execute("UPDATE ledger_entries SET credit = credit + 1 WHERE account = 'payable:payee-lu'")
+        await login(page, system)
+        await goto(page, system, "jobs")
+        await page.click("button[data-run='sentinel:full']")
+        await expect(page.locator("#run-results")).to_contain_text("raised:LEDGER_UNBALANCED")
+        await goto(page, system, "health")
+        await expect(check(page, "integrityAlertsCriticalOpen")).to_have_attribute("data-state", "red")
+        await expect(page.locator("#health-banner")).to_have_attribute("data-status", "critical")
+        await goto(page, system, "incidents")
+        group = page.locator("section[data-code='LEDGER_UNBALANCED']")
+        await expect(group.locator(".playbook")).to_contain_text("DO NOT attempt automated repair")
+        await expect(group).to_contain_text("10501")  # the group's credits, named for isolation
+        assert await group.locator("button[data-action]").count() == 0  # no repair button, by design
+        await shot(page, "incidents-ledger-unbalanced")
+
+        await pool.execute("UPDATE ledger_entries SET credit = credit - 1 WHERE account = 'payable:payee-lu'")
+        row = group.locator("tr[data-alert]")
+        await row.locator("button[data-alert-action='ack']").click()
+        await confirm(page, ["LEDGER_UNBALANCED"], reason="escalated to senior engineering")
+        await expect(row).to_contain_text("ACK")
+        await row.locator("button[data-alert-action='resolve']").click()
+        await confirm(page, ["LEDGER_UNBALANCED"], reason="row restored by senior engineering")
+        await expect(page.locator("#no-incidents")).to_be_visible()
+        await expect(page.locator("#resolved")).to_contain_text("row restored by senior engineering")
+        await shot(page, "incidents-resolved")
+        await goto(page, system, "health")
+        await expect(check(page, "integrityAlertsCriticalOpen")).to_have_attribute("data-state", "green")
+
+        [alert] = await system.alerts("?code=LEDGER_UNBALANCED")
         assert (alert["status"], alert["ackedBy"], alert["resolvedBy"], alert["note"]) == (
-            "RESOLVED", f"admin:{ADMIN_EMAIL}", f"admin:{ADMIN_EMAIL}", "sent once; provider replayed"), alert
+            "RESOLVED", f"admin:{ADMIN_EMAIL}", f"admin:{ADMIN_EMAIL}", "row restored by senior engineering"), alert
 
 
 # --- quarantine and cancel -------------------------------------------------------------------------------

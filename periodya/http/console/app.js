@@ -293,7 +293,7 @@ async function pageIncidents(main) {
     el("h2", {}, "Recently resolved"),
     table(["alert", "code", "subject", "resolved", "by", "note"], resolved.map((a) => el("tr", {},
       el("td", { class: "mono" }, a.alertId), el("td", { class: "mono" }, a.code), el("td", { class: "mono" }, a.subject),
-      el("td", {}, when(a.resolvedAt)), el("td", {}, a.resolvedBy || "—"), el("td", {}, a.note || "")))),
+      el("td", {}, when(a.resolvedAt)), el("td", {}, a.resolvedBy || "—"), el("td", {}, a.note || ""))), { id: "resolved" }),
   );
 }
 
