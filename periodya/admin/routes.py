@@ -7,7 +7,7 @@ Logs name the user (never the password or the token); the request id is already 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import asyncpg
@@ -23,7 +23,7 @@ from periodya.http.platform_routes import STORE, json
 from periodya.http.problems import Unauthenticated
 from periodya.logging import get_logger
 
-__all__ = ["SESSION_IDLE", "SESSION_TTL", "routes", "session_idle_from_env", "session_ttl_from_env",
+__all__ = ["SESSION_IDLE", "SESSION_TTL", "open_session", "routes", "session_idle_from_env", "session_ttl_from_env",
            "verify_session"]
 
 SESSION_TTL = web.AppKey("admin_session_ttl", timedelta)
@@ -46,18 +46,28 @@ def _pool(request: web.Request) -> asyncpg.Pool:
 async def verify_session(request: web.Request, token: str) -> Principal:
     """auth.SESSION_VERIFIER: the Principal of a live session, or Unauthenticated.
 
-    A user without platform_admin gets kind "user", which the auth middleware answers with 403."""
+    A user with ops_viewer (and not platform_admin) gets kind "viewer", which the auth middleware lets read
+    (GET) and nothing else; any other user gets kind "user", which it answers with 403."""
     user = await sessions.fetch_live_session(_pool(request), token,
                                              request.app.get(SESSION_IDLE, sessions.DEFAULT_IDLE))
     if user is None:
         raise Unauthenticated(BAD_SESSION)
     if users.PLATFORM_ADMIN in user.roles:
         return Principal(actor=f"admin:{user.email}", kind="admin")
+    if users.OPS_VIEWER in user.roles:
+        return Principal(actor=f"viewer:{user.email}", kind="viewer")
     return Principal(actor=f"user:{user.email}", kind="user")
 
 
 @routes.post("/api/auth/login")
 async def login(request: web.Request) -> web.Response:
+    token, expires_at = await open_session(request)
+    return json({"token": token, "expiresAt": expires_at.isoformat().replace("+00:00", "Z")})
+
+
+async def open_session(request: web.Request) -> tuple[str, datetime]:
+    """Check the Login body (throttled, argon2) and open a session: (token, expires_at). Shared by
+    /api/auth/login and the ops console's login (which puts the token in a cookie instead)."""
     body, _ = await schemas.parse(request, Login)
     pool, email = _pool(request), users.normalize_email(body.email)
     remote = request_client(request)
@@ -82,7 +92,7 @@ async def login(request: web.Request) -> web.Response:
         await users.update_password_hash(pool, user.user_id, new_hash)
     token, expires_at = await sessions.create_session(pool, user.user_id, request.app.get(SESSION_TTL, DEFAULT_TTL))
     log.info("login_succeeded", user_id=user.user_id, email=email, remote=remote, rehashed=new_hash is not None)
-    return json({"token": token, "expiresAt": expires_at.isoformat().replace("+00:00", "Z")})
+    return token, expires_at
 
 
 @routes.post("/api/auth/logout")

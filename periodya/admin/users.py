@@ -17,6 +17,8 @@ from periodya.eventstore import ANY, NO_STREAM, EventStore, StreamAppend
 from periodya.handlers.unit_of_work import Meta
 
 PLATFORM_ADMIN = "platform_admin"
+OPS_VIEWER = "ops_viewer"
+"""Read-only: may GET /api/admin/** (health, alerts, payouts, jobs, audit) and change nothing."""
 MAX_EMAIL_LENGTH = 254
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _ROLE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

@@ -24,6 +24,7 @@ from periodya.http import (
     platform_routes,
     webhook_routes,
 )
+from periodya.http.console_routes import routes as console_routes
 from periodya.http.deadlines import BODY_TIMEOUT, body_deadline
 from periodya.http.middleware import request_context
 from periodya.http.openapi import setup as setup_openapi
@@ -77,6 +78,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     app.add_routes(audit_routes.routes)
     app.add_routes(admin_payout_routes.routes)
     app.add_routes(me_routes.routes)
+    app.add_routes(console_routes)  # the ops console under /ops/
     metrics_routes.setup(app, settings, app[ops_routes.DEPS])
     setup_readiness(app)  # GET /readyz
     setup_openapi(app)  # GET /openapi.json (built from the routes above) and /docs

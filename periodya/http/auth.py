@@ -1,9 +1,11 @@
 """Bearer authentication by route family (API.md, Authentication).
 
 * /api/escrows*, /api/payouts*, /api/payees*: the platform backend's service token.
-* /api/admin/**: a live admin session with role platform_admin; the cron secret is accepted only on
-  POST and GET /api/admin/ops/run/* (GET: Vercel Cron; ops_routes refuses a session there). Admin
-  sessions are checked by the verifier registered on the app.
+* /api/admin/**: a live admin session with role platform_admin (ops_viewer: GET only); the cron secret is
+  accepted only on POST and GET /api/admin/ops/run/* (GET: Vercel Cron; ops_routes refuses a session
+  there). Admin sessions are checked by the verifier registered on the app. Without a bearer header, the
+  ops console's session cookie is accepted here (and only here), with its CSRF check on state-changing
+  calls (console_auth.py); a cookie is never the cron secret.
 Secrets are compared in constant time and never logged.
 """
 
@@ -18,6 +20,7 @@ from aiohttp import web
 
 from periodya.http import boundary
 from periodya.http.client_ip import request_client
+from periodya.http.console_auth import SAFE_METHODS, cookie_session
 from periodya.http.middleware import ACTOR, Handler, route_of
 from periodya.http.problems import Forbidden, Unauthenticated
 
@@ -25,7 +28,7 @@ from periodya.http.problems import Forbidden, Unauthenticated
 @dataclass(frozen=True)
 class Principal:
     actor: str
-    kind: str  # "service" | "cron" | "admin"
+    kind: str  # "service" | "cron" | "admin" | "viewer" (read-only) | "user"
 
 
 SessionVerifier = Callable[[web.Request, str], Awaitable[Principal]]
@@ -80,15 +83,20 @@ async def _authenticate(request: web.Request) -> Principal | None:
         return Principal("service:platform", "service")
     if path.startswith("/api/admin/"):
         token = bearer(request)
+        from_cookie = token is None
+        if token is None:
+            token = cookie_session(request)  # the console's cookie; 403 without its CSRF token
         if token is None:
             raise Unauthenticated("a bearer token is required")
-        if request.method in ("POST", "GET") and path.startswith("/api/admin/ops/run/") and _matches(
-                token, request.app[CRON_SECRET]):
+        if not from_cookie and request.method in ("POST", "GET") and path.startswith(
+                "/api/admin/ops/run/") and _matches(token, request.app[CRON_SECRET]):
             return Principal("cron", "cron")
         verifier = request.app.get(SESSION_VERIFIER)
         if verifier is None:
             raise Unauthenticated("admin sessions are not available")
         principal: Principal = await verifier(request, token)  # type: ignore[operator]
+        if principal.kind == "viewer" and request.method in SAFE_METHODS:
+            return principal
         if principal.kind != "admin":
             raise Forbidden("the platform_admin role is required")
         return principal

@@ -47,8 +47,11 @@ _PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
 
 
 def routed(app: web.Application) -> set[tuple[str, str]]:
-    """(method, path template) of every route the app serves; a GET route's HEAD twin is not listed."""
-    found = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
+    """(method, path template) of every route the app serves; a GET route's HEAD twin is not listed.
+    The ops console (/ops/: its page, assets and cookie session; README "The ops console") is a client of
+    this API, not part of it, and is left out."""
+    found = {(r.method, r.resource.canonical) for r in app.router.routes()
+             if r.resource is not None and not r.resource.canonical.startswith("/ops/")}
     return {(m, p) for m, p in found if not (m == "HEAD" and ("GET", p) in found)}
 
 
