@@ -5,6 +5,7 @@ does not name fails here."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 
 from periodya.http.api_models_admin import AdminPayoutDetail, JobTable, Me, PayoutPage
@@ -68,3 +69,11 @@ async def test_the_admin_reads_answer_as_the_document_says(spec_client: SpecClie
     metrics = await c.call("getMetrics")
     assert metrics.status == 200 and "periodya_outbox_pending" in metrics.body
 
+
+async def test_a_cursor_naming_a_nul_character_is_400_not_a_database_error(spec_client: SpecClient) -> None:
+    """A cursor is base64 of `<timestamp>|<payout id>`: one that decodes to a NUL in the id must be refused
+    before PostgreSQL sees it (text cannot hold NUL: CharacterNotInRepertoireError, a 500)."""
+    for payout_id in ("po\x00x", "po x", ""):
+        raw = base64.urlsafe_b64encode(f"2026-01-01T00:00:00+00:00|{payout_id}".encode()).decode().rstrip("=")
+        answer = await spec_client.call("listAdminPayouts", cursor=raw)
+        assert answer.status == 400 and answer.body["code"] == "VALIDATION_FAILED", (payout_id, answer.body)
