@@ -298,6 +298,15 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- Webhooks refused for a bad or stale signature, counted per minute (one row per minute, upserted; rows
+-- older than a day are deleted by the upsert itself), so health and the sentinel see them across every
+-- serve process. A count, never an event: a stranger must not be able to grow the log (http/refusals.py).
+CREATE TABLE IF NOT EXISTS webhook_refusals (
+    minute      timestamptz PRIMARY KEY,
+    refused     bigint      NOT NULL,
+    last_reason text        NOT NULL
+);
+
 -- Admin users, sessions and login throttling (periodya/admin). NOT projections: sessions and throttle
 -- rows are ephemeral state, not facts, so replay leaves them alone. Creating a user is ALSO appended to
 -- the log (stream admin-user-<user_id>, AdminUserCreated, no hash) so it shows in the audit trail.

@@ -9,6 +9,8 @@ The convention, so that adding one is a single file:
   `_common.server_url()` picks: DATABASE_URL when set, otherwise the embedded PostgreSQL.
 * It reports and never asserts: a missed target prints MISS and still exits 0. Exit 2 only when it
   cannot run at all (a `periodya.errors.ConfigError`, printed as one line by `bench/__main__.py`).
+  The exception is `drill`, a test of the whole system more than a measurement: it exits 1 when its
+  audit finds anything.
 
 Shared helpers (server URL, scratch databases, the concurrency drivers, the table printer) are in
 `bench/_common.py`.

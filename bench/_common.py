@@ -91,8 +91,9 @@ async def _admin(url: str, sql: str) -> None:
 
 
 @asynccontextmanager
-async def scratch_database(server: str, label: str, *, migrate: bool = True) -> AsyncIterator[str]:
-    """A fresh database `bench_<label>_<random>` on `server`, migrated, dropped on the way out."""
+async def scratch_database(server: str, label: str, *, migrate: bool = True, keep: bool = False
+                           ) -> AsyncIterator[str]:
+    """A fresh database `bench_<label>_<random>` on `server`, migrated, dropped on the way out (unless `keep`)."""
     name = f"bench_{label}_{uuid.uuid4().hex[:8]}"
     await _admin(server, f'CREATE DATABASE "{name}"')
     url = with_database(server, name)
@@ -105,7 +106,8 @@ async def scratch_database(server: str, label: str, *, migrate: bool = True) -> 
                 await conn.close()
         yield url
     finally:
-        await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if not keep:
+            await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def settle(pool: asyncpg.Pool) -> None:

@@ -15,6 +15,7 @@ from periodya.config import Settings
 from periodya.errors import ConfigError
 from periodya.eventstore import EventStore
 from periodya.http.app import create_app
+from periodya.http.edge import EdgeRunner
 from periodya.provider.stripe_adapter import StripePayoutsClient
 from periodya.runners.base import Deps
 
@@ -55,8 +56,9 @@ async def http_site(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = 
     """Serve the API on settings.host:settings.port until the context exits; yields the base URL."""
     app = create_app(settings, pool, deps)
     # keepalive_timeout bounds both idle keep-alive and the time to send a request's headers
-    # (periodya/http/deadlines.py); the body has its own limit in the app.
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10, keepalive_timeout=settings.header_timeout)
+    # (periodya/http/deadlines.py); the body has its own limit in the app. EdgeRunner: problem+json
+    # for what aiohttp's parser refuses too (periodya/http/edge.py).
+    runner = EdgeRunner(app, access_log=None, shutdown_timeout=10, keepalive_timeout=settings.header_timeout)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)

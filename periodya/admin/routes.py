@@ -16,7 +16,7 @@ from pydantic import Field, StrictStr
 
 from periodya.admin import passwords, sessions, throttle, users
 from periodya.admin.sessions import DEFAULT_TTL, session_idle_from_env, session_ttl_from_env
-from periodya.http import schemas
+from periodya.http import boundary, schemas
 from periodya.http.auth import Principal, bearer
 from periodya.http.client_ip import request_client
 from periodya.http.platform_routes import STORE, json
@@ -90,7 +90,8 @@ async def logout(request: web.Request) -> web.Response:
     token = bearer(request)
     user_id = await sessions.revoke_session(_pool(request), token or "")
     if user_id is None:
-        log.warning("logout_refused", reason="missing" if token is None else "not_live")
+        boundary.refused("session", route="/api/auth/logout", remote=request_client(request),
+                         reason="missing" if token is None else "not_live")
         raise Unauthenticated(BAD_SESSION)
     log.info("logout", user_id=user_id)
     return web.Response(status=204)

@@ -80,7 +80,7 @@ def touch_every(idle: timedelta) -> timedelta:
 
 
 def token_hash(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()  # any header bytes: never a crash
 
 
 async def create_session(pool: asyncpg.Pool, user_id: str, ttl: timedelta = DEFAULT_TTL) -> tuple[str, datetime]:

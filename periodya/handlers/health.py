@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from periodya.handlers.views import rfc3339
+from periodya.handlers.webhook_refusals import refused_since
 from periodya.runners.base import Deps
 
 _COUNTS = """
@@ -82,6 +83,7 @@ async def health(deps: Deps) -> dict[str, Any]:
         "alertsOpen": c["open_alerts"],
         "maxOutboxAgeMinutes": round((now - oldest).total_seconds() / 60, 2) if oldest else 0,
         "webhooksPending": c["webhooks_pending"],
+        "webhooksRefused": (await refused_since(pool, deps.minutes_ago(60)))[0],  # last hour, every process
         "readerLag": {"eventsBehindHorizon": c["behind_horizon"]},
         "sendingStuck": [{"payoutId": r["payout_id"], "since": rfc3339(r["updated_at"])} for r in stuck_sending],
         "sentStuck": [{"payoutId": r["payout_id"], "providerPayoutId": r["provider_payout_id"],

@@ -8,6 +8,7 @@ from typing import Any
 
 from periodya.domain import accounts, escrow, payout
 from periodya.domain.accounts import lock_name
+from periodya.domain.errors import NotFound
 from periodya.eventstore import EventStore
 from periodya.eventstore.store import stream_lock
 from periodya.handlers import idempotency, views
@@ -24,6 +25,8 @@ async def fund_escrow(uow: UnitOfWork, cmd: escrow.FundEscrow) -> dict[str, Any]
 
 async def release_escrow(uow: UnitOfWork, cmd: escrow.ReleaseEscrow) -> dict[str, Any]:
     state = await uow.load_escrow(cmd.escrow_id)
+    if state is None:  # the contract (API.md): an unknown escrow is 404, not a state conflict
+        raise NotFound(f"no escrow {cmd.escrow_id!r}")
     decision = escrow.decide_release(state, cmd)
     await uow.commit(escrow.stream(cmd.escrow_id), state.version if state else 0, decision)
     return await views.escrow_view(uow.conn, cmd.escrow_id)
@@ -31,6 +34,8 @@ async def release_escrow(uow: UnitOfWork, cmd: escrow.ReleaseEscrow) -> dict[str
 
 async def refund_escrow(uow: UnitOfWork, cmd: escrow.RefundEscrow) -> dict[str, Any]:
     state = await uow.load_escrow(cmd.escrow_id)
+    if state is None:  # the contract (API.md): an unknown escrow is 404, not a state conflict
+        raise NotFound(f"no escrow {cmd.escrow_id!r}")
     decision = escrow.decide_refund(state, cmd)
     await uow.commit(escrow.stream(cmd.escrow_id), state.version if state else 0, decision)
     return await views.escrow_view(uow.conn, cmd.escrow_id)

@@ -18,6 +18,7 @@ from periodya.http import (
     admin_payout_routes,
     auth,
     client_ip,
+    edge,
     metrics_routes,
     ops_routes,
     platform_routes,
@@ -51,6 +52,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     app = web.Application(middlewares=[*traced, metrics_routes.count_requests, request_context, auth.auth_middleware,
                                        body_deadline],
                           client_max_size=256 * 1024)
+    edge.install(app)  # Server, nosniff and no-store headers on every answer
     app[BODY_TIMEOUT] = settings.body_timeout
     app[ops_routes.DEPS] = deps or Deps(EventStore(pool), NoProvider(), settings)
     app[platform_routes.STORE] = store = EventStore(pool)

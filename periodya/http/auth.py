@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from periodya.http.middleware import ACTOR, Handler
+from periodya.http import boundary
+from periodya.http.client_ip import request_client
+from periodya.http.middleware import ACTOR, Handler, route_of
 from periodya.http.problems import Forbidden, Unauthenticated
 
 
@@ -35,16 +37,41 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def bearer(request: web.Request) -> str | None:
+    """The bearer token, or None when there is none. A token that is not printable ASCII (aiohttp hands
+    non-UTF-8 header bytes over as surrogates) is no token we issued: Unauthenticated, never a crash."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    if not (token.isascii() and token.isprintable()):
+        raise Unauthenticated("the bearer token is malformed")
+    return token
 
 
 def _matches(token: str, secret: object) -> bool:
     return isinstance(secret, str) and bool(secret) and hmac.compare_digest(token.encode(), secret.encode())
 
 
+def _kind(request: web.Request) -> str:
+    if request.path.startswith(_PLATFORM):
+        return "service_token"
+    if request.method == "POST" and request.path.startswith("/api/admin/ops/run/"):
+        return "cron_secret_or_session"
+    return "session"
+
+
 async def authenticate(request: web.Request) -> Principal | None:
+    """The request's principal (None outside the guarded families). A refusal leaves one rate-limited
+    warning line (boundary.refused: kind, route, reason, remote address; never the token)."""
+    try:
+        return await _authenticate(request)
+    except (Unauthenticated, Forbidden) as exc:
+        boundary.refused(_kind(request), route=route_of(request), remote=request_client(request), reason=str(exc))
+        raise
+
+
+async def _authenticate(request: web.Request) -> Principal | None:
     path = request.path
     if path.startswith(_PLATFORM):
         token = bearer(request)

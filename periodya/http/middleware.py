@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 
 from periodya.errors import PeriodyaError
+from periodya.http import boundary
 from periodya.http.problems import from_error, problem
 from periodya.logging import get_logger
 
@@ -45,7 +46,7 @@ async def _guarded(request: web.Request, handler: Handler, request_id: str) -> w
     except PeriodyaError as exc:
         return from_error(exc, request_id)
     except _UNAVAILABLE as exc:  # transient: the caller should retry, not page anyone about a 500
-        log.warning("database unavailable", method=request.method, path=request.path, error=type(exc).__name__)
+        log.warning("database unavailable", method=request.method, route=route_of(request), error=type(exc).__name__)
         response = problem(503, "UNAVAILABLE", "Service unavailable", "the database is busy or unreachable; retry",
                            requestId=request_id)
         response.headers["Retry-After"] = "5"
@@ -59,7 +60,16 @@ async def _guarded(request: web.Request, handler: Handler, request_id: str) -> w
             raise
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(exc.status, "HTTP_ERROR")
         return problem(exc.status, code, exc.reason, exc.text or exc.reason, requestId=request_id)
-    except Exception:  # the boundary: log it with the request id, never leak a trace to the client
-        log.exception("unhandled error", method=request.method, path=request.path)
+    except Exception as exc:  # the boundary: ONE bounded log line (boundary.py), never a trace to the client
+        input_code = boundary.unhandled(exc, request.method, route_of(request))
+        if input_code is not None:
+            return problem(400, input_code, "Invalid request",
+                           "the request cannot be read: its encoding, characters or nesting", requestId=request_id)
         return problem(500, "INTERNAL", "Internal error", "an internal error occurred; quote the request id",
                        requestId=request_id)
+
+
+def route_of(request: web.Request) -> str:
+    """The route's pattern (`/api/payouts/{payout_id}`), never the client's path: a bounded log key."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"

@@ -8,6 +8,7 @@ session never changes state with a GET.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -29,6 +30,7 @@ from periodya.runners.execute import execute_job
 DEPS = web.AppKey("ops_deps", Deps)
 routes = web.RouteTableDef()
 Note = Annotated[StrictStr, Field(max_length=1000)]
+ALERT_CODE = re.compile(r"[A-Za-z_]{1,64}")
 
 
 class ReasonBody(schemas.Body):
@@ -67,7 +69,7 @@ async def _run_job(request: web.Request) -> web.Response:
     elif mode is not None:
         raise ValidationFailed("only the sentinel takes a mode")
     raw_batch = request.query.get("batch")
-    if raw_batch is not None and not raw_batch.isdigit():
+    if raw_batch is not None and not (raw_batch.isascii() and raw_batch.isdigit() and len(raw_batch) <= 9):
         raise ValidationFailed("batch must be a positive integer")
     summary = await execute_job(_deps(request), job, batch=int(raw_batch) if raw_batch else None, mode=mode,
                                 trigger=f"http:{request.get(ACTOR, 'anonymous')}")
@@ -91,6 +93,8 @@ async def get_alerts(request: web.Request) -> web.Response:
     for key, allowed in (("status", {"OPEN", "ACKNOWLEDGED", "RESOLVED"}), ("severity", {"critical", "warning"})):
         if key in q and q[key] not in allowed:
             raise ValidationFailed(f"{key} must be one of {sorted(allowed)} (either case)")
+    if "code" in q and not ALERT_CODE.fullmatch(q["code"]):
+        raise ValidationFailed("code must be an alert code (letters and _)")
     return json({"alerts": await list_alerts(_deps(request), q.get("status"), q.get("severity"), q.get("code"))})
 
 

@@ -58,20 +58,36 @@ async def read_json(request: web.Request) -> Any:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
-    if _has_nul(data):
-        raise BadRequest("strings must not contain the NUL character (\\u0000)")
+    refusal = check_tree(data)
+    if refusal:
+        raise BadRequest(refusal)
     return data
 
 
-def _has_nul(value: Any) -> bool:
-    """PostgreSQL text and jsonb cannot hold U+0000: refuse it at the door rather than fail at write time."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+MAX_DEPTH = 32
+"""Deeper JSON is refused (orjson itself parses up to 1,024 levels; no request body here needs more
+than 3). Checked without recursion, so no nesting can reach Python's recursion limit."""
+
+
+def check_tree(value: Any, max_depth: int = MAX_DEPTH) -> str | None:
+    """Why a parsed JSON value is refused at the door, or None. PostgreSQL text and jsonb cannot hold
+    U+0000, so it is refused here rather than failing at write time; so is nesting over `max_depth`.
+    Iterative (an explicit stack): the cost is one visit per value, whatever the shape."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "strings must not contain the NUL character (\\u0000)"
+        elif isinstance(item, dict | list):
+            if depth >= max_depth:
+                return f"the JSON nests deeper than {max_depth} levels"
+            if isinstance(item, dict):
+                stack.extend((k, depth) for k in item)  # keys are strings: checked at this depth
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+    return None
 
 
 async def parse(request: web.Request, model: type[B], *, optional: bool = False) -> tuple[B, Any]:

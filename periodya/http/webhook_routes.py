@@ -1,6 +1,8 @@
 """Provider webhook intake: verify the signature on the raw bytes, then store the event once.
 
-Nothing is parsed before the signature verifies, and nothing is queued before that either. A verified
+Nothing is parsed before the signature verifies, and nothing is queued before that either (a refused
+delivery's claimed event id is read for its log line only, and counted: handlers/webhook_refusals.py).
+A verified event that cannot be read is stored as `unprocessable` and flagged (parse_event). A verified
 event is appended to its own stream `provider-event-<id>` with NO_STREAM, so a redelivery (same provider
 event id) is answered 200 with no second effect. Acting on the event is the webhooks job's work, not
 this handler's, so the provider gets its answer fast.
@@ -25,6 +27,7 @@ Why it is safe:
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -34,24 +37,31 @@ from aiohttp import web
 from periodya import metrics
 from periodya.catalog import REGISTRY
 from periodya.config import Settings
+from periodya.domain.alerts import WARNING
 from periodya.domain.decision import Decision
 from periodya.domain.events import ProviderEventReceived
 from periodya.errors import ConcurrencyConflict, PeriodyaError
 from periodya.eventstore import NO_STREAM, EventStore, StreamAppend
 from periodya.eventstore.store import stream_lock
+from periodya.handlers import alerts, webhook_refusals
 from periodya.handlers.group_commit import GroupCommit
 from periodya.handlers.unit_of_work import Meta, UnitOfWork, project, run_command
+from periodya.http import boundary
+from periodya.http.client_ip import request_client
 from periodya.http.middleware import REQUEST_ID
 from periodya.http.platform_routes import json
 from periodya.http.problems import BadRequest
+from periodya.http.schemas import check_tree
+from periodya.logging import get_logger
 from periodya.projections.provider_events import stream
-from periodya.provider.signing import verify
+from periodya.provider.signing import SignatureError, verify
 from periodya.provider.stripe_adapter import payout_from_wire
 
 SETTINGS_KEY = web.AppKey("webhook_settings", Settings)
 MAX_BATCH = 128
 MAX_RUNNING = 2  # as PayoutBatcher: one batch decided in Python while the other's statements run
 routes = web.RouteTableDef()
+log = get_logger("periodya.webhooks")
 Received = tuple[ProviderEventReceived, Meta]
 
 EXISTING = "SELECT stream_id FROM events WHERE stream_id = ANY($1::text[]) AND stream_version = 1"
@@ -125,26 +135,75 @@ def secrets(settings: Settings) -> list[str]:
     return [s.strip() for s in (settings.webhook_secret or "").split(",") if s.strip()]
 
 
-def parse_event(raw: bytes) -> ProviderEventReceived:
+UNPROCESSABLE = "unprocessable"
+"""The type a signed but unreadable provider event is stored under: the webhooks job marks it applied with
+outcome `unprocessable` and acts on nothing; the PROVIDER_EVENT_UNPROCESSABLE alert asks a human."""
+UNPROCESSABLE_REMEDY = (
+    "The provider sent a correctly signed event this service cannot read (details.problem). It is stored "
+    "(stream provider-event-<details.providerEventId>, type unprocessable) and nothing was done with it. Look "
+    "the event up at the provider; if it concerns a payout, reconcile it with "
+    "POST /api/admin/ops/payouts/<payout id>/force-reconcile, then resolve this alert.")
+_MAX_ID = 255
+_PEEK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def parse_event(raw: bytes) -> tuple[ProviderEventReceived, str | None]:
+    """The stored event, and None, or why the event is unprocessable (then it is stored with type
+    UNPROCESSABLE and nothing else). Only an event without a usable id is refused (400): without an id a
+    redelivery cannot be recognised."""
     try:
         body: Any = orjson.loads(raw)
-        event_id, event_type, obj = body["id"], body["type"], body["data"]["object"]
-        if not (isinstance(event_id, str) and isinstance(event_type, str) and 0 < len(event_id) <= 255):
-            raise ValueError("id and type must be strings")
+        event_id, event_type = body["id"], body["type"]
+        if not (isinstance(event_id, str) and 0 < len(event_id) <= _MAX_ID):
+            raise ValueError("id must be a string of 1-255 characters")
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise BadRequest(f"not a provider event: {exc}") from None
-    if not event_type.startswith("payout."):
-        return ProviderEventReceived(event_id=event_id, type=event_type, provider_payout_id=None, payout_id=None,
-                                     status=None, created=body.get("created"))
+    # Text cannot hold NUL and a stream id no newline: escaped, the same way on every delivery (dedupe holds).
+    storable = event_id.replace("\x00", "\\u0000").replace("\n", "\\n")
     try:
-        p = payout_from_wire(obj)
-    except Exception as exc:  # the adapter raises its typed error; anything unreadable is a bad request here
-        raise BadRequest(f"the event's payout object is unreadable: {exc}") from None
+        if storable != event_id:
+            raise ValueError("the event id holds NUL or newline characters")
+        return _read(body, event_id, event_type), None
+    except Exception as exc:  # whatever is unreadable in a signed event: stored, flagged, never a 500
+        problem = f"{type(exc).__name__}: {exc}".replace("\x00", "\\u0000")[:500]
+    event_id = storable
+    return ProviderEventReceived(event_id=event_id, type=UNPROCESSABLE, provider_payout_id=None, payout_id=None,
+                                 status=None), problem
+
+
+def _read(body: Any, event_id: str, event_type: Any) -> ProviderEventReceived:
+    if not isinstance(event_type, str) or not 0 < len(event_type) <= _MAX_ID:
+        raise ValueError("type must be a string of 1-255 characters")
     created = body.get("created")
-    return ProviderEventReceived(event_id=event_id, type=event_type, provider_payout_id=p.id, payout_id=p.payout_id,
-                                 status=p.status, failure_code=p.failure_code, failure_message=p.failure_message,
-                                 created=created if isinstance(created, int) else None, amount=p.amount,
-                                 currency=p.currency)
+    if created is not None and not (isinstance(created, int) and not isinstance(created, bool)
+                                    and 0 <= created < 2**62):
+        raise ValueError("created must be a unix timestamp")
+    if not event_type.startswith("payout."):
+        event = ProviderEventReceived(event_id=event_id, type=event_type, provider_payout_id=None, payout_id=None,
+                                      status=None, created=created)
+    else:
+        p = payout_from_wire(body["data"]["object"])
+        if not (p.payout_id is None or isinstance(p.payout_id, str)):
+            raise ValueError("metadata.payout_id must be a string")
+        if not 0 <= p.amount < 2**62:
+            raise ValueError("amount is out of range")
+        event = ProviderEventReceived(event_id=event_id, type=event_type, provider_payout_id=p.id,
+                                      payout_id=p.payout_id, status=p.status, failure_code=p.failure_code,
+                                      failure_message=p.failure_message, created=created, amount=p.amount,
+                                      currency=p.currency)
+    refusal = check_tree(event.model_dump())
+    if refusal:
+        raise ValueError(refusal)
+    return event
+
+
+def _peek_id(raw: bytes) -> str | None:
+    """For the refusal's log line only: the event id the unverified body claims, if it is a plain one."""
+    try:
+        event_id = orjson.loads(raw).get("id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return event_id if isinstance(event_id, str) and _PEEK_ID.fullmatch(event_id) else None
 
 
 @routes.post("/api/webhooks/provider")
@@ -152,11 +211,29 @@ async def receive_webhook(request: web.Request) -> web.Response:
     raw = await request.read()
     try:
         verify(raw, request.headers.get("Stripe-Signature", ""), secrets(request.app[SETTINGS_KEY]), int(time.time()))
-        event = parse_event(raw)
+    except SignatureError as exc:  # counted (health, sentinel, /metrics) and logged, never the signature or the secret
+        metrics.WEBHOOKS.labels("refused").inc()
+        await webhook_refusals.record(request.app[INTAKE].store.pool, exc.reason)
+        boundary.refused("webhook_signature", reason=exc.reason, providerEventId=_peek_id(raw),
+                         remote=request_client(request))
+        raise
+    try:
+        event, problem = parse_event(raw)
     except PeriodyaError:
         metrics.WEBHOOKS.labels("refused").inc()
         raise
-    meta = Meta(actor="provider", request_id=request.get(REQUEST_ID), extra={"providerEventId": event.event_id})
+    meta = Meta(actor="provider", request_id=request.get(REQUEST_ID),
+                extra={"providerEventId": event.event_id, **({"unprocessable": problem} if problem else {})})
     duplicate = await request.app[INTAKE].receive(event, meta)
     metrics.WEBHOOKS.labels("duplicate" if duplicate else "stored").inc()
+    if problem is not None:
+        await _flag(request.app[INTAKE].store, event.event_id, problem, meta)
     return json({"received": True, "duplicate": duplicate})
+
+
+async def _flag(store: EventStore, event_id: str, problem: str, meta: Meta) -> None:
+    """Raise PROVIDER_EVENT_UNPROCESSABLE for the event (once while open: a redelivery raises nothing)."""
+    log.warning("provider_event_unprocessable", providerEventId=event_id, problem=problem)
+    details = {"providerEventId": event_id, "problem": problem}
+    await run_command(store, meta, lambda u: alerts.raise_alert(
+        u, "PROVIDER_EVENT_UNPROCESSABLE", WARNING, event_id, details, UNPROCESSABLE_REMEDY))

@@ -53,10 +53,12 @@ async def _raise(code: str, severity: str, subject: str, details: dict[str, Any]
 
 async def _apply(deps: Deps, result: Result, summary: Summary) -> None:
     new = 0
+    capped = False
     for subject, details in sorted(result.findings.items()):
         if new >= MAX_NEW_PER_CODE:
             await _raise("ALERTS_CAPPED", WARNING, result.code,
                          {"code": result.code, "count": len(result.findings), "raisedThisRun": new}, deps)
+            capped = True
             break
         if await _raise(result.code, result.severity, subject, details, deps):
             new += 1
@@ -69,6 +71,15 @@ async def _apply(deps: Deps, result: Result, summary: Summary) -> None:
                 await run_command(deps.store, META, partial(alerts.auto_resolve, code=result.code,
                                                             subject=r["subject"]))
                 summary.count(f"resolved:{result.code}")
+    if result.complete and not capped:  # ALERTS_CAPPED's condition for this code was checked and is gone
+        await _resolve_open(deps, "ALERTS_CAPPED", result.code, summary)
+
+
+async def _resolve_open(deps: Deps, code: str, subject: str, summary: Summary) -> None:
+    if await deps.store.pool.fetchval(
+            "SELECT 1 FROM alerts WHERE code = $1 AND subject = $2 AND status <> 'RESOLVED'", code, subject):
+        await run_command(deps.store, META, partial(alerts.auto_resolve, code=code, subject=subject))
+        summary.count(f"resolved:{code}")
 
 
 async def run(deps: Deps, batch: int = 0, *, mode: str = "recent") -> Summary:
@@ -79,7 +90,10 @@ async def run(deps: Deps, batch: int = 0, *, mode: str = "recent") -> Summary:
         name = check.__name__
         summary.processed += 1
         try:
-            async with deps.store.pool.acquire() as conn:
+            # One snapshot per check: a check compares two reads (the log or the entries, then the balances),
+            # and a commit between them would look like drift. Read-only, so a check can never write.
+            async with deps.store.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
+                                                                           readonly=True):
                 result = await check(deps, conn, scope)
         except Exception as exc:  # a check that cannot run is itself an alert, never a silent "all clear"
             log.exception("sentinel_check_failed", check=name)

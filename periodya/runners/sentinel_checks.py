@@ -22,6 +22,9 @@ import asyncpg
 from periodya.domain.alerts import CRITICAL, WARNING
 from periodya.eventstore.verify import chain_breaks_in_db
 from periodya.runners.base import Deps
+from periodya.runners.webhook_check import CODE as WEBHOOK_CODE
+from periodya.runners.webhook_check import REMEDY as WEBHOOK_REMEDY
+from periodya.runners.webhook_check import webhook_signatures_failing
 
 REMEDY = {
     "FINALIZE_MISSING": "Runbook 'FINALIZE_MISSING Spike': "
@@ -222,3 +225,5 @@ async def duplicate_payout(deps: Deps, conn: asyncpg.Connection, scope: Scope) -
 
 CHECKS: list[Check] = [ledger_unbalanced, finalize_missing, balance_drift, balance_entries_drift, hash_chain,
                        duplicate_payout, outbox_stuck, sent_stuck]
+CHECKS.append(webhook_signatures_failing)  # runners/webhook_check.py
+REMEDY[WEBHOOK_CODE] = WEBHOOK_REMEDY

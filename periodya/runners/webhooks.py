@@ -54,6 +54,8 @@ def _decide(state: payout.PayoutState | None, row: Any, event_id: str
             ) -> tuple[Decision, payout.PayoutState | None, str]:
     """What one stored provider event (`row`: its type, status and provider payout id) does to its
     payout: (decision, state after it, outcome). The one rule for the one-by-one and the batch path."""
+    if row["type"] == "unprocessable":  # a signed event the intake could not read: flagged there, acts on nothing
+        return Decision(), state, "unprocessable"
     if state is None:
         return Decision(), None, "unknown_payout"
     try:

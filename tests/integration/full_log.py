@@ -74,6 +74,8 @@ async def build_full_log(p: Pipeline, settings: Settings, payouts: int = 6) -> N
     [alert] = alerts["alerts"]
     await _admin_ok(p, "POST", f"/api/admin/ops/alerts/{alert['alertId']}/ack", json={"note": "looking"})
     await _admin_ok(p, "POST", f"/api/admin/ops/alerts/{alert['alertId']}/resolve", json={"note": "seen"})
+    await periodya.admin.users.create_user(p.store, "fl-leaver@example.com", "a long enough password", meta=META)
+    await periodya.admin.users.revoke_sessions(p.store, "fl-leaver@example.com", meta=META)  # AdminSessionsRevoked
     p.advance(24 * 60)  # today is closed: the daily sentinel records its digest
     assert (await sentinel.run(p.deps, mode="full")).details.get("digest:recorded"), "no digest recorded"
     types = {r["event_type"] for r in await pool.fetch("SELECT DISTINCT event_type FROM events")}

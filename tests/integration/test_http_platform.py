@@ -519,12 +519,13 @@ async def test_funding_an_escrow_twice_is_409_invalid_state(api: TestClient, poo
 
 
 @pytest.mark.parametrize(("action", "body"), [("release", {"payeeId": "p", "amount": 1}), ("refund", {"amount": 1})])
-async def test_release_or_refund_of_a_missing_escrow_is_409_invalid_state(
+async def test_release_or_refund_of_a_missing_escrow_is_404_not_found(
         api: TestClient, pool: asyncpg.Pool, action: str, body: dict[str, Any]) -> None:
+    # API.md: an unknown escrow is 404 NOT_FOUND (it was 409 INVALID_STATE: issue 11, defect 3)
     before = await counts(pool)
-    await problem(await api.post(f"/api/escrows/missing/{action}", json=body), 409, "INVALID_STATE")
+    await problem(await api.post(f"/api/escrows/missing/{action}", json=body), 404, "NOT_FOUND")
     await problem(await api.post(f"/api/escrows/missing/{action}", json=body, headers={"Idempotency-Key": "k1"}),
-                  409, "INVALID_STATE")
+                  404, "NOT_FOUND")
     assert await counts(pool) == before
     await problem(await api.get("/api/escrows/missing"), 404, "NOT_FOUND")
 
@@ -768,7 +769,10 @@ async def test_problems_carry_the_request_id_on_every_error_family(api: TestClie
         assert (await problem(resp, 401, "UNAUTHENTICATED"))["requestId"] == "rid-401"
     resp = await api.post("/api/escrows", data=b"nope", headers={"X-Request-Id": "rid-400"})
     assert (await problem(resp, 400, "VALIDATION_FAILED"))["requestId"] == "rid-400"
-    resp = await api.post("/api/escrows/x/refund", json={"amount": 1}, headers={"X-Request-Id": "rid-409"})
+    await ok(await api.post("/api/escrows", json={"escrowId": "x", "amount": 1, "currency": "USD"}), 201)
+    # funding it again is the 409 (a refund of an unknown escrow was, until it became 404: issue 11, defect 3)
+    resp = await api.post("/api/escrows", json={"escrowId": "x", "amount": 2, "currency": "USD"},
+                          headers={"X-Request-Id": "rid-409"})
     assert (await problem(resp, 409, "INVALID_STATE"))["requestId"] == "rid-409"
 
 

@@ -232,3 +232,20 @@ async def test_sent_stuck_is_raised_and_resolved(p: Pipeline, settings: Settings
     p.skew[0] = timedelta(0)  # back to the moment it was sent: not stuck (yet)
     await run(p, mode)
     await assert_auto_resolved(p, "SENT_STUCK", "po-s")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_alerts_capped_is_resolved_once_the_code_fits_under_the_cap_again(
+        p: Pipeline, settings: Settings, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ALERTS_CAPPED stands for "more findings of a code than one run raises": once a complete run of that
+    code is under the cap again, it resolves (the drill found it open long after every SENT_STUCK healed)."""
+    monkeypatch.setattr(sentinel, "MAX_NEW_PER_CODE", 1)
+    for pid in ("po-c1", "po-c2"):
+        await p.request(pid, "p1", 1_000)
+    await outbox.run(p.deps)
+    p.advance(settings.sent_stuck_minutes + 1)
+    await run(p, mode)
+    await assert_open(p, "ALERTS_CAPPED", "SENT_STUCK")
+    p.skew[0] = timedelta(0)  # nothing stuck any more
+    await run(p, mode)
+    await assert_auto_resolved(p, "ALERTS_CAPPED", "SENT_STUCK")
