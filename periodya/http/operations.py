@@ -22,7 +22,7 @@ from periodya.http import api_models as m
 from periodya.http import api_models_admin as a
 from periodya.http import schemas
 from periodya.http.admin_payout_routes import MAX_MINUTES
-from periodya.http.ops_routes import NoteBody, ReasonBody
+from periodya.http.ops_routes import ALERT_CODE, NoteBody, ReasonBody
 from periodya.runners import JOBS
 
 IDEMPOTENCY_KEY = {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$",
@@ -46,7 +46,7 @@ class RunQuery(Query):
 class AlertQuery(Query):
     status: Literal["OPEN", "ACKNOWLEDGED", "RESOLVED"] | None = None
     severity: Literal["critical", "warning"] | None = None
-    code: str | None = None
+    code: str | None = Field(None, pattern=f"^{ALERT_CODE.pattern}$", description="e.g. BALANCE_DRIFT (either case)")
 
 
 # What admin_payout_routes._minutes accepts, as a pattern: 1-7 ASCII digits, at most 6 decimals, above 0 and
