@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +29,7 @@ STATUSES = (payout.REQUESTED, payout.SENDING, payout.SENT, payout.PAID, payout.F
             payout.QUARANTINED, payout.CANCELLED)
 STUCK = ("sending", "sent")
 MAX_LIMIT = 500
+_PAYOUT_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")  # as every id the API takes (a NUL never reaches PostgreSQL)
 _COLUMNS = ("p.*, o.status AS outbox_status, o.attempts AS outbox_attempts, o.last_error AS outbox_last_error, "
             "o.next_attempt_at AS outbox_next_attempt_at, o.updated_at AS outbox_updated_at")
 # The order of each listing: (sort column, direction). Stuck ones come oldest first, the list newest first.
@@ -52,7 +54,7 @@ class Cursor:
             when = datetime.fromisoformat(at)
         except (binascii.Error, UnicodeDecodeError, ValueError):
             raise BadRequest("cursor is not one this API returned") from None
-        if when.tzinfo is None or not payout_id or len(payout_id) > 128:
+        if when.tzinfo is None or not _PAYOUT_ID.fullmatch(payout_id):
             raise BadRequest("cursor is not one this API returned")
         return cls(when, payout_id)
 

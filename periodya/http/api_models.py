@@ -171,6 +171,7 @@ class Health(Shape):
     alerts_open: int
     max_outbox_age_minutes: float
     webhooks_pending: int
+    webhooks_refused: int = Field(description="provider webhook deliveries refused in the last hour (every process)")
     reader_lag: ReaderLag
     sending_stuck: list[StuckSending]
     sent_stuck: list[StuckSent]

@@ -69,7 +69,7 @@ def security_for(method: str, path: str) -> list[dict[str, list[str]]]:
         return [{"adminSession": []}, {"cronSecret": []}] if method == "POST" else [{"cronSecret": []}]
     if path == "/metrics":  # `{}`: no credential needed unless PERIODYA_METRICS_TOKEN is set
         return [{}, {"metricsToken": []}]
-    if path.startswith("/api/admin/") or path == "/api/auth/logout":
+    if path.startswith("/api/admin/") or path in ("/api/auth/logout", "/api/auth/me"):
         return [{"adminSession": []}]
     return []
 

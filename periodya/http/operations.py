@@ -14,11 +14,15 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic.alias_generators import to_camel
 
 from periodya.admin.routes import Login
+from periodya.handlers import payout_search
 from periodya.http import api_models as m
+from periodya.http import api_models_admin as a
 from periodya.http import schemas
-from periodya.http.ops_routes import NoteBody, ReasonBody
+from periodya.http.admin_payout_routes import MAX_MINUTES
+from periodya.http.ops_routes import ALERT_CODE, NoteBody, ReasonBody
 from periodya.runners import JOBS
 
 IDEMPOTENCY_KEY = {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$",
@@ -42,7 +46,35 @@ class RunQuery(Query):
 class AlertQuery(Query):
     status: Literal["OPEN", "ACKNOWLEDGED", "RESOLVED"] | None = None
     severity: Literal["critical", "warning"] | None = None
-    code: str | None = None
+    code: str | None = Field(None, pattern=f"^{ALERT_CODE.pattern}$", description="e.g. BALANCE_DRIFT (either case)")
+
+
+# What admin_payout_routes._minutes accepts, as a pattern: 1-7 ASCII digits, at most 6 decimals, above 0 and
+# at most MAX_MINUTES (5270400), so no schema-valid value is refused. A number schema would not do: a
+# client or fuzzer writes 5e-324 for a small float, and plain notation is all the handler takes.
+MINUTES_PATTERN = ("^(?:(?:[1-9][0-9]{0,5}|[1-4][0-9]{6}|5[01][0-9]{5}|52[0-6][0-9]{4}|5270[0-3][0-9]{2})"
+                   "(?:\\.[0-9]{1,6})?|5270400|0\\.[0-9]{0,5}[1-9])$")
+assert MAX_MINUTES == 5_270_400, "MINUTES_PATTERN spells out MAX_MINUTES"
+
+
+class PayoutSearchQuery(Query):
+    """GET /api/admin/payouts (periodya/http/admin_payout_routes.parse_payout_query): every filter given must hold."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+    status: str | None = Field(None, description="either case", json_schema_extra={
+        "enum": [*payout_search.STATUSES, *(s.lower() for s in payout_search.STATUSES)]})
+    payee_id: str | None = Field(None, pattern=ID_SCHEMA["pattern"])
+    provider_payout_id: str | None = Field(None, pattern=ID_SCHEMA["pattern"])
+    older_than_minutes: str | None = Field(None, pattern=MINUTES_PATTERN, description=(
+        f"status unchanged for longer than this many minutes: above 0, at most {MAX_MINUTES}, plain decimal "
+        "notation with at most 6 decimals (no exponent)"))
+    stuck: str | None = Field(None, description="either case; SENDING or SENT past its threshold (health's), "
+                                                "oldest first", json_schema_extra={"enum": ["sending", "sent",
+                                                                                            "SENDING", "SENT"]})
+    limit: int | None = Field(None, ge=1, le=payout_search.MAX_LIMIT, description="default 50")
+    cursor: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,400}$",
+                               description="`nextCursor` of the previous page, with the same filters; any other "
+                                           "value is 400 VALIDATION_FAILED")
 
 
 class ProviderEvent(BaseModel):
@@ -85,7 +117,8 @@ _ESCROW_LINKS = {op: (op, {"escrow_id": "$response.body#/escrowId"})
                  for op in ("getEscrow", "releaseEscrow", "refundEscrow", "getEscrowAudit")}
 _PAYOUT_LINKS = {**{op: (op, {"payout_id": "$response.body#/payoutId"})
                     for op in ("getPayout", "getPayoutEvents", "getPayoutAudit")},
-                 **{op: (op, {"id": "$response.body#/payoutId"}) for op in ("quarantinePayout", "forceFinalize")},
+                 **{op: (op, {"id": "$response.body#/payoutId"})
+                    for op in ("quarantinePayout", "forceFinalize", "getAdminPayout")},
                  "getPayeeBalances": ("getPayeeBalances", {"payee_id": "$response.body#/payeeId"})}
 
 OPERATIONS: dict[tuple[str, str], Op] = {
@@ -131,6 +164,26 @@ OPERATIONS: dict[tuple[str, str], Op] = {
         "runJob", "Run one job now (the cron runner's endpoint)", "ops", response=m.JobSummary, query=RunQuery,
         path={"job": {"type": "string", "enum": list(JOBS)}}, problems={422: ("VALIDATION_FAILED",),
                                                                         400: ("VALIDATION_FAILED", *_PROVIDER)}),
+    ("GET", "/api/admin/ops/run/{job}"): Op(
+        "runJobByCron", "Run one job now, for Vercel Cron (cron secret only; an admin session is 403)", "ops",
+        response=m.JobSummary, query=RunQuery, path={"job": {"type": "string", "enum": list(JOBS)}},
+        problems={403: ("FORBIDDEN",), 422: ("VALIDATION_FAILED",), 400: ("VALIDATION_FAILED", *_PROVIDER)}),
+    ("GET", "/metrics"): Op("getMetrics", "Prometheus metrics (text exposition format)", "meta", media="text/plain",
+                            problems={401: ("UNAUTHENTICATED",)},
+                            description="Open while PERIODYA_METRICS_TOKEN is unset; when set, that token is "
+                                        "required (and no other credential opens it)."),
+    ("GET", "/api/auth/me"): Op("getMe", "Who the bearer token's session belongs to (any live session)", "auth",
+                                response=a.Me),
+    ("GET", "/api/admin/payouts"): Op(
+        "listAdminPayouts", "Payouts, newest first (stuck ones oldest first), filtered, a page at a time", "ops",
+        response=a.PayoutPage, query=PayoutSearchQuery,
+        description="An unknown or repeated query parameter is 400 VALIDATION_FAILED."),
+    ("GET", "/api/admin/payouts/{id}"): Op(
+        "getAdminPayout", "One payout with its outbox task, timeline and ledger groups", "ops",
+        response=a.AdminPayoutDetail, path=_ANY_ID),
+    ("GET", "/api/admin/jobs"): Op("listJobs", "The cron table's jobs with their last runs and overdue flags", "ops",
+                                   response=a.JobTable, problems={400: ("VALIDATION_FAILED",)},
+                                   description="Any query parameter is 400 VALIDATION_FAILED."),
     ("GET", "/api/admin/ops/alerts"): Op("listAlerts", "Alerts, newest first (at most 200)", "ops",
                                          response=m.AlertList, query=AlertQuery,
                                          problems={422: ("VALIDATION_FAILED",)}),

@@ -12,8 +12,10 @@ operation (about a minute here).
 
 Where our rules are stricter than JSON Schema can say, the check is scoped here, each with its reason:
 * amounts: `1.0` is refused (StrictInt) though JSON Schema calls it an integer: fuzz_hooks.py;
-* POST /api/admin/ops/run/{job}: `mode` is allowed only with job=sentinel, a dependency between a path
-  and a query parameter OpenAPI cannot state, so 422 is an accepted answer to schema-valid data there;
+* POST and GET /api/admin/ops/run/{job}: `mode` is allowed only with job=sentinel, a dependency between a
+  path and a query parameter OpenAPI cannot state, so 422 is an accepted answer to schema-valid data there;
+* GET /api/admin/payouts: `cursor` is opaque (only a `nextCursor` this API returned is one), so 400 is an
+  accepted answer to schema-valid data there;
 * POST /api/webhooks/provider: Stripe-Signature is an HMAC over the raw body that no schema can generate,
   so 400 INVALID_SIGNATURE is an accepted answer to schema-valid data there.
 """
@@ -40,6 +42,14 @@ SCOPED = """
 [[operations]]
 include-operation-id = "runJob"
 checks.positive_data_acceptance.expected-statuses = ["2XX", "401", "403", "404", "409", "422"]
+
+[[operations]]
+include-operation-id = "runJobByCron"
+checks.positive_data_acceptance.expected-statuses = ["2XX", "401", "403", "404", "409", "422"]
+
+[[operations]]
+include-operation-id = "listAdminPayouts"
+checks.positive_data_acceptance.expected-statuses = ["2XX", "400"]
 
 [[operations]]
 include-operation-id = "receiveProviderWebhook"

@@ -1,0 +1,83 @@
+"""Response shapes of the admin reads behind `periodya ops` (GET /api/admin/payouts[/{id}], GET /api/admin/jobs)
+and GET /api/auth/me; split from periodya/http/api_models.py (same rules: closed objects, camelCase keys).
+
+Each model follows the handler that writes the answer field by field: handlers/payout_search.py (the payout
+list and one payout with its timeline and ledger), handlers/job_status.py (the job table), admin/me_routes.py.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from periodya.http.api_models import MinorUnits, OutboxTask, Payout, Shape, TimelineItem, Timestamp
+
+
+class AdminOutboxTask(OutboxTask):
+    updated_at: Timestamp | None = Field(description="null when the payout has no outbox task")
+
+
+class AdminPayout(Payout):
+    """A payout as GET /api/payouts/{id} shows it, plus when its status last changed and its task's last change."""
+
+    outbox: AdminOutboxTask
+    status_changed_at: Timestamp
+
+
+class PayoutPage(Shape):
+    payouts: list[AdminPayout]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class LedgerLine(Shape):
+    line: int
+    account: str
+    currency: str
+    debit: MinorUnits
+    credit: MinorUnits
+
+
+class LedgerGroup(Shape):
+    group_id: str
+    kind: str
+    position: int
+    recorded_at: Timestamp
+    entries: list[LedgerLine]
+
+
+class AdminPayoutDetail(Shape):
+    payout: AdminPayout
+    timeline: list[TimelineItem] = Field(description="the payout stream's events, oldest first")
+    ledger: list[LedgerGroup] = Field(description="the balanced ledger groups written for this payout")
+    audit: str = Field(description="the path of the full audit trail: GET /api/admin/audit/payouts/{payoutId}")
+
+
+class ScheduledJob(Shape):
+    job: str
+    mode: str | None
+    cron: str
+    batch: int | None
+    last_run_at: Timestamp | None
+    finished_at: Timestamp | None
+    ok: bool | None
+    trigger: str | None
+    error: str | None
+    processed: int | None
+    failed: int | None
+    duration_ms: float | None
+    expected_since: Timestamp = Field(description="the cron table's last fire time before now minus the grace")
+    overdue: bool
+
+
+class JobTable(Shape):
+    jobs: list[ScheduledJob]
+    overdue: int = Field(description="how many jobs are overdue")
+    checked_at: Timestamp
+
+
+class Me(Shape):
+    user_id: str
+    email: str
+    roles: list[str]
+    platform_admin: bool
+    session_created_at: Timestamp
+    expires_at: Timestamp
