@@ -54,9 +54,9 @@ class SpecClient:
                     return {"Authorization": f"Bearer {self.credentials[scheme]}"}
         return {}
 
-    async def call(self, operation_id: str, body: Any = None, **params: str) -> Answer:
+    async def call(self, operation_id: str, body: Any = None, **params: str | int) -> Answer:
         method, path, op = self.ops[operation_id]
-        query: dict[str, str] = {}
+        query: dict[str, str | int] = {}
         headers = self._auth(op)
         for p in op.get("parameters", []):
             name = p["name"]
@@ -67,11 +67,11 @@ class SpecClient:
                 continue
             self.check(p["schema"], value, f"{operation_id} parameter {name}")
             if p["in"] == "path":
-                path = path.replace("{" + name + "}", value)
+                path = path.replace("{" + name + "}", str(value))
             elif p["in"] == "query":
                 query[name] = value
             else:
-                headers[name] = value
+                headers[name] = str(value)
         if params:
             raise SpecError(f"{operation_id}: the document declares no parameter {sorted(params)}")
         request_body = op.get("requestBody")
