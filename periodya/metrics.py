@@ -44,6 +44,9 @@ JOB_ITEMS = Counter("periodya_job_items", "Items handled by job runs (processed 
                     ["job", "result"], registry=REGISTRY)
 WEBHOOKS = Counter("periodya_webhooks", "Provider webhooks received: stored | duplicate | refused",
                    ["result"], registry=REGISTRY)
+REFUSALS = Counter("periodya_refusals", "Refused credentials, signatures and requests by kind (service_token, "
+                   "cron_secret, session, webhook_signature, http_parser, ...); every one, not only the logged ones",
+                   ["kind"], registry=REGISTRY)
 PROVIDER_CALLS = Counter("periodya_provider_requests", "Payout provider calls by operation and outcome",
                          ["operation", "outcome"], registry=REGISTRY)
 PROVIDER_LATENCY = Histogram("periodya_provider_request_duration_seconds", "Payout provider call latency",

@@ -21,6 +21,7 @@ import asyncpg
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import RequestPayloadError
 
+from periodya import metrics
 from periodya.logging import get_logger
 
 log = get_logger("periodya.http")
@@ -79,6 +80,7 @@ def refused(kind: str, **fields: object) -> None:
 
     `kind` is from a fixed set (service_token, cron_secret, session, webhook_signature, http_parser);
     `fields` must never hold a token, a secret or a signature."""
+    metrics.REFUSALS.labels(kind).inc()  # counted always; the log line below is rate-limited
     allowed, suppressed = _refusals.allow(kind)
     if allowed:
         log.warning("refused", kind=kind, **fields, **({"suppressed": suppressed} if suppressed else {}))

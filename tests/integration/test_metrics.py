@@ -182,3 +182,19 @@ async def test_an_unreachable_database_still_serves_the_process_metrics(database
         await holder.close()
         await pool.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
     assert "Traceback" not in capsys.readouterr().out
+
+
+async def test_every_refused_credential_is_counted_even_past_the_log_limit(api: Client) -> None:
+    """Issue 13: failed service-token and session checks are logged (rate-limited) and counted in /metrics,
+    every one of them, so a brute force shows even when its log lines are suppressed."""
+    before = parse(await (await api.get("/metrics")).text())
+    for i in range(40):  # more than the 30 log lines a kind gets per minute
+        assert (await api.get("/api/escrows/esc-1", headers={"Authorization": f"Bearer wrong-{i}"})).status == 401
+    assert (await api.get("/api/admin/ops/health", headers={"Authorization": "Bearer not-a-session"})).status == 401
+    after = parse(await (await api.get("/metrics")).text())
+
+    def moved(kind: str) -> float:
+        return value(after, "periodya_refusals_total", kind=kind) - value(before, "periodya_refusals_total", kind=kind)
+
+    assert moved("service_token") == 40
+    assert moved("session") == 1
