@@ -24,30 +24,28 @@ def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("periodya", appauthor=False))
 
 
-def _minutes(env: dict[str, str], name: str, default: float) -> float:
+def _number(env: dict[str, str], name: str, default: float, unit: str, upper: float | None = None) -> float:
+    """A positive number of `unit` from the environment (at most `upper`), or `default` when unset."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number of minutes, got {raw!r}") from None
-    if not value > 0:
+        raise ConfigError(f"{name} must be a number of {unit}, got {raw!r}") from None
+    if upper is None and not value > 0:
         raise ConfigError(f"{name} must be positive, got {raw!r}")
+    if upper is not None and not 0 < value <= upper:
+        raise ConfigError(f"{name} must be between 0 and {upper:g} {unit}, got {raw!r}")
     return value
+
+
+def _minutes(env: dict[str, str], name: str, default: float) -> float:
+    return _number(env, name, default, "minutes")
 
 
 def _seconds(env: dict[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not 0 < value <= 3600:
-        raise ConfigError(f"{name} must be between 0 and 3600 seconds, got {raw!r}")
-    return value
+    return _number(env, name, default, "seconds", 3600)
 
 
 def _port(env: dict[str, str], name: str, default: int) -> int:

@@ -49,29 +49,25 @@ class SessionUser:
 
 
 def session_ttl_from_env(env: dict[str, str] | None = None) -> timedelta:
-    raw = (os.environ if env is None else env).get(TTL_ENV, "")
-    if raw == "":
-        return DEFAULT_TTL
-    try:
-        minutes = float(raw)
-    except ValueError:
-        raise ConfigError(f"{TTL_ENV} must be a number of minutes, got {raw!r}") from None
-    if not 0 < minutes <= 60 * 24 * 30:
-        raise ConfigError(f"{TTL_ENV} must be between 0 and 43200 minutes, got {raw!r}")
-    return timedelta(minutes=minutes)
+    """PERIODYA_SESSION_TTL_MINUTES: a session's whole life (default 12 h)."""
+    return _minutes_from_env(TTL_ENV, DEFAULT_TTL, env)
 
 
 def session_idle_from_env(env: dict[str, str] | None = None) -> timedelta:
     """PERIODYA_SESSION_IDLE_MINUTES: a session unused this long is refused (default 30)."""
-    raw = (os.environ if env is None else env).get(IDLE_ENV, "")
+    return _minutes_from_env(IDLE_ENV, DEFAULT_IDLE, env)
+
+
+def _minutes_from_env(name: str, default: timedelta, env: dict[str, str] | None) -> timedelta:
+    raw = (os.environ if env is None else env).get(name, "")
     if raw == "":
-        return DEFAULT_IDLE
+        return default
     try:
         minutes = float(raw)
     except ValueError:
-        raise ConfigError(f"{IDLE_ENV} must be a number of minutes, got {raw!r}") from None
+        raise ConfigError(f"{name} must be a number of minutes, got {raw!r}") from None
     if not 0 < minutes <= 60 * 24 * 30:
-        raise ConfigError(f"{IDLE_ENV} must be between 0 and 43200 minutes, got {raw!r}")
+        raise ConfigError(f"{name} must be between 0 and 43200 minutes, got {raw!r}")
     return timedelta(minutes=minutes)
 
 

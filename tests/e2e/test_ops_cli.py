@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
 from tests.e2e.opscli import OpsCli
 from tests.e2e.procs import (
@@ -27,20 +25,10 @@ from tests.e2e.procs import (
     eventually,
     free_port,
     running_system,
-    start_sim,
 )
 from tests.e2e.test_runbook_incidents import cash_held, funded_payout
 
 ADMIN_ACTOR = f"admin:{ADMIN_EMAIL}"
-
-
-@pytest.fixture(scope="module")
-async def sim_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    proc, url = await start_sim(tmp_path_factory.mktemp("sim"))
-    try:
-        yield url
-    finally:
-        await proc.stop()
 
 
 async def logged_in(system: System, tmp_path: Path) -> OpsCli:

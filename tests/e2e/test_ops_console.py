@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.e2e.procs import ADMIN_EMAIL, ADMIN_PASSWORD, System, create_user, eventually, running_system, start_sim
+from tests.e2e.procs import ADMIN_EMAIL, ADMIN_PASSWORD, System, create_user, eventually, running_system
 from tests.e2e.test_runbook_incidents import _killed_after_provider_accept, funded_payout
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -31,15 +31,6 @@ if not CHROMIUM.exists():
                 allow_module_level=True)
 
 from playwright.async_api import Browser, Page, async_playwright, expect  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-async def sim_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    proc, url = await start_sim(tmp_path_factory.mktemp("sim"))
-    try:
-        yield url
-    finally:
-        await proc.stop()
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ from periodya.eventstore.hashing import lock_key
 from periodya.handlers import platform
 from periodya.handlers.unit_of_work import Meta, run_command
 from tests.conftest import database_name
-from tests.e2e.procs import System, eventually, fresh_database, running_system, start_sim
+from tests.e2e.procs import System, eventually, fresh_database, running_system
 from tests.integration.invariants import assert_money_invariants
 
 N = 200
@@ -59,15 +59,6 @@ def _solo_payee() -> str:
 
 
 SOLO_PAYEE = _solo_payee()
-
-
-@pytest.fixture(scope="module")
-async def sim_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    proc, url = await start_sim(tmp_path_factory.mktemp("sim"))
-    try:
-        yield url
-    finally:
-        await proc.stop()
 
 
 async def make_payouts(pool: asyncpg.Pool, n: int = N) -> list[str]:

@@ -12,29 +12,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
 from periodya.provider.signing import sign
-from tests.e2e.procs import ADMIN_EMAIL, System, eventually, running_system, start_sim
+from tests.e2e.procs import ADMIN_EMAIL, System, eventually, running_system
 
 HEALTHY = {"status": "ok", "payoutOutboxSendingStuck": 0, "providerPayoutSentStuck10m": 0,
            "integrityAlertsCriticalOpen": 0}
 ADMIN_ACTOR = f"admin:{ADMIN_EMAIL}"
-
-
-@pytest.fixture(scope="module")
-async def sim_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    """One simulator process for the module; each test resets it and points its webhooks at its server."""
-    proc, url = await start_sim(tmp_path_factory.mktemp("sim"))
-    try:
-        yield url
-    finally:
-        await proc.stop()
 
 
 def subset(health: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
