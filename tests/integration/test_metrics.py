@@ -164,7 +164,8 @@ async def test_an_unreachable_database_still_serves_the_process_metrics(database
     role = f"limited_{uuid.uuid4().hex[:8]}"
     await pool.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
     parts = urlparse(database_url)
-    url = urlunparse(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port or 5432}"))
+    # only the user changes: the embedded server's URL has no host part (its socket dir is in the query)
+    url = urlunparse(parts._replace(netloc=f"{role}@{parts.netloc.rpartition('@')[2]}"))
     holder = await asyncpg.connect(url)  # takes the role's only connection
     limited = await db.connect_pool(url, min_size=0, max_size=2)
     client = TestClient(TestServer(create_app(settings, limited)))
