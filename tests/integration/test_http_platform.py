@@ -903,3 +903,19 @@ async def test_fuzz_funded_payouts_keep_the_ledger_balanced(api: Client, pool: a
         assert resp.status == 400 and (not 0 < len(destination) <= 256 or "\x00" in destination), (resp.status, text)
     totals = await ledger_totals(pool)
     assert all(v == 0 for v in totals.values()), totals
+
+
+async def test_a_reused_key_is_named_in_the_409_detail(api: Client) -> None:
+    """The client must be told WHICH key it reused (a batch client sends many): the detail names it, on the
+    escrow commands' path (idempotency.lookup) and on the group-committed payout path (idempotency.check)."""
+    await credit(api, "payee_nk", 1_000)
+    await ok(await post_payout(api, payout_body("payee_nk", 100), key="order-nk-1"), 201)
+    reused = await problem(await post_payout(api, payout_body("payee_nk", 101), key="order-nk-1"), 409,
+                           "IDEMPOTENCY_KEY_REUSED")
+    assert "'order-nk-1'" in reused["detail"], reused
+    await ok(await api.post("/api/escrows", json={"escrowId": "esc_nk", "amount": 500, "currency": "USD"},
+                            headers={"Idempotency-Key": "fund-nk-1"}), 201)
+    reused = await problem(await api.post("/api/escrows", json={"escrowId": "esc_nk2", "amount": 500,
+                                                                "currency": "USD"},
+                                          headers={"Idempotency-Key": "fund-nk-1"}), 409, "IDEMPOTENCY_KEY_REUSED")
+    assert "'fund-nk-1'" in reused["detail"], reused
