@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import sys
@@ -369,33 +370,17 @@ async def admin_token(pool: asyncpg.Pool) -> str:
     return token
 
 
-async def measure_health(base: str, token: str, requests: int, warmup: int) -> tuple[c.Result, dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {token}"}
-    connector = aiohttp.TCPConnector(limit=1)  # one keep-alive connection, sequential requests
-    async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
-        body: dict[str, Any] = {}
-
-        async def one(_worker: int) -> None:
-            nonlocal body
-            async with http.get(f"{base}/api/admin/ops/health") as r:
-                assert r.status == 200, await r.text()
-                body = await r.json()
-
-        for _ in range(warmup):
-            await one(0)
-        result = await c.drive_async(one, 1, count=requests)
-    return result, body
-
-
-async def measure_scrape(base: str, requests: int, warmup: int) -> tuple[c.Result, str]:
-    """Sequential GET /metrics on one keep-alive connection, as one Prometheus server scrapes a target."""
+async def measure_get(base: str, path: str, requests: int, warmup: int,
+                      headers: dict[str, str] | None = None) -> tuple[c.Result, str]:
+    """Sequential GETs of `path` on one keep-alive connection (as one Prometheus server scrapes a target, or
+    one dashboard polls health); returns the figures and the last answer's text."""
     connector = aiohttp.TCPConnector(limit=1)
-    async with aiohttp.ClientSession(connector=connector) as http:
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
         text = ""
 
         async def one(_worker: int) -> None:
             nonlocal text
-            async with http.get(f"{base}/metrics") as r:
+            async with http.get(f"{base}{path}") as r:
                 assert r.status == 200, await r.text()
                 text = await r.text()
 
@@ -403,6 +388,16 @@ async def measure_scrape(base: str, requests: int, warmup: int) -> tuple[c.Resul
             await one(0)
         result = await c.drive_async(one, 1, count=requests)
     return result, text
+
+
+async def measure_health(base: str, token: str, requests: int, warmup: int) -> tuple[c.Result, dict[str, Any]]:
+    result, text = await measure_get(base, "/api/admin/ops/health", requests, warmup,
+                                     {"Authorization": f"Bearer {token}"})
+    return result, json.loads(text)
+
+
+async def measure_scrape(base: str, requests: int, warmup: int) -> tuple[c.Result, str]:
+    return await measure_get(base, "/metrics", requests, warmup)
 
 
 SCRAPE_VS_HEALTH = {"periodya_outbox_pending": "payoutOutboxPending",
