@@ -2,7 +2,7 @@
 
 One run, one fresh scratch database (dropped afterwards):
   1. the API server runs in a SEPARATE PROCESS (this module's `serve_main`, wired exactly like
-     `periodya serve`: periodya.service.open_pool + create_app + AppRunner(access_log=None), log level
+     `periodya serve`: periodya.deps.open_pool + create_app + AppRunner(access_log=None), log level
      info), so the load generator and the server do not share a core or an event loop;
   2. payees are credited through the API (POST /api/escrows, then .../release);
   3. a keep-alive aiohttp client drives POST /api/payouts at concurrency 32 (unique Idempotency-Key per
@@ -141,9 +141,9 @@ async def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from periodya.config import Settings
+    from periodya.deps import open_pool
     from periodya.http.app import create_app
     from periodya.logging import configure
-    from periodya.service import open_pool
 
     settings = Settings.from_env()
     configure(settings.log_level)

@@ -25,7 +25,7 @@ def command(name: str) -> Callable[[Command], Command]:
 
 
 async def open_pool(settings: Settings, *, check_schema: bool = True, **kwargs: Any) -> Any:
-    from periodya.service import open_pool as service_open_pool
+    from periodya.deps import open_pool as service_open_pool
 
     return await service_open_pool(settings, check_schema=check_schema, **kwargs)
 

@@ -10,8 +10,9 @@ from typing import Any
 from periodya import db
 from periodya.cli import command
 from periodya.config import Settings
+from periodya.deps import open_pool, runner_deps
 from periodya.logging import configure, get_logger
-from periodya.service import embedded_provider, http_site, open_pool, runner_deps, stop_event
+from periodya.service import embedded_provider, http_site, stop_event
 
 log = get_logger("periodya")
 

@@ -1,4 +1,5 @@
-"""Wiring of the running system: pool, provider, runner dependencies, HTTP site, simulator for `up`."""
+"""The running system's processes: signals, the HTTP site, secrets and the simulator for `up` (the pool and
+the runners' dependencies are periodya/deps.py's)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import asyncpg
 from aiohttp import web
 
-from periodya import db
 from periodya.config import Settings
+from periodya.deps import Deps
 from periodya.errors import ConfigError
-from periodya.eventstore import EventStore
 from periodya.http.app import create_app
 from periodya.http.edge import EdgeRunner
-from periodya.provider.stripe_adapter import StripePayoutsClient
-from periodya.runners.base import Deps
 
 
 def stop_event() -> asyncio.Event:
@@ -27,28 +25,6 @@ def stop_event() -> asyncio.Event:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     return stop
-
-
-async def open_pool(settings: Settings, *, check_schema: bool = True, **kwargs: object) -> asyncpg.Pool:
-    url = db.resolve_database_url(settings.database_url, settings.data_dir)
-    pool = await db.connect_pool(url, **kwargs)  # type: ignore[arg-type]
-    if check_schema:
-        try:
-            async with pool.acquire() as conn:
-                await db.ensure_schema(conn)
-        except ConfigError:
-            await pool.close()
-            raise
-    return pool
-
-
-@asynccontextmanager
-async def runner_deps(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[Deps]:
-    provider = settings.provider_endpoint()
-    if not provider:
-        raise ConfigError("PERIODYA_PROVIDER_URL is required to run jobs (or use `periodya up`)")
-    async with StripePayoutsClient(provider, settings.provider_api_key or "", timeout=10) as client:
-        yield Deps(EventStore(pool), client, settings)
 
 
 @asynccontextmanager

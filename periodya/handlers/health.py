@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from periodya.deps import Deps
 from periodya.handlers.views import rfc3339
 from periodya.handlers.webhook_refusals import refused_since
-from periodya.runners.base import Deps
 
 _COUNTS = """
 SELECT (SELECT count(*) FROM outbox WHERE status = 'PENDING') AS pending,

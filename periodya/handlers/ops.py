@@ -3,12 +3,12 @@ and the request id in its metadata; each is idempotent where API.md says a repea
 
 from __future__ import annotations
 
+from periodya.deps import Deps
 from periodya.domain import payout
 from periodya.domain.errors import InvalidState
 from periodya.handlers import lifecycle
 from periodya.handlers.unit_of_work import UnitOfWork
 from periodya.provider.port import ProviderError, ProviderNotFound
-from periodya.runners.base import Deps
 from periodya.runners.reconcile import reconcile_one
 
 

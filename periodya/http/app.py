@@ -12,6 +12,7 @@ from periodya.admin import me_routes
 from periodya.admin import routes as admin_routes
 from periodya.audit import routes as audit_routes
 from periodya.config import Settings
+from periodya.deps import Deps
 from periodya.eventstore import EventStore
 from periodya.handlers.payout_batch import PayoutBatcher
 from periodya.http import (
@@ -30,7 +31,6 @@ from periodya.http.middleware import request_context
 from periodya.http.openapi import setup as setup_openapi
 from periodya.http.readiness import setup as setup_readiness
 from periodya.provider.port import ProviderUnavailable
-from periodya.runners.base import Deps
 
 
 class NoProvider:

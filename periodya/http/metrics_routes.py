@@ -26,12 +26,12 @@ from prometheus_client.metrics_core import Metric
 
 from periodya import metrics
 from periodya.config import Settings
+from periodya.deps import Deps
 from periodya.handlers import health
 from periodya.http.auth import bearer
 from periodya.http.middleware import Handler
 from periodya.http.problems import Unauthenticated
 from periodya.logging import get_logger
-from periodya.runners.base import Deps
 
 SETTINGS = web.AppKey("metrics_settings", Settings)
 DEPS = web.AppKey("metrics_deps", Deps)

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import Field, StrictStr
 
+from periodya.deps import Deps
 from periodya.domain.errors import ValidationFailed
 from periodya.handlers import alerts, ops, views
 from periodya.handlers.health import alert_json, health, list_alerts
@@ -24,7 +25,6 @@ from periodya.http.auth import PRINCIPAL
 from periodya.http.middleware import ACTOR, REQUEST_ID
 from periodya.http.platform_routes import json, path_id
 from periodya.http.problems import Forbidden
-from periodya.runners.base import Deps
 from periodya.runners.execute import execute_job
 
 DEPS = web.AppKey("ops_deps", Deps)

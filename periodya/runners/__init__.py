@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from periodya.deps import Deps
 from periodya.runners import outbox, reconcile, repair, sentinel, webhooks
-from periodya.runners.base import Deps, Summary
+from periodya.runners.base import Summary
 
 Job = Callable[[Deps, int], Awaitable[Summary]]
 JOBS: dict[str, tuple[Job, int]] = {

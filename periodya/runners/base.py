@@ -1,38 +1,20 @@
-"""What every job shares: its dependencies, its summary, and the per-item unit of work."""
+"""What every job shares: its summary and the per-item unit of work. Its dependencies (Deps, the clock)
+are periodya/deps.py's, imported here for the jobs that take them from this module."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from periodya.config import Settings
+from periodya.deps import Deps
 from periodya.domain.errors import DomainError
 from periodya.errors import ConcurrencyConflict
-from periodya.eventstore import EventStore
 from periodya.handlers.unit_of_work import Meta, UnitOfWork, run_command
 from periodya.logging import get_logger
-from periodya.provider.port import PayoutProvider
 
-Clock = Callable[[], datetime]
 log = get_logger("periodya.runners")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class Deps:
-    store: EventStore
-    provider: PayoutProvider
-    settings: Settings
-    clock: Clock = utc_now
-
-    def minutes_ago(self, minutes: float) -> datetime:
-        return self.clock() - timedelta(minutes=minutes)
 
 
 @dataclass

@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 
 from periodya import metrics
+from periodya.deps import Deps
 from periodya.domain.errors import ValidationFailed
 from periodya.logging import get_logger
 from periodya.runners import JOBS
-from periodya.runners.base import Deps
 
 log = get_logger("periodya.jobs")
 RETENTION = timedelta(days=14)

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
+from periodya.deps import Deps
 from periodya.domain import payout
 from periodya.domain.alerts import WARNING
 from periodya.domain.decision import Decision
@@ -39,7 +40,7 @@ from periodya.provider.port import (
     ProviderRejected,
 )
 from periodya.runners import faults
-from periodya.runners.base import Deps, Summary, claim_and_run, log
+from periodya.runners.base import Summary, claim_and_run, log
 from periodya.runners.sentinel_checks import REMEDY
 
 BATCH = 50

@@ -11,13 +11,14 @@ from __future__ import annotations
 from datetime import datetime
 from functools import partial
 
+from periodya.deps import Deps
 from periodya.domain import payout
 from periodya.domain.decision import Decision
 from periodya.eventstore.store import stream_lock
 from periodya.handlers import lifecycle
 from periodya.handlers.unit_of_work import UnitOfWork
 from periodya.provider.port import ProviderError, ProviderPayout
-from periodya.runners.base import Deps, Summary, claim_and_run
+from periodya.runners.base import Summary, claim_and_run
 
 BATCH = 100
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import partial
 
+from periodya.deps import Deps
 from periodya.domain import payout
 from periodya.eventstore.store import stream_lock
 from periodya.handlers import lifecycle
 from periodya.handlers.unit_of_work import UnitOfWork
 from periodya.provider.port import ProviderError, ProviderIdempotencyMismatch, ProviderRejected
-from periodya.runners.base import Deps, Summary, claim_and_run
+from periodya.runners.base import Summary, claim_and_run
 
 BATCH = 200
 IDEMPOTENCY_WINDOW = timedelta(hours=23)

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 from croniter import croniter
 
+from periodya.deps import Deps
 from periodya.logging import get_logger
-from periodya.runners.base import Deps
 from periodya.runners.execute import execute_job
 
 log = get_logger("periodya.scheduler")

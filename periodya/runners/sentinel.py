@@ -11,12 +11,13 @@ from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any
 
+from periodya.deps import Deps
 from periodya.domain.alerts import CRITICAL, NEVER_AUTO_RESOLVED, WARNING
 from periodya.eventstore import START, Position
 from periodya.handlers import alerts
 from periodya.handlers.unit_of_work import Meta, run_command
 from periodya.logging import get_logger
-from periodya.runners.base import Deps, Summary
+from periodya.runners.base import Summary
 from periodya.runners.sentinel_checks import CHECKS, Result, Scope, remedy
 
 MAX_NEW_PER_CODE = 50

@@ -19,9 +19,9 @@ from typing import Any
 
 import asyncpg
 
+from periodya.deps import Deps
 from periodya.domain.alerts import CRITICAL, WARNING
 from periodya.eventstore.verify import chain_breaks_in_db
-from periodya.runners.base import Deps
 from periodya.runners.webhook_check import CODE as WEBHOOK_CODE
 from periodya.runners.webhook_check import REMEDY as WEBHOOK_REMEDY
 from periodya.runners.webhook_check import webhook_signatures_failing

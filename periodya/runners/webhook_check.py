@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from periodya.deps import Deps
 from periodya.domain.alerts import WARNING
 from periodya.handlers.webhook_refusals import refused_since
-from periodya.runners.base import Deps
 
 if TYPE_CHECKING:
     from periodya.runners.sentinel_checks import Result, Scope

@@ -20,6 +20,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from periodya.deps import Deps
 from periodya.domain import payout
 from periodya.domain.decision import Decision
 from periodya.domain.errors import DomainError
@@ -32,7 +33,7 @@ from periodya.handlers import lifecycle
 from periodya.handlers.unit_of_work import Meta, UnitOfWork, run_command
 from periodya.projections.provider_events import stream as event_stream
 from periodya.runners import faults
-from periodya.runners.base import Deps, Summary, claim_and_run, log
+from periodya.runners.base import Summary, claim_and_run, log
 
 BATCH = 200
 PAID_TYPES = {"payout.paid"}

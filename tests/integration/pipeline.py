@@ -15,6 +15,7 @@ import asyncpg
 from aiohttp.test_utils import TestServer
 
 from periodya.config import Settings
+from periodya.deps import Deps
 from periodya.domain import escrow, payout
 from periodya.eventstore import EventStore
 from periodya.handlers import platform
@@ -22,7 +23,6 @@ from periodya.handlers.unit_of_work import Meta, run_command
 from periodya.http.app import create_app
 from periodya.provider.simulator import running_simulator
 from periodya.provider.stripe_adapter import StripePayoutsClient
-from periodya.runners.base import Deps
 
 API_KEY = "sk_test_pipeline"
 WEBHOOK_SECRET = "whsec_pipeline"

@@ -19,6 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from periodya.admin import users
+from periodya.deps import Deps
 from periodya.eventstore import EventStore
 from periodya.handlers.health import health
 from periodya.handlers.unit_of_work import Meta
@@ -26,7 +27,6 @@ from periodya.http.app import NoProvider, create_app
 from periodya.http.edge import EdgeRunner
 from periodya.provider.signing import sign
 from periodya.runners import sentinel, webhooks
-from periodya.runners.base import Deps
 from tests.clients import Client
 from tests.conftest import CRON_SECRET, SERVICE_TOKEN
 
