@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -9,9 +10,25 @@ from typing import Any
 from urllib.parse import urlparse
 
 from periodya.errors import ConfigError
-from periodya.http.client_ip import parse_trusted
 
 ROOT_DATA_DIR = Path("/var/lib/periodya")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+TRUSTED_PROXIES_ENV = "PERIODYA_TRUSTED_PROXIES"
+
+
+def parse_trusted(raw: str | None) -> tuple[Network, ...]:
+    """`10.0.0.1, 10.1.0.0/16, ::1` -> networks; one-line ConfigError on a bad entry (the trusted proxies
+    whose X-Forwarded-For periodya/http/client_ip.py believes)."""
+    out: list[Network] = []
+    for part in (raw or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ConfigError(f"{TRUSTED_PROXIES_ENV}: not an address or CIDR: {part[:64]!r}") from None
+    return tuple(out)
 
 
 def _default_data_dir() -> Path:
@@ -122,7 +139,7 @@ class Settings:
             finalize_grace_minutes=_minutes(env, "PERIODYA_FINALIZE_GRACE_MINUTES", 5),
             log_level=(env.get("PERIODYA_LOG_LEVEL") or "info").lower(),
             sim_port=_port(env, "PERIODYA_SIM_PORT", 8081),
-            trusted_proxies=parse_trusted(env.get("PERIODYA_TRUSTED_PROXIES")),
+            trusted_proxies=parse_trusted(env.get(TRUSTED_PROXIES_ENV)),
             header_timeout=_seconds(env, "PERIODYA_HEADER_TIMEOUT_SECONDS", 15.0),
             body_timeout=_seconds(env, "PERIODYA_BODY_TIMEOUT_SECONDS", 30.0),
             metrics_token=env.get("PERIODYA_METRICS_TOKEN") or None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class PeriodyaError(Exception):
     """Base of every error this service raises on purpose."""
@@ -13,6 +15,16 @@ class ConfigError(PeriodyaError):
     """The configuration cannot work (bad URL, unreachable database, schema missing)."""
 
     code = "CONFIG_ERROR"
+
+
+class BadRequest(PeriodyaError):
+    """Malformed input: unparseable JSON, wrong types, missing fields, a bad header, a forged cursor (400)."""
+
+    code = "VALIDATION_FAILED"
+
+    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(detail)
+        self.errors = errors or []
 
 
 class ConcurrencyConflict(PeriodyaError):

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import asyncpg
 
 from periodya.admin.passwords import check_new_password, hash_password_async
-from periodya.catalog import REGISTRY
 from periodya.domain.events import Event
 from periodya.errors import PeriodyaError
+from periodya.event_registry import REGISTRY
 from periodya.eventstore import ANY, NO_STREAM, EventStore, StreamAppend
 from periodya.handlers.unit_of_work import Meta
 

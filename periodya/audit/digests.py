@@ -17,9 +17,9 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 
 from periodya.audit.logdigest import Digester, DigestRecord
-from periodya.catalog import REGISTRY
 from periodya.domain.events import Event
 from periodya.errors import ConcurrencyConflict
+from periodya.event_registry import REGISTRY
 from periodya.eventstore import NO_STREAM, EventStore, StreamAppend
 from periodya.handlers.unit_of_work import Meta
 

@@ -17,9 +17,9 @@ from typing import Any
 import asyncpg
 
 from periodya.audit.points import rfc3339
-from periodya.catalog import REGISTRY
 from periodya.domain import escrow, payout
 from periodya.domain.errors import NotFound
+from periodya.event_registry import REGISTRY
 from periodya.eventstore.store import EVENT_COLUMNS, row_to_event
 
 _PROVIDER_IDS = ("SELECT DISTINCT data->>'providerPayoutId' FROM periodya.events WHERE stream_id = $1 "

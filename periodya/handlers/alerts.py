@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from periodya.catalog import REGISTRY
 from periodya.domain import alerts
 from periodya.domain.decision import Decision
 from periodya.domain.errors import NotFound
+from periodya.event_registry import REGISTRY
 from periodya.eventstore.store import stream_lock
 from periodya.handlers.unit_of_work import UnitOfWork
 

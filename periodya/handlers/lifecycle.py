@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 
-from periodya.catalog import REGISTRY
 from periodya.domain import payout
 from periodya.domain.decision import Decision
 from periodya.domain.errors import NotFound
 from periodya.domain.events import Event, Source
 from periodya.domain.ledger import LedgerGroup
 from periodya.domain.payout import PayoutState
+from periodya.event_registry import REGISTRY
 from periodya.eventstore import RecordedEvent, StreamAppend
 from periodya.eventstore.store import stream_lock
 from periodya.handlers.unit_of_work import UnitOfWork, decision_appends

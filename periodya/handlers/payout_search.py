@@ -20,10 +20,10 @@ import asyncpg
 
 from periodya.audit.history import snapshot, timeline_item
 from periodya.domain import payout
+from periodya.errors import BadRequest
 from periodya.eventstore.store import EVENT_COLUMNS
 from periodya.handlers import views
 from periodya.handlers.views import rfc3339
-from periodya.http.problems import BadRequest
 
 STATUSES = (payout.REQUESTED, payout.SENDING, payout.SENT, payout.PAID, payout.FINALIZED, payout.FAILED,
             payout.QUARANTINED, payout.CANCELLED)

@@ -14,12 +14,12 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from periodya.catalog import REGISTRY
 from periodya.domain import accounts, escrow, payout
 from periodya.domain.decision import Decision, posted
 from periodya.domain.errors import OverdraftRefused
 from periodya.domain.events import Event
 from periodya.errors import ConcurrencyConflict
+from periodya.event_registry import REGISTRY
 from periodya.eventstore import NO_STREAM, EventStore, NewEvent, RecordedEvent, StreamAppend
 from periodya.eventstore.hashing import lock_key
 from periodya.eventstore.store import stream_lock

@@ -7,9 +7,9 @@ from typing import Any
 
 import asyncpg
 
-from periodya.catalog import REGISTRY
 from periodya.domain import payout
 from periodya.domain.errors import NotFound
+from periodya.event_registry import REGISTRY
 from periodya.eventstore.model import RecordedEvent
 from periodya.projections import outbox
 

@@ -14,25 +14,9 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from periodya.errors import ConfigError
+from periodya.config import Network
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple)
-ENV = "PERIODYA_TRUSTED_PROXIES"
-
-
-def parse_trusted(raw: str | None) -> tuple[Network, ...]:
-    """`10.0.0.1, 10.1.0.0/16, ::1` -> networks; one-line ConfigError on a bad entry."""
-    out: list[Network] = []
-    for part in (raw or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            out.append(ipaddress.ip_network(part, strict=False))
-        except ValueError:
-            raise ConfigError(f"{ENV}: not an address or CIDR: {part[:64]!r}") from None
-    return tuple(out)
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple)  # parsed by periodya.config.parse_trusted
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -9,13 +9,13 @@ import orjson
 from aiohttp import web
 
 from periodya.domain import escrow, payout
+from periodya.errors import BadRequest
 from periodya.eventstore import EventStore
 from periodya.handlers import platform, views
 from periodya.handlers.payout_batch import PayoutBatcher
 from periodya.handlers.unit_of_work import Meta
 from periodya.http import schemas
 from periodya.http.middleware import ACTOR, REQUEST_ID
-from periodya.http.problems import BadRequest
 
 STORE = web.AppKey("store", EventStore)
 PAYOUTS = web.AppKey("payouts", PayoutBatcher)

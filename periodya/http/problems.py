@@ -16,7 +16,7 @@ from periodya.domain.errors import (
     UnbalancedGroup,
     ValidationFailed,
 )
-from periodya.errors import ConcurrencyConflict, PeriodyaError
+from periodya.errors import BadRequest, ConcurrencyConflict, PeriodyaError
 
 CONTENT_TYPE = "application/problem+json"
 
@@ -27,16 +27,6 @@ class Unauthenticated(PeriodyaError):
 
 class Forbidden(PeriodyaError):
     code = "FORBIDDEN"
-
-
-class BadRequest(PeriodyaError):
-    """Malformed input: unparseable JSON, wrong types, missing fields, a bad header."""
-
-    code = "VALIDATION_FAILED"
-
-    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(detail)
-        self.errors = errors or []
 
 
 _STATUS: list[tuple[type[PeriodyaError], int, str]] = [

@@ -35,12 +35,12 @@ import orjson
 from aiohttp import web
 
 from periodya import metrics
-from periodya.catalog import REGISTRY
 from periodya.config import Settings
 from periodya.domain.alerts import WARNING
 from periodya.domain.decision import Decision
 from periodya.domain.events import ProviderEventReceived
-from periodya.errors import ConcurrencyConflict, PeriodyaError
+from periodya.errors import BadRequest, ConcurrencyConflict, PeriodyaError
+from periodya.event_registry import REGISTRY
 from periodya.eventstore import NO_STREAM, EventStore, StreamAppend
 from periodya.eventstore.store import stream_lock
 from periodya.handlers import alerts, webhook_refusals
@@ -50,7 +50,6 @@ from periodya.http import boundary
 from periodya.http.client_ip import request_client
 from periodya.http.middleware import REQUEST_ID
 from periodya.http.platform_routes import json
-from periodya.http.problems import BadRequest
 from periodya.http.schemas import check_tree
 from periodya.logging import get_logger
 from periodya.projections.provider_events import stream

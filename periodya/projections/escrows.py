@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from periodya.catalog import REGISTRY
 from periodya.domain import escrow
+from periodya.event_registry import REGISTRY
 from periodya.eventstore.model import RecordedEvent
 from periodya.projections.port import ProjectionConnection
 from periodya.projections.rows import fetch_by_keys, values

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import fields
 from datetime import datetime
 
-from periodya.catalog import REGISTRY
 from periodya.domain import payout
+from periodya.event_registry import REGISTRY
 from periodya.eventstore.model import RecordedEvent
 from periodya.projections.port import ProjectionConnection
 from periodya.projections.rows import fetch_by_keys, values

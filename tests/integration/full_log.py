@@ -9,9 +9,9 @@ import asyncpg
 
 import periodya.admin.users
 import periodya.audit.digests  # registers LogDigestRecorded
-from periodya.catalog import REGISTRY
 from periodya.config import Settings
 from periodya.domain import escrow
+from periodya.event_registry import REGISTRY
 from periodya.handlers import platform
 from periodya.handlers.unit_of_work import run_command
 from periodya.runners import outbox, sentinel, webhooks

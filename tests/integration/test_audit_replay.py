@@ -15,9 +15,9 @@ from periodya.audit import rebuild as rb
 from periodya.audit.rebuilder import rebuild_into
 from periodya.audit.replay_cli import run_replay
 from periodya.audit.swap import swap_in
-from periodya.catalog import REGISTRY
 from periodya.domain import escrow
 from periodya.domain.decision import posted
+from periodya.event_registry import REGISTRY
 from periodya.eventstore import NO_STREAM, EventStore, StreamAppend
 from periodya.projections import PROJECTIONS, apply_all
 from periodya.projections.replay import diff_table, replay_and_diff

@@ -12,10 +12,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from periodya.admin import throttle
-from periodya.config import Settings
+from periodya.config import Settings, parse_trusted
 from periodya.errors import ConfigError
 from periodya.http.app import create_app
-from periodya.http.client_ip import client_address, parse_trusted
+from periodya.http.client_ip import client_address
 from tests.clients import Client
 from tests.integration.test_admin_auth import PASSWORD, make_user
 

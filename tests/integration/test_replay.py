@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from periodya.catalog import REGISTRY
 from periodya.domain.events import ProviderEventApplied, ProviderEventReceived
+from periodya.event_registry import REGISTRY
 from periodya.eventstore import NO_STREAM, EventStore, StreamAppend
 from periodya.projections import apply_all, provider_events, rows
 from periodya.projections.replay import replay_and_diff

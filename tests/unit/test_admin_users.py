@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 from periodya.admin import sessions, users
-from periodya.catalog import REGISTRY
 from periodya.errors import ConfigError
+from periodya.event_registry import REGISTRY
 
 
 @pytest.mark.parametrize(("given", "stored"), [
