@@ -14,10 +14,11 @@ from typing import Any
 from aiohttp import web
 
 from periodya.errors import BadRequest
-from periodya.handlers import job_status, payout_search
+from periodya.handlers import payout_search
 from periodya.handlers.payout_search import Cursor, PayoutQuery
 from periodya.http.ops_routes import DEPS
 from periodya.http.platform_routes import json, path_id
+from periodya.runners import job_status
 
 routes = web.RouteTableDef()
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")

@@ -2,7 +2,7 @@
 and GET /api/auth/me; split from periodya/http/api_models.py (same rules: closed objects, camelCase keys).
 
 Each model follows the handler that writes the answer field by field: handlers/payout_search.py (the payout
-list and one payout with its timeline and ledger), handlers/job_status.py (the job table), admin/me_routes.py.
+list and one payout with its timeline and ledger), runners/job_status.py (the job table), http/admin_me_routes.py.
 """
 
 from __future__ import annotations

@@ -7,15 +7,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pydantic
 from aiohttp import web
 
-from periodya.provider.sim_state import Delivery, SimRequestError
+from periodya.provider.sim_state import Delivery, SimRequestError, SimState
+from periodya.provider.sim_webhooks import Background, WebhookSender
 
-if TYPE_CHECKING:
-    from periodya.provider.simulator import Simulator
+
+class Controlled(Protocol):
+    """What the control plane drives: periodya/provider/simulator.py's Simulator (which adds these routes)."""
+
+    state: SimState
+    background: Background
+    webhooks: WebhookSender
+
+    def settle(self, payout_id: str, status: str, failure_code: str | None = None,
+               failure_message: str | None = None) -> dict[str, Any]: ...
 
 SETTLE_STATUSES = ("paid", "failed", "canceled", "in_transit")
 
@@ -34,11 +43,8 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def add_routes(router: web.UrlDispatcher, key: web.AppKey[Simulator]) -> None:
-    """Register every /_sim route; `key` finds the Simulator in the app."""
-
-    def sim(request: web.Request) -> Simulator:
-        return request.app[key]
+def add_routes(router: web.UrlDispatcher, sim: Callable[[web.Request], Controlled]) -> None:
+    """Register every /_sim route; `sim` finds the simulator of a request's app."""
 
     async def get_config(request: web.Request) -> web.Response:
         return web.json_response(sim(request).state.config.public())

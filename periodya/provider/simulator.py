@@ -151,7 +151,7 @@ def create_sim_app(api_key: str | None, webhook_secret: str, webhook_url: str | 
     app.router.add_post("/v1/payouts", create_payout)
     app.router.add_get("/v1/payouts", list_payouts)
     app.router.add_get("/v1/payouts/{id}", retrieve_payout)
-    sim_control.add_routes(app.router, SIM)
+    sim_control.add_routes(app.router, lambda request: request.app[SIM])
     return app
 
 
