@@ -44,8 +44,8 @@ import asyncpg
 
 from bench import _common as c
 from periodya import db
-from periodya.catalog import REGISTRY
 from periodya.config import Settings
+from periodya.event_registry import REGISTRY
 from periodya.eventstore.hashing import canonical_json
 from periodya.eventstore.model import RecordedEvent
 from periodya.projections import apply_all

@@ -41,10 +41,10 @@ from bench import _common as c
 from periodya import db
 from periodya.audit.rebuild import scratch_name
 from periodya.audit.rebuilder import rebuild_into
-from periodya.catalog import REGISTRY
 from periodya.domain import escrow, payout
 from periodya.domain.decision import Decision, posted
 from periodya.domain.events import Event, ProviderEventApplied, ProviderEventReceived
+from periodya.event_registry import REGISTRY
 from periodya.eventstore import NO_STREAM, EventStore, StreamAppend
 from periodya.handlers.lifecycle import chain
 from periodya.projections.provider_events import stream as provider_stream
