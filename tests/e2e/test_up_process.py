@@ -21,8 +21,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from periodya.cli.up_banner import EXAMPLE_EMAIL, EXAMPLE_PASSWORD
 from periodya.embedded import postgres_processes
-from periodya.up_banner import EXAMPLE_EMAIL, EXAMPLE_PASSWORD
 from tests.e2e.procs import Proc, base_env, eventually, free_port, spawn, wait_http
 
 pytestmark = pytest.mark.slow

@@ -105,7 +105,7 @@ async def test_as_of_one_account_during_concurrent_commands(pool: asyncpg.Pool) 
 
 
 async def test_balances_cli_output(pool: asyncpg.Pool, settings: Any) -> None:
-    from periodya.audit import cli as audit_cli
+    from periodya.cli import audit as audit_cli
     from periodya.cli import build_parser
 
     await _run(EventStore(pool), "c-", PROGRAM[:3])

@@ -172,7 +172,7 @@ async def test_recording_a_day_is_idempotent_and_never_overwrites(pool: asyncpg.
 
 
 async def test_verify_recomputes_recorded_digests(pool: asyncpg.Pool, settings: Any, day_export: Any) -> None:
-    from periodya.audit import cli as audit_cli
+    from periodya.cli import audit as audit_cli
 
     args = build_parser().parse_args(["verify"])
     out = io.StringIO()

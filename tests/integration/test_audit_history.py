@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from periodya.audit import cli as audit_cli
 from periodya.audit import history
+from periodya.cli import audit as audit_cli
 from periodya.cli import build_parser
 from periodya.domain import escrow, payout
 from periodya.domain.decision import Decision

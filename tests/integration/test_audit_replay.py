@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from periodya.audit import rebuild as rb
 from periodya.audit.rebuilder import rebuild_into
-from periodya.audit.replay_cli import run_replay
 from periodya.audit.swap import swap_in
+from periodya.cli.replay import run_replay
 from periodya.domain import escrow
 from periodya.domain.decision import posted
 from periodya.event_registry import REGISTRY

@@ -20,8 +20,8 @@ import pytest
 import periodya.projections as projections_pkg
 from periodya.audit import rebuild as rb
 from periodya.audit.rebuilder import rebuild_into
-from periodya.audit.replay_cli import run_replay
 from periodya.audit.swap import catch_up
+from periodya.cli.replay import run_replay
 from periodya.config import Settings
 from periodya.eventstore import EventStore
 from periodya.projections import PROJECTIONS, rows

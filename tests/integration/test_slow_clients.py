@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from periodya.cli.service import http_site
 from periodya.config import Settings
-from periodya.service import http_site
 from tests.conftest import CRON_SECRET, SERVICE_TOKEN
 
 DRIP = 0.2  # seconds between the slow client's bytes

@@ -8,7 +8,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from periodya.admin import passwords
-from periodya.admin.cli import read_password
+from periodya.cli.admin import read_password
 
 
 def test_hash_is_argon2id_and_verifies() -> None:

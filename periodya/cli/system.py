@@ -1,4 +1,4 @@
-"""`periodya up | serve | scheduler | run JOB`: the running system's commands."""
+"""`periodya migrate | up | serve | scheduler | run JOB`: the running system's commands."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from periodya import db
-from periodya.cli import command
+from periodya.cli.service import embedded_provider, http_site, stop_event
 from periodya.config import Settings
 from periodya.deps import open_pool, runner_deps
 from periodya.logging import configure, get_logger
-from periodya.service import embedded_provider, http_site, stop_event
 
 log = get_logger("periodya")
 
@@ -36,11 +35,21 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--mode", choices=["recent", "full"], help="sentinel mode")
 
 
+async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    pool = await open_pool(settings, check_schema=False, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            await db.migrate(conn)
+    finally:
+        await pool.close()
+    print("schema is up to date")
+    return 0
+
+
 def _listen(args: argparse.Namespace, settings: Settings) -> Settings:
     return settings.with_overrides(host=args.host, port=args.port, sim_port=getattr(args, "sim_port", None))
 
 
-@command("serve")
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     settings = _listen(args, settings)
     configure(settings.log_level)
@@ -58,7 +67,6 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-@command("scheduler")
 async def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     from periodya.runners.scheduler import run_forever, schedule
 
@@ -73,7 +81,6 @@ async def cmd_scheduler(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-@command("run")
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from periodya.runners.execute import check, execute_job
 
@@ -89,12 +96,11 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if summary["failed"] == 0 else 1
 
 
-@command("up")
 async def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from periodya import localsecrets
+    from periodya.cli.service import ensure_up_secrets
+    from periodya.cli.up_banner import banner
     from periodya.runners.scheduler import run_forever, schedule
-    from periodya.service import ensure_up_secrets
-    from periodya.up_banner import banner
 
     settings = _listen(args, settings)
     configure(settings.log_level)

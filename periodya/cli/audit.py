@@ -13,24 +13,24 @@ from typing import Any, TextIO
 
 import orjson
 
-from periodya import cli
-from periodya.audit import digests, history, replay_cli, text
+from periodya.audit import digests, history, text
 from periodya.audit.balances_asof import balances_as_of
 from periodya.audit.export import Range, event_line, export_rows
 from periodya.audit.export_check import check_export, read_digests
 from periodya.audit.logdigest import Digester
 from periodya.audit.points import AuditError, above_horizon, parse_point
-from periodya.cli import command, open_pool
+from periodya.cli import replay
 from periodya.config import Settings
+from periodya.deps import open_pool
 from periodya.domain.errors import NotFound
 from periodya.eventstore.model import Position
 from periodya.handlers.unit_of_work import Meta
 
 
 def add_parser(sub: Any) -> None:
-    replay_cli.add_parser(sub)
+    replay.add_parser(sub)
     verify = sub.choices.get("verify")
-    if verify is not None:  # `verify` itself is defined in periodya.cli; its command is extended below
+    if verify is not None:  # `verify`'s sub-parser is added by periodya.cli (its place in --help)
         verify.description = ("Recompute every stream's hash chain (naming the first broken link of each), then "
                               "every daily digest recorded in the log; exit 1 on any failure.")
     bal = sub.add_parser("balances", help="account balances as of a position or moment, from the log")
@@ -76,10 +76,24 @@ def _dump(body: Any) -> None:
     sys.stdout.write(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-@command("verify")
+async def _verify_chains(settings: Settings) -> int:
+    from periodya.eventstore.verify import verify_chains
+
+    pool = await open_pool(settings)
+    try:
+        report = await verify_chains(pool)
+    finally:
+        await pool.close()
+    print(f"hash chains: {report.streams} streams, {report.events} events checked")
+    for link in report.broken:
+        print(f"BROKEN {link}")
+    print("ok" if report.ok else f"{len(report.broken)} broken chain(s)")
+    return 0 if report.ok else 1
+
+
 async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    """The hash chains (periodya.cli.cmd_verify), then every recorded daily digest, recomputed."""
-    status = await cli.cmd_verify(args, settings)
+    """The hash chains, then every recorded daily digest, recomputed."""
+    status = await _verify_chains(settings)
     pool = await open_pool(settings, min_size=1, max_size=1)
     try:
         outcomes = await digests.verify_digests(pool)
@@ -93,7 +107,6 @@ async def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if bad or status else 0
 
 
-@command("balances")
 async def cmd_balances(args: argparse.Namespace, settings: Settings) -> int:
     pool = await open_pool(settings, min_size=1, max_size=1)
     try:
@@ -129,7 +142,6 @@ def _account_lines(body: dict[str, Any]) -> list[str]:
         rows, numeric=(0, 6, 7, 8))]
 
 
-@command("history")
 async def cmd_history(args: argparse.Namespace, settings: Settings) -> int:
     pool = await open_pool(settings, min_size=1, max_size=1)
     try:
@@ -173,7 +185,6 @@ async def _export(pool: Any, rng: Range, sink: Any) -> tuple[Digester, bool]:
     return digester, unsettled
 
 
-@command("export")
 async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     rng = _range(args.start, args.end)
     pool = await open_pool(settings, min_size=1, max_size=1)
@@ -193,7 +204,6 @@ def _yesterday() -> date:
     return (datetime.now(UTC) - timedelta(days=1)).date()
 
 
-@command("digest")
 async def cmd_digest(args: argparse.Namespace, settings: Settings) -> int:
     pool = await open_pool(settings, min_size=1, max_size=2)
     try:
@@ -227,7 +237,6 @@ def _print_report(report: Any, out: TextIO) -> int:
     return 0 if report.ok else 1
 
 
-@command("verify-export")
 async def cmd_verify_export(args: argparse.Namespace, settings: Settings) -> int:
     with args.file.open("rb") as f:
         lines = f.readlines()

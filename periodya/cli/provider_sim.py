@@ -9,7 +9,6 @@ from typing import Any
 
 import pydantic
 
-from periodya.cli import command
 from periodya.config import Settings
 from periodya.errors import ConfigError
 from periodya.logging import configure, get_logger
@@ -31,7 +30,6 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--auto-settle", action="store_true", help="settle every payout by itself (paid by default)")
 
 
-@command("provider-sim")
 async def cmd_provider_sim(args: argparse.Namespace, settings: Settings) -> int:
     from periodya.provider.simulator import running_simulator
 

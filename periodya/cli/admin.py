@@ -12,8 +12,8 @@ from typing import Any
 
 from periodya.admin import users
 from periodya.admin.passwords import check_new_password
-from periodya.cli import command, open_pool
 from periodya.config import Settings
+from periodya.deps import open_pool
 from periodya.errors import ConfigError
 from periodya.eventstore import EventStore
 from periodya.handlers.unit_of_work import Meta
@@ -48,7 +48,6 @@ def _os_user() -> str:
         return "unknown"
 
 
-@command("admin")
 async def cmd_admin(args: argparse.Namespace, settings: Settings) -> int:
     if args.admin_command == "revoke-sessions":
         return await _revoke_sessions(args, settings)

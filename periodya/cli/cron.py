@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from periodya.cli import command
 from periodya.config import Settings
 
 DEFAULT_BASE_URL = "https://periodya.example.com"
@@ -26,7 +25,6 @@ def add_parser(sub: Any) -> None:
                         help=f"where the service answers (default {DEFAULT_BASE_URL})")
 
 
-@command("cron")
 async def cmd_cron(args: argparse.Namespace, settings: Settings) -> int:
     from periodya.errors import ConfigError
     from periodya.runners.cron_export import export

@@ -20,8 +20,8 @@ import orjson
 from periodya.audit import rebuild as rb
 from periodya.audit.points import AuditError, parse_point, resolve
 from periodya.audit.swap import swap_in
-from periodya.cli import command, open_pool
 from periodya.config import Settings
+from periodya.deps import open_pool
 from periodya.projections import PROJECTIONS
 from periodya.projections.replay import TableDiff
 
@@ -79,7 +79,6 @@ def render_diff(d: TableDiff, counts: tuple[int | None, int], limit: int, column
     return lines
 
 
-@command("replay")
 async def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     pool = await open_pool(settings, min_size=1, max_size=2)
     try:
