@@ -16,8 +16,7 @@ from aiohttp import web
 from periodya.errors import BadRequest
 from periodya.handlers import payout_search
 from periodya.handlers.payout_search import Cursor, PayoutQuery
-from periodya.http.ops_routes import DEPS
-from periodya.http.platform_routes import json, path_id
+from periodya.http.route_helpers import DEPS, json, path_id
 from periodya.runners import job_status
 
 routes = web.RouteTableDef()

@@ -8,21 +8,22 @@ import asyncpg
 from aiohttp import web
 
 from periodya import tracing
-from periodya.admin import me_routes
-from periodya.admin import routes as admin_routes
-from periodya.audit import routes as audit_routes
 from periodya.config import Settings
 from periodya.deps import Deps
 from periodya.eventstore import EventStore
 from periodya.handlers.payout_batch import PayoutBatcher
 from periodya.http import (
+    admin_auth_routes,
+    admin_me_routes,
     admin_payout_routes,
+    audit_routes,
     auth,
     client_ip,
     edge,
     metrics_routes,
-    ops_routes,
     platform_routes,
+    route_helpers,
+    runbook_routes,
     webhook_routes,
 )
 from periodya.http.console_routes import routes as console_routes
@@ -55,8 +56,8 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
                           client_max_size=256 * 1024)
     edge.install(app)  # Server, nosniff and no-store headers on every answer
     app[BODY_TIMEOUT] = settings.body_timeout
-    app[ops_routes.DEPS] = deps or Deps(EventStore(pool), NoProvider(), settings)
-    app[platform_routes.STORE] = store = EventStore(pool)
+    app[route_helpers.DEPS] = deps or Deps(EventStore(pool), NoProvider(), settings)
+    app[route_helpers.STORE] = store = EventStore(pool)
     app[platform_routes.PAYOUTS] = payouts = PayoutBatcher(store)
 
     async def _drain_payouts(_app: web.Application) -> None:
@@ -69,17 +70,17 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     app.router.add_get("/livez", _liveness)
     app[webhook_routes.SETTINGS_KEY] = settings
     app.add_routes(platform_routes.routes)
-    app[auth.SESSION_VERIFIER] = admin_routes.verify_session
-    app[admin_routes.SESSION_TTL] = admin_routes.session_ttl_from_env()
-    app[admin_routes.SESSION_IDLE] = admin_routes.session_idle_from_env()
-    app.add_routes(admin_routes.routes)
+    app[auth.SESSION_VERIFIER] = admin_auth_routes.verify_session
+    app[admin_auth_routes.SESSION_TTL] = admin_auth_routes.session_ttl_from_env()
+    app[admin_auth_routes.SESSION_IDLE] = admin_auth_routes.session_idle_from_env()
+    app.add_routes(admin_auth_routes.routes)
     webhook_routes.setup(app, store)
-    app.add_routes(ops_routes.routes)
+    app.add_routes(runbook_routes.routes)
     app.add_routes(audit_routes.routes)
     app.add_routes(admin_payout_routes.routes)
-    app.add_routes(me_routes.routes)
+    app.add_routes(admin_me_routes.routes)
     app.add_routes(console_routes)  # the ops console under /ops/
-    metrics_routes.setup(app, settings, app[ops_routes.DEPS])
+    metrics_routes.setup(app, settings, app[route_helpers.DEPS])
     setup_readiness(app)  # GET /readyz
     setup_openapi(app)  # GET /openapi.json (built from the routes above) and /docs
     return app

@@ -2,7 +2,7 @@
 
 * /api/escrows*, /api/payouts*, /api/payees*: the platform backend's service token.
 * /api/admin/**: a live admin session with role platform_admin (ops_viewer: GET only); the cron secret is
-  accepted only on POST and GET /api/admin/ops/run/* (GET: Vercel Cron; ops_routes refuses a session
+  accepted only on POST and GET /api/admin/ops/run/* (GET: Vercel Cron; runbook_routes refuses a session
   there). Admin sessions are checked by the verifier registered on the app. Without a bearer header, the
   ops console's session cookie is accepted here (and only here), with its CSRF check on state-changing
   calls (console_auth.py); a cookie is never the cron secret.

@@ -15,10 +15,10 @@ from pathlib import Path
 from aiohttp import web
 
 from periodya.admin import sessions, users
-from periodya.admin.routes import SESSION_IDLE, open_session
+from periodya.http.admin_auth_routes import SESSION_IDLE, open_session
 from periodya.http.console_auth import CSRF_COOKIE, SESSION_COOKIE, check_csrf, csrf_for
-from periodya.http.platform_routes import STORE, json
 from periodya.http.problems import Unauthenticated
+from periodya.http.route_helpers import STORE, json
 from periodya.logging import get_logger
 
 ASSETS = Path(__file__).parent / "console"

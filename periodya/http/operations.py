@@ -16,13 +16,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from pydantic.alias_generators import to_camel
 
-from periodya.admin.routes import Login
 from periodya.handlers import payout_search
 from periodya.http import api_models as m
 from periodya.http import api_models_admin as a
 from periodya.http import schemas
+from periodya.http.admin_auth_routes import Login
 from periodya.http.admin_payout_routes import MAX_MINUTES
-from periodya.http.ops_routes import ALERT_CODE, NoteBody, ReasonBody
+from periodya.http.runbook_routes import ALERT_CODE, NoteBody, ReasonBody
 from periodya.runners import JOBS
 
 IDEMPOTENCY_KEY = {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$",

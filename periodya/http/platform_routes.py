@@ -2,52 +2,18 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 
-import orjson
 from aiohttp import web
 
 from periodya.domain import escrow, payout
-from periodya.errors import BadRequest
-from periodya.eventstore import EventStore
 from periodya.handlers import platform, views
 from periodya.handlers.payout_batch import PayoutBatcher
-from periodya.handlers.unit_of_work import Meta
 from periodya.http import schemas
-from periodya.http.middleware import ACTOR, REQUEST_ID
+from periodya.http.route_helpers import STORE, idempotency_key, json, meta, path_id
 
-STORE = web.AppKey("store", EventStore)
 PAYOUTS = web.AppKey("payouts", PayoutBatcher)
 routes = web.RouteTableDef()
-_KEY = re.compile(r"[\x21-\x7e]{1,255}")
-_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-
-
-def json(body: object, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
-
-
-def meta(request: web.Request) -> Meta:
-    return Meta(actor=request.get(ACTOR, "anonymous"), request_id=request.get(REQUEST_ID))
-
-
-def idempotency_key(request: web.Request, *, required: bool = False) -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        if required:
-            raise BadRequest("the Idempotency-Key header is required")
-        return None
-    if not _KEY.fullmatch(key):
-        raise BadRequest("Idempotency-Key must be 1-255 printable ASCII characters")
-    return key
-
-
-def path_id(request: web.Request, name: str) -> str:
-    value = request.match_info[name]
-    if not _ID.fullmatch(value):
-        raise BadRequest(f"{name} is not a valid identifier")
-    return value
 
 
 @routes.post("/api/escrows")

@@ -22,8 +22,8 @@ from aiohttp import web
 
 from periodya import db
 from periodya.http.middleware import REQUEST_ID
-from periodya.http.platform_routes import json
 from periodya.http.problems import problem
+from periodya.http.route_helpers import json
 from periodya.logging import get_logger
 
 STALL_SECONDS = web.AppKey("reader_stall_seconds", float)
@@ -61,7 +61,7 @@ async def _checks(pool: asyncpg.Pool, digest: str, stall: float) -> dict[str, An
 
 
 async def get_readyz(request: web.Request) -> web.Response:
-    from periodya.http.platform_routes import STORE
+    from periodya.http.route_helpers import STORE
 
     checks = await _checks(request.app[STORE].pool, db.schema_digest(), request.app[STALL_SECONDS])
     failed = {k: v for k, v in checks.items() if v != "ok"}

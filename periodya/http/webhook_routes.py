@@ -49,7 +49,7 @@ from periodya.handlers.unit_of_work import Meta, UnitOfWork, project, run_comman
 from periodya.http import boundary
 from periodya.http.client_ip import request_client
 from periodya.http.middleware import REQUEST_ID
-from periodya.http.platform_routes import json
+from periodya.http.route_helpers import json
 from periodya.http.schemas import check_tree
 from periodya.logging import get_logger
 from periodya.projections.provider_events import stream

@@ -19,8 +19,8 @@ from periodya.admin.sessions import DEFAULT_TTL, session_idle_from_env, session_
 from periodya.http import boundary, schemas
 from periodya.http.auth import Principal, bearer
 from periodya.http.client_ip import request_client
-from periodya.http.platform_routes import STORE, json
 from periodya.http.problems import Unauthenticated
+from periodya.http.route_helpers import STORE, json
 from periodya.logging import get_logger
 
 __all__ = ["SESSION_IDLE", "SESSION_TTL", "open_session", "routes", "session_idle_from_env", "session_ttl_from_env",

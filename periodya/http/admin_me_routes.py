@@ -11,8 +11,8 @@ from aiohttp import web
 
 from periodya.admin import sessions, users
 from periodya.http.auth import bearer
-from periodya.http.platform_routes import STORE, json
 from periodya.http.problems import Unauthenticated
+from periodya.http.route_helpers import STORE, json
 
 routes = web.RouteTableDef()
 # One primary-key probe of each table, as the session check on every admin request.

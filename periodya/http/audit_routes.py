@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from periodya.audit import history
-from periodya.http.platform_routes import STORE, json, path_id
+from periodya.http.route_helpers import STORE, json, path_id
 
 routes = web.RouteTableDef()
 

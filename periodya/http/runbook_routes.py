@@ -1,4 +1,4 @@
-"""The ops API (runbook sections 2-4): health, alerts, manual payout commands, job run endpoints.
+"""The runbook's API (sections 2-4), /api/admin/ops/*: health, alerts, manual payout commands, job runs.
 
 Every route is under /api/admin/ and so behind the admin session check (auth.py); the cron secret
 is accepted on the run endpoints only: POST, and GET for schedulers that can only GET (Vercel Cron).
@@ -23,11 +23,10 @@ from periodya.handlers.unit_of_work import Meta, UnitOfWork, run_command
 from periodya.http import schemas
 from periodya.http.auth import PRINCIPAL
 from periodya.http.middleware import ACTOR, REQUEST_ID
-from periodya.http.platform_routes import json, path_id
 from periodya.http.problems import Forbidden
+from periodya.http.route_helpers import DEPS, json, path_id
 from periodya.runners.execute import execute_job
 
-DEPS = web.AppKey("ops_deps", Deps)
 routes = web.RouteTableDef()
 Note = Annotated[StrictStr, Field(max_length=1000)]
 ALERT_CODE = re.compile(r"[A-Za-z_]{1,64}")
