@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import hashlib
-import json
 import os
 import pwd
 import signal
@@ -30,20 +28,18 @@ import stat
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
+from periodya.embedded_handles import HANDLES, live, locked, read_handles, started_at, write_handles
 from periodya.errors import ConfigError
 
 SERVER_USER = "embedded_postgres"
 """The system user the server runs as when periodya runs as root (created if missing)."""
 SOCKET_NAME = ".s.PGSQL.5432"
 _MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux; leave room
-_HANDLES = "pg-handles.json"
-_LOCK = ".embedded.lock"
 
 
 def make_private_dirs(path: Path) -> list[Path]:
@@ -121,52 +117,6 @@ def check_reachable(target: Path, user: RunAs) -> None:
                 f"running as root, the embedded PostgreSQL runs as user {user.name}, which cannot enter {folder} "
                 f"(mode {mode:o}); periodya does not widen folders it did not create: choose a PERIODYA_DATA_DIR "
                 f"that user can reach (e.g. /var/lib/periodya) or run periodya as a non-root user")
-
-
-# --- handles ------------------------------------------------------------------------------------------
-
-def _started(pid: int) -> float | None:
-    try:
-        return float(psutil.Process(pid).create_time())
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return None
-
-
-def _live(handles: list[dict[str, float]]) -> list[dict[str, float]]:
-    """The handles whose process still runs (same PID AND same start time: a reused PID is not ours)."""
-    out = []
-    for h in handles:
-        started = _started(int(h["pid"]))
-        if started is not None and abs(started - float(h["started"])) < 0.01:
-            out.append(h)
-    return out
-
-
-def _read_handles(path: Path) -> list[dict[str, float]]:
-    try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return []
-    if not isinstance(data, list):
-        return []
-    return [h for h in data if isinstance(h, dict) and isinstance(h.get("pid"), int)
-            and isinstance(h.get("started"), int | float)]
-
-
-def _write_handles(path: Path, handles: list[dict[str, float]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(handles))
-    os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def _locked(data_dir: Path) -> Iterator[None]:
-    fd = os.open(data_dir / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the flock
 
 
 # --- the server ---------------------------------------------------------------------------------------
@@ -275,11 +225,11 @@ class _Handle:
         if self.released:
             return
         self.released = True
-        path = self.data_dir / _HANDLES
-        with _locked(self.data_dir):
+        path = self.data_dir / HANDLES
+        with locked(self.data_dir):
             me = os.getpid()
-            left = [h for h in _live(_read_handles(path)) if int(h["pid"]) != me]
-            _write_handles(path, left)
+            left = [h for h in live(read_handles(path)) if int(h["pid"]) != me]
+            write_handles(path, left)
             if not left:
                 _stop(self.pgdata, self.user)
 
@@ -294,13 +244,13 @@ def start(data_dir: Path) -> str:
     created = make_private_dirs(data_dir)
     user = server_user()
     pgdata = data_dir / "pgdata"
-    with _locked(data_dir):
+    with locked(data_dir):
         postmaster = _ensure_running(data_dir, pgdata, user, created)
         if data_dir not in _HANDLES_HELD:
-            path = data_dir / _HANDLES
-            handles = [h for h in _live(_read_handles(path)) if int(h["pid"]) != os.getpid()]
-            handles.append({"pid": os.getpid(), "started": _started(os.getpid()) or 0.0})
-            _write_handles(path, handles)
+            path = data_dir / HANDLES
+            handles = [h for h in live(read_handles(path)) if int(h["pid"]) != os.getpid()]
+            handles.append({"pid": os.getpid(), "started": started_at(os.getpid()) or 0.0})
+            write_handles(path, handles)
             handle = _HANDLES_HELD[data_dir] = _Handle(data_dir, pgdata, user)
             atexit.register(handle.release)
     return f"postgresql://postgres@/postgres?host={postmaster.socket_dir}&port={postmaster.port}"
