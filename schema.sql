@@ -5,6 +5,26 @@
 CREATE SCHEMA IF NOT EXISTS periodya;
 SET search_path = periodya;
 
+-- Helpers ------------------------------------------------------------------------------------------
+-- The prev_hash of every stream's first event: 32 zero bytes (hashing.py GENESIS). IMMUTABLE, so the
+-- planner folds it to a constant.
+CREATE OR REPLACE FUNCTION genesis_hash() RETURNS bytea LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT decode(repeat('00', 32), 'hex')
+$$;
+
+-- Add a named CHECK constraint to a table unless the table has it already. Called right after a
+-- CREATE TABLE IF NOT EXISTS, so a new table and one created by an earlier schema.sql (which that
+-- statement leaves as it was) end up alike. The name resolves through search_path: replay's scratch
+-- schema checks its own tables. The check is not compared: to change one, give it a new name (and
+-- drop the old one).
+CREATE OR REPLACE FUNCTION add_check(p_table regclass, p_name text, p_check text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = p_table AND conname = p_name) THEN
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (%s)', p_table, p_name, p_check);
+    END IF;
+END $$;
+
 -- The event log ------------------------------------------------------------------------------------
 -- seq:  global sequence, assigned at INSERT time (NOT commit time).
 -- tx:   the writing transaction's id. Readers order by (tx, seq) and only read rows whose tx is below
@@ -112,7 +132,7 @@ BEGIN
          ORDER BY e.stream_version DESC LIMIT 1;
         IF NOT FOUND THEN
             v_version := 0;
-            v_hash := '\x0000000000000000000000000000000000000000000000000000000000000000';
+            v_hash := periodya.genesis_hash();
         END IF;
         IF p_expected[i] <> -1 AND p_expected[i] <> v_version THEN
             RAISE EXCEPTION 'wrong expected version for stream %', p_streams[i]
@@ -160,8 +180,7 @@ LANGUAGE sql STABLE AS $$
                CASE WHEN e.stream_version <> coalesce(lag(e.stream_version) OVER w, 0) + 1
                     THEN 'version gap: expected ' || (coalesce(lag(e.stream_version) OVER w, 0) + 1)
                          || ', found ' || e.stream_version
-                    WHEN e.prev_hash <> coalesce(lag(e.hash) OVER w,
-                         '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea)
+                    WHEN e.prev_hash <> coalesce(lag(e.hash) OVER w, periodya.genesis_hash())
                     THEN 'prev_hash does not match the previous event''s hash'
                     WHEN e.hash <> periodya.event_hash(e.prev_hash, e.stream_id, e.stream_version, e.event_type,
                                                        e.recorded_at, e.data::text, e.metadata::text)
@@ -271,6 +290,9 @@ CREATE TABLE IF NOT EXISTS ledger_groups (
     seq         bigint NOT NULL,
     recorded_at timestamptz NOT NULL
 );
+-- The admin read of one payout lists its ledger groups by subject (GET /api/admin/payouts/{id}).
+CREATE INDEX IF NOT EXISTS ledger_groups_subject ON ledger_groups (subject);
+
 CREATE TABLE IF NOT EXISTS ledger_entries (
     group_id text   NOT NULL,
     line     int    NOT NULL,
@@ -281,8 +303,6 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
     PRIMARY KEY (group_id, line)
 );
 CREATE INDEX IF NOT EXISTS ledger_entries_account ON ledger_entries (account, currency);
--- The admin read of one payout lists its ledger groups by subject (GET /api/admin/payouts/{id}).
-CREATE INDEX IF NOT EXISTS ledger_groups_subject ON ledger_groups (subject);
 
 -- no_overdraft is the database's backstop; commands check the balance first, under the account lock.
 CREATE TABLE IF NOT EXISTS balances (
@@ -330,11 +350,17 @@ CREATE TABLE IF NOT EXISTS payouts (
     updated_at         timestamptz NOT NULL,
     status_changed_at  timestamptz NOT NULL
 );
+-- The lifecycle of periodya/domain/payout.py.
+SELECT periodya.add_check('payouts', 'payouts_status_known', $$status IN
+    ('REQUESTED', 'SENDING', 'SENT', 'PAID', 'FINALIZED', 'FAILED', 'QUARANTINED', 'CANCELLED')$$);
 CREATE INDEX IF NOT EXISTS payouts_provider_id ON payouts (provider_payout_id);
 CREATE INDEX IF NOT EXISTS payouts_status_changed ON payouts (status, status_changed_at);
 CREATE INDEX IF NOT EXISTS payouts_payee ON payouts (payee_id, created_at);
 -- The admin payout list, newest first, paged by (created_at, payout_id) (GET /api/admin/payouts).
 CREATE INDEX IF NOT EXISTS payouts_created ON payouts (created_at, payout_id);
+-- The sentinel's FINALIZE_MISSING check: paid at the provider, ledger not finalized yet.
+CREATE INDEX IF NOT EXISTS payouts_paid_unfinalized ON payouts (updated_at)
+    WHERE provider_status = 'paid' AND NOT ledger_finalized;
 
 -- The payout outbox: one task per payout. PENDING -> SENDING -> SENT -> DONE, or FAILED.
 CREATE TABLE IF NOT EXISTS outbox (
@@ -346,8 +372,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at      timestamptz NOT NULL,
     updated_at      timestamptz NOT NULL
 );
+SELECT periodya.add_check('outbox', 'outbox_status_known', $$status IN ('PENDING', 'SENDING', 'SENT', 'DONE', 'FAILED')$$);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at NULLS FIRST, created_at) WHERE status = 'PENDING';
 CREATE INDEX IF NOT EXISTS outbox_sending ON outbox (updated_at) WHERE status = 'SENDING';
+-- Health's oldest open task.
+CREATE INDEX IF NOT EXISTS outbox_open_age ON outbox (created_at) WHERE status IN ('PENDING', 'SENDING');
 
 -- Provider webhooks as received (after signature verification) and whether the webhooks runner has
 -- applied them. The runner's work list is `applied_seq IS NULL`, in the order they arrived.
@@ -386,8 +415,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     resolve_note text,
     automatic   boolean NOT NULL DEFAULT false
 );
+-- periodya/domain/alerts.py: open (OPEN or ACKNOWLEDGED) until resolved.
+SELECT periodya.add_check('alerts', 'alerts_status_known', $$status IN ('OPEN', 'ACKNOWLEDGED', 'RESOLVED')$$);
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (code, severity) WHERE status <> 'RESOLVED';
 CREATE INDEX IF NOT EXISTS alerts_raised ON alerts (raised_at DESC);
-CREATE INDEX IF NOT EXISTS outbox_open_age ON outbox (created_at) WHERE status IN ('PENDING', 'SENDING');
-CREATE INDEX IF NOT EXISTS payouts_paid_unfinalized ON payouts (updated_at)
-    WHERE provider_status = 'paid' AND NOT ledger_finalized;
