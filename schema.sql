@@ -5,6 +5,26 @@
 CREATE SCHEMA IF NOT EXISTS periodya;
 SET search_path = periodya;
 
+-- Helpers ------------------------------------------------------------------------------------------
+-- The prev_hash of every stream's first event: 32 zero bytes (hashing.py GENESIS). IMMUTABLE, so the
+-- planner folds it to a constant.
+CREATE OR REPLACE FUNCTION genesis_hash() RETURNS bytea LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT decode(repeat('00', 32), 'hex')
+$$;
+
+-- Add a named CHECK constraint to a table unless the table has it already. Called right after a
+-- CREATE TABLE IF NOT EXISTS, so a new table and one created by an earlier schema.sql (which that
+-- statement leaves as it was) end up alike. The name resolves through search_path: replay's scratch
+-- schema checks its own tables. The check is not compared: to change one, give it a new name (and
+-- drop the old one).
+CREATE OR REPLACE FUNCTION add_check(p_table regclass, p_name text, p_check text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE conrelid = p_table AND conname = p_name) THEN
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (%s)', p_table, p_name, p_check);
+    END IF;
+END $$;
+
 -- The event log ------------------------------------------------------------------------------------
 -- seq:  global sequence, assigned at INSERT time (NOT commit time).
 -- tx:   the writing transaction's id. Readers order by (tx, seq) and only read rows whose tx is below
@@ -112,7 +132,7 @@ BEGIN
          ORDER BY e.stream_version DESC LIMIT 1;
         IF NOT FOUND THEN
             v_version := 0;
-            v_hash := '\x0000000000000000000000000000000000000000000000000000000000000000';
+            v_hash := periodya.genesis_hash();
         END IF;
         IF p_expected[i] <> -1 AND p_expected[i] <> v_version THEN
             RAISE EXCEPTION 'wrong expected version for stream %', p_streams[i]
@@ -145,118 +165,9 @@ BEGIN
         RETURNING e.seq, e.tx::text::bigint, e.stream_id, e.stream_version, e.recorded_at;
 END $$;
 
--- Group commit: several independent appends (EventStore.append calls without a connection) in ONE
--- transaction and ONE round trip. Each append keeps its own atomicity and its own conflict; only the
--- transaction (and its id) is shared (periodya/eventstore/group_commit.py).
---   p_lock_keys: the sorted, distinct union of every append's lock keys, all taken BEFORE any read or
---                write (the same order and the same "lock before you write" as append_events).
---   p_streams:   the distinct streams of the batch (their heads are read once, after the locks).
---   p_item_append / p_item_stream / p_item_expected: one entry per (append, stream), appends in
---                order and each append's entries contiguous: the append's 1-based number, the index
---                into p_streams and the expected version (-1 any, 0 no stream, n exact).
---   p_ev_item, p_types, p_data, p_metadata: one entry per event, grouped by item in item order.
--- The appends are walked IN ORDER against running heads, which include the earlier appends of the
--- batch: an append whose expected versions do not match is refused whole (one row with append_no,
--- stream_id, expected and actual; nothing of it is written) and the rest go on. Accepted events get
--- versions and chain hashes from the running heads and are written by ONE INSERT in append order
--- (ascending seq), returned as rows with append_no NULL, conflict rows first.
--- Anything else (bad data, the UNIQUE backstop, a timeout) fails the whole statement: nothing written.
-CREATE OR REPLACE FUNCTION append_batch(
-    p_lock_keys bigint[], p_streams text[], p_item_append int[], p_item_stream int[], p_item_expected bigint[],
-    p_ev_item int[], p_types text[], p_data text[], p_metadata text[])
-RETURNS TABLE (append_no int, seq bigint, tx bigint, stream_id text, stream_version bigint,
-               recorded_at timestamptz, expected bigint, actual bigint)
-LANGUAGE plpgsql AS $$
-#variable_conflict use_column
-DECLARE
-    k bigint;
-    i int := 1;
-    j int;
-    e int := 1;
-    a int;
-    s int;
-    ok boolean;
-    n_items int := coalesce(array_length(p_item_append, 1), 0);
-    n_events int := coalesce(array_length(p_types, 1), 0);
-    n_conflicts int := 0;
-    v_versions bigint[];
-    v_hashes bytea[];
-    c_append int[];
-    c_stream text[];
-    c_expected bigint[];
-    c_actual bigint[];
-    ev_versions bigint[];
-    ev_prev bytea[];
-    ev_hash bytea[];
-    ev_data jsonb[];
-    ev_meta jsonb[];
-BEGIN
-    FOREACH k IN ARRAY p_lock_keys LOOP
-        PERFORM pg_advisory_xact_lock(k);
-    END LOOP;
-
-    -- One statement after the locks (a fresh snapshot, see append_events): every stream's head.
-    SELECT array_agg(coalesce(hd.v, 0) ORDER BY u.i),
-           array_agg(coalesce(hd.hh, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea)
-                     ORDER BY u.i)
-      INTO v_versions, v_hashes
-      FROM unnest(p_streams) WITH ORDINALITY AS u(s, i)
-      LEFT JOIN LATERAL (SELECT x.stream_version AS v, x.hash AS hh FROM periodya.events x
-                          WHERE x.stream_id = u.s ORDER BY x.stream_version DESC LIMIT 1) hd ON true;
-
-    ev_data := p_data::jsonb[];
-    ev_meta := p_metadata::jsonb[];
-    WHILE i <= n_items LOOP
-        a := p_item_append[i];
-        ok := true;
-        j := i;
-        WHILE j <= n_items AND p_item_append[j] = a LOOP
-            s := p_item_stream[j];
-            IF ok AND p_item_expected[j] <> -1 AND p_item_expected[j] <> v_versions[s] THEN
-                ok := false;
-                n_conflicts := n_conflicts + 1;
-                c_append[n_conflicts] := a;
-                c_stream[n_conflicts] := p_streams[s];
-                c_expected[n_conflicts] := p_item_expected[j];
-                c_actual[n_conflicts] := v_versions[s];
-            END IF;
-            j := j + 1;
-        END LOOP;
-        -- this append's events (items i .. j-1); every slot is assigned, NULL when refused
-        WHILE e <= n_events AND p_ev_item[e] < j LOOP
-            IF ok THEN
-                s := p_item_stream[p_ev_item[e]];
-                v_versions[s] := v_versions[s] + 1;
-                ev_versions[e] := v_versions[s];
-                ev_prev[e] := v_hashes[s];
-                v_hashes[s] := periodya.event_hash(v_hashes[s], p_streams[s], v_versions[s], p_types[e], now(),
-                                                   ev_data[e]::text, ev_meta[e]::text);
-                ev_hash[e] := v_hashes[s];
-            ELSE
-                ev_versions[e] := NULL;
-                ev_prev[e] := NULL;
-                ev_hash[e] := NULL;
-            END IF;
-            e := e + 1;
-        END LOOP;
-        i := j;
-    END LOOP;
-
-    IF n_conflicts > 0 THEN
-        RETURN QUERY SELECT u.a, NULL::bigint, NULL::bigint, u.s, NULL::bigint, NULL::timestamptz, u.x, u.y
-                       FROM unnest(c_append, c_stream, c_expected, c_actual) AS u(a, s, x, y);
-    END IF;
-    RETURN QUERY
-        INSERT INTO periodya.events AS ev (stream_id, stream_version, event_type, data, metadata, recorded_at,
-                                           prev_hash, hash)
-        SELECT p_streams[p_item_stream[u.it]], u.v, u.t, u.d, u.m, now(), u.p, u.h
-          FROM unnest(p_ev_item, ev_versions, p_types, ev_data, ev_meta, ev_prev, ev_hash)
-               WITH ORDINALITY AS u(it, v, t, d, m, p, h, ord)
-         WHERE u.v IS NOT NULL
-         ORDER BY u.ord
-        RETURNING NULL::int, ev.seq, ev.tx::text::bigint, ev.stream_id, ev.stream_version, ev.recorded_at,
-                  NULL::bigint, NULL::bigint;
-END $$;
+-- append_batch (group commit of appends made without a caller's transaction) is gone: every command
+-- appends inside its own transaction, so only benches and tests called it.
+DROP FUNCTION IF EXISTS append_batch(bigint[], text[], int[], int[], bigint[], int[], text[], text[], text[]);
 
 -- The database verifying its own log: the first broken link of each stream (a version gap, a
 -- prev_hash that is not the previous event's hash, or content that no longer matches its hash).
@@ -269,8 +180,7 @@ LANGUAGE sql STABLE AS $$
                CASE WHEN e.stream_version <> coalesce(lag(e.stream_version) OVER w, 0) + 1
                     THEN 'version gap: expected ' || (coalesce(lag(e.stream_version) OVER w, 0) + 1)
                          || ', found ' || e.stream_version
-                    WHEN e.prev_hash <> coalesce(lag(e.hash) OVER w,
-                         '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea)
+                    WHEN e.prev_hash <> coalesce(lag(e.hash) OVER w, periodya.genesis_hash())
                     THEN 'prev_hash does not match the previous event''s hash'
                     WHEN e.hash <> periodya.event_hash(e.prev_hash, e.stream_id, e.stream_version, e.event_type,
                                                        e.recorded_at, e.data::text, e.metadata::text)
@@ -380,6 +290,9 @@ CREATE TABLE IF NOT EXISTS ledger_groups (
     seq         bigint NOT NULL,
     recorded_at timestamptz NOT NULL
 );
+-- The admin read of one payout lists its ledger groups by subject (GET /api/admin/payouts/{id}).
+CREATE INDEX IF NOT EXISTS ledger_groups_subject ON ledger_groups (subject);
+
 CREATE TABLE IF NOT EXISTS ledger_entries (
     group_id text   NOT NULL,
     line     int    NOT NULL,
@@ -390,8 +303,6 @@ CREATE TABLE IF NOT EXISTS ledger_entries (
     PRIMARY KEY (group_id, line)
 );
 CREATE INDEX IF NOT EXISTS ledger_entries_account ON ledger_entries (account, currency);
--- The admin read of one payout lists its ledger groups by subject (GET /api/admin/payouts/{id}).
-CREATE INDEX IF NOT EXISTS ledger_groups_subject ON ledger_groups (subject);
 
 -- no_overdraft is the database's backstop; commands check the balance first, under the account lock.
 CREATE TABLE IF NOT EXISTS balances (
@@ -439,11 +350,17 @@ CREATE TABLE IF NOT EXISTS payouts (
     updated_at         timestamptz NOT NULL,
     status_changed_at  timestamptz NOT NULL
 );
+-- The lifecycle of periodya/domain/payout.py.
+SELECT periodya.add_check('payouts', 'payouts_status_known', $$status IN
+    ('REQUESTED', 'SENDING', 'SENT', 'PAID', 'FINALIZED', 'FAILED', 'QUARANTINED', 'CANCELLED')$$);
 CREATE INDEX IF NOT EXISTS payouts_provider_id ON payouts (provider_payout_id);
 CREATE INDEX IF NOT EXISTS payouts_status_changed ON payouts (status, status_changed_at);
 CREATE INDEX IF NOT EXISTS payouts_payee ON payouts (payee_id, created_at);
 -- The admin payout list, newest first, paged by (created_at, payout_id) (GET /api/admin/payouts).
 CREATE INDEX IF NOT EXISTS payouts_created ON payouts (created_at, payout_id);
+-- The sentinel's FINALIZE_MISSING check: paid at the provider, ledger not finalized yet.
+CREATE INDEX IF NOT EXISTS payouts_paid_unfinalized ON payouts (updated_at)
+    WHERE provider_status = 'paid' AND NOT ledger_finalized;
 
 -- The payout outbox: one task per payout. PENDING -> SENDING -> SENT -> DONE, or FAILED.
 CREATE TABLE IF NOT EXISTS outbox (
@@ -455,8 +372,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at      timestamptz NOT NULL,
     updated_at      timestamptz NOT NULL
 );
+SELECT periodya.add_check('outbox', 'outbox_status_known', $$status IN ('PENDING', 'SENDING', 'SENT', 'DONE', 'FAILED')$$);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_attempt_at NULLS FIRST, created_at) WHERE status = 'PENDING';
 CREATE INDEX IF NOT EXISTS outbox_sending ON outbox (updated_at) WHERE status = 'SENDING';
+-- Health's oldest open task.
+CREATE INDEX IF NOT EXISTS outbox_open_age ON outbox (created_at) WHERE status IN ('PENDING', 'SENDING');
 
 -- Provider webhooks as received (after signature verification) and whether the webhooks runner has
 -- applied them. The runner's work list is `applied_seq IS NULL`, in the order they arrived.
@@ -495,8 +415,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     resolve_note text,
     automatic   boolean NOT NULL DEFAULT false
 );
+-- periodya/domain/alerts.py: open (OPEN or ACKNOWLEDGED) until resolved.
+SELECT periodya.add_check('alerts', 'alerts_status_known', $$status IN ('OPEN', 'ACKNOWLEDGED', 'RESOLVED')$$);
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts (code, severity) WHERE status <> 'RESOLVED';
 CREATE INDEX IF NOT EXISTS alerts_raised ON alerts (raised_at DESC);
-CREATE INDEX IF NOT EXISTS outbox_open_age ON outbox (created_at) WHERE status IN ('PENDING', 'SENDING');
-CREATE INDEX IF NOT EXISTS payouts_paid_unfinalized ON payouts (updated_at)
-    WHERE provider_status = 'paid' AND NOT ledger_finalized;

@@ -8,11 +8,9 @@ Everything is measured in one run against one fresh scratch database (dropped af
 The floor and the event store share ONE asyncpg pool (periodya.db.connect_pool, min = max =
 max concurrency + 4), so their connection settings are identical by construction. Each figure is
 measured in interleaved slices (see `measure`), so load that comes and goes on a shared machine
-falls on every series alike. The event store is measured twice in the same run: with group commit of
-pool-path appends (the default, "group", with the mean appends per commit) and with one transaction
-per append (EventStore(pool, group_commit=False), "single"); the targets are judged on the default.
-`--breakdown` adds two diagnostic series that split the single path's cost into table, SQL function
-and Python wrapper; `--max-running` and `--overlap-events` tune group commit for experiments.
+falls on every series alike. The event store is measured on its one path: one transaction per append
+("single"; every command appends so, inside its own transaction). `--breakdown` adds two diagnostic
+series that split that cost into table, SQL function and Python wrapper.
 
 Measured (2026-11-25, branch perf-append, load 4-6 from other work on the 2 cores, so read the
 ratios; back to back against the previous commit, 3 s per figure):
@@ -24,7 +22,8 @@ the floor's row, calling any SQL function with array arguments ~25-35 us, and th
 and hash chain ~35-45 us. The 70% target at c >= 8 needs the whole append within ~1.4x the floor's
 CPU; see the perf-append report for what was tried.
 
-Measured (2026-11-25, branch perf-groupappend, group commit; load 1-8 from other work, so read the
+Measured (2026-11-25, branch perf-groupappend, group commit of pool-path appends, since removed: no
+command appended without its own transaction, so only benches used it; load 1-8 from other work, so read the
 ratios of one run: group and single are measured in the same slices):
   final settings (2 in flight, a second batch once 4 events are queued), `python -m bench append`:
     load 3.1: group 68% / 73% / 149% of floor at c=1/8/32 (1.0 / 4.0 / 9.8 appends per commit),
@@ -61,7 +60,6 @@ from bench import _common as c
 from bench import _eventsourcing_peer as peer
 from periodya import db
 from periodya.eventstore import NO_STREAM, EventStore, NewEvent, StreamAppend
-from periodya.eventstore.group_commit import MAX_RUNNING, OVERLAP_EVENTS
 from periodya.eventstore.hashing import canonical_json, lock_key
 
 POOL_HEADROOM = 4
@@ -139,43 +137,29 @@ def events_insert_op(pool: asyncpg.Pool, label: str) -> c.AsyncOp:
     return op
 
 
-def asyncpg_series(pool: asyncpg.Pool, n: int, tag: str, breakdown: bool, stores: dict[str, EventStore],
-                   max_running: int = MAX_RUNNING, overlap: int = OVERLAP_EVENTS) -> dict[str, c.AsyncOp]:
-    """The asyncpg-driven series of one slice. `stores` receives the group-commit store of each store
-    series (a fresh store per series, so its batch counters belong to that series alone)."""
-    stores |= {name: EventStore(pool, max_running=max_running, overlap_events=overlap)
-               for name in ("store1", "store10")}
-    single = EventStore(pool, group_commit=False)
+def asyncpg_series(pool: asyncpg.Pool, tag: str, breakdown: bool) -> dict[str, c.AsyncOp]:
+    """The asyncpg-driven series of one slice."""
+    store = EventStore(pool)
     ops = {"floor": floor_op(pool),
-           "store1": append_op(stores["store1"], f"one-{tag}", 1),
-           "store10": append_op(stores["store10"], f"ten-{tag}", 10),
-           "single1": append_op(single, f"sone-{tag}", 1),
-           "single10": append_op(single, f"sten-{tag}", 10)}
+           "store1": append_op(store, f"one-{tag}", 1),
+           "store10": append_op(store, f"ten-{tag}", 10)}
     if breakdown:
         ops |= {"function": sql_function_op(pool, f"fn-{tag}"), "table": events_insert_op(pool, f"tbl-{tag}")}
     return ops
 
 
 Slices = dict[str, dict[int, list[c.Result]]]
-Commits = dict[str, dict[int, list[int]]]  # group-commit series -> concurrency -> [transactions, appends]
 
 
-async def measure_asyncpg_slice(url: str, args: argparse.Namespace, r: int, slices: Slices,
-                                commits: Commits) -> str:
+async def measure_asyncpg_slice(url: str, args: argparse.Namespace, r: int, slices: Slices) -> str:
     size = max(args.concurrency) + POOL_HEADROOM
     pool = await db.connect_pool(url, min_size=size, max_size=size)
     try:
         await c.settle(pool)
         for n in args.concurrency:
-            stores: dict[str, EventStore] = {}
-            for name, op in asyncpg_series(pool, n, f"r{r}c{n}", args.breakdown, stores, args.max_running,
-                                            args.overlap_events).items():
+            for name, op in asyncpg_series(pool, f"r{r}c{n}", args.breakdown).items():
                 slices[name][n].append(await c.drive_async(op, n, seconds=args.seconds / args.slices,
                                                            warmup=args.warmup))
-            for name, store in stores.items():
-                assert store.batcher is not None
-                commits[name][n][0] += store.batcher.stats.transactions
-                commits[name][n][1] += store.batcher.stats.appends
         return await c.server_version(pool)
     finally:
         await pool.close()
@@ -191,23 +175,22 @@ def measure_peer_slice(url: str, args: argparse.Namespace, slices: Slices) -> No
         app.close()
 
 
-async def measure(url: str, args: argparse.Namespace) -> tuple[Series, Commits, str]:
+async def measure(url: str, args: argparse.Namespace) -> tuple[Series, str]:
     """Every figure is `slices` interleaved slices, pooled: slow drift (other load on the machine, table
     growth) then falls on the floor, the event store and the peer alike, so their ratios stay fair.
     Only one pool is open at a time (the asyncpg one, then the peer's), so the run needs at most
     max concurrency + 4 connections."""
     slices: Slices = defaultdict(lambda: defaultdict(list))
-    commits: Commits = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     version = ""
     for r in range(args.slices):
-        version = await measure_asyncpg_slice(url, args, r, slices, commits)
+        version = await measure_asyncpg_slice(url, args, r, slices)
         if peer.missing() is None:
             await asyncio.to_thread(measure_peer_slice, url, args, slices)
     series = {name: {n: c.combine(rs) for n, rs in by_n.items()} for name, by_n in slices.items()}
-    return series, commits, version
+    return series, version
 
 
-async def run(args: argparse.Namespace) -> tuple[Series, Commits]:
+async def run(args: argparse.Namespace) -> Series:
     server = c.server_url()
     async with c.scratch_database(server, "append") as url:
         conn = await asyncpg.connect(url)
@@ -218,34 +201,29 @@ async def run(args: argparse.Namespace) -> tuple[Series, Commits]:
             await conn.close()
         print(f"server: {c.describe_server(server)}; scratch database {c.database_name(url)}")
         print(f"before: {c.machine_load()}")
-        series, commits, version = await measure(url, args)
+        series, version = await measure(url, args)
         print(f"after:  {c.machine_load()}")
         print(f"PostgreSQL {version}; {args.seconds:g} s per figure in {args.slices} interleaved slices, each after "
               f"{args.warmup:g} s warm-up; every pool sized {max(args.concurrency) + POOL_HEADROOM} "
-              f"(max concurrency + {POOL_HEADROOM}); group commit with at most {args.max_running} batch "
-              f"transactions in flight, a further one once {args.overlap_events} events are queued")
-    return series, commits
+              f"(max concurrency + {POOL_HEADROOM})")
+    return series
 
 
-def report(series: Series, commits: Commits, args: argparse.Namespace) -> None:
+def report(series: Series, args: argparse.Namespace) -> None:
     floor = series["floor"]
     c.print_table(["concurrency", "commits/s", "p50 ms", "p99 ms", "client us/op"],
                   [[n, c.rate(r.per_second), c.ms(r.p50_ms), c.ms(r.p99_ms), f"{r.client_us_per_op:.0f}"]
                    for n, r in floor.items()],
                   title="1. floor: one single-row INSERT per autocommit transaction (asyncpg, shared pool)")
     rows = []
-    for name, per, mode in (("store1", 1, "group"), ("single1", 1, "single"), ("store10", 10, "group"),
-                            ("single10", 10, "single")):
+    for name, per in (("store1", 1), ("store10", 10)):
         for n, r in series[name].items():
-            tx, appends = commits[name][n] if name in commits else (0, 0)
-            per_commit = f"{appends / tx:.1f}" if tx else "1"
-            rows.append([n, per, mode, c.rate(r.per_second), c.rate(r.per_second * per), per_commit, c.ms(r.p50_ms),
+            rows.append([n, per, "single", c.rate(r.per_second), c.rate(r.per_second * per), c.ms(r.p50_ms),
                          c.ms(r.p99_ms), f"{r.client_us_per_op:.0f}", c.percent(r.per_second / floor[n].per_second)])
-    c.print_table(["concurrency", "events/append", "commit", "appends/s", "events/s", "appends/commit", "p50 ms",
+    c.print_table(["concurrency", "events/append", "commit", "appends/s", "events/s", "p50 ms",
                    "p99 ms", "client us/op", "vs floor"], rows,
                   title="2. event store: EventStore.append, a new stream per append (same pool as the floor);\n"
-                        "   group = group commit of pool-path appends (the default), single = "
-                        "EventStore(pool, group_commit=False),\n   one transaction per append")
+                        "   single = one transaction per append")
     if args.breakdown:
         report_breakdown(series)
     report_peer(series)
@@ -307,12 +285,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--warmup", type=float, default=0.3, help="unrecorded seconds before each slice (default 0.3)")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time append_events() called directly and a plain INSERT into periodya.events")
-    parser.add_argument("--max-running", type=int, default=MAX_RUNNING,
-                        help=f"group commit: batch transactions in flight at once (default {MAX_RUNNING})")
-    parser.add_argument("--overlap-events", type=int, default=OVERLAP_EVENTS,
-                        help="group commit: queued events that let a further batch start while one is in flight "
-                             f"(default {OVERLAP_EVENTS})")
     args = parser.parse_args(argv)
-    series, commits = asyncio.run(run(args))
-    report(series, commits, args)
+    report(asyncio.run(run(args)), args)
     return 0

@@ -1,4 +1,4 @@
-"""An append turned into the database's arguments once, shared by the single path and group commit."""
+"""An append turned into the database's arguments (schema.sql `append_events`) in one pass."""
 
 from __future__ import annotations
 
@@ -32,11 +32,10 @@ class PreparedAppend:
         """The arguments of schema.sql `append_events`."""
         return (self.keys, self.streams, self.expected, self.ev_stream, self.types, self.datas, self.metas)
 
-    def records(self, rows: Sequence[Any], first: int = 0) -> list[RecordedEvent]:
-        """Recorded events from rows holding seq, tx, stream_id, stream_version, recorded_at from column
-        `first` on, one row per event in append order."""
-        s, t, i, v, r = first, first + 1, first + 2, first + 3, first + 4
-        return [RecordedEvent(row[s], row[t], row[i], row[v], ev.type, ev.data, ev.metadata, row[r])
+    def records(self, rows: Sequence[Any]) -> list[RecordedEvent]:
+        """Recorded events from rows of (seq, tx, stream_id, stream_version, recorded_at), one row per
+        event in append order."""
+        return [RecordedEvent(row[0], row[1], row[2], row[3], ev.type, ev.data, ev.metadata, row[4])
                 for row, ev in zip(rows, self.flat, strict=True)]
 
 

@@ -7,12 +7,8 @@ Concurrency model (DESIGN.md, "The event store"):
 * "Read all" returns only events whose writing transaction id is below the snapshot horizon
   `pg_snapshot_xmin(pg_current_snapshot())`, ordered by (tx, seq). Every transaction below the horizon
   has finished, so nothing can later appear behind a reader's checkpoint.
-* Group commit (default on; `EventStore(pool, group_commit=False)` turns it off): concurrent appends
-  WITHOUT a connection (each its own transaction) share one transaction while others are in flight.
-  Each append stays atomic with its own conflict; the batch takes the sorted union of all lock keys
-  before any write; its events share one transaction id and are read back by (tx, seq) in append
-  order. What it changes: appends of unrelated callers can share a transaction id. Appends with
-  `conn=` (inside a caller's transaction) are unchanged. See group_commit.py.
+* Every command appends inside its own transaction (`conn=`, together with its projections); an
+  append without a connection is one pooled connection and one transaction of its own.
 """
 
 from __future__ import annotations
@@ -25,7 +21,6 @@ import asyncpg
 
 from periodya import metrics
 from periodya.errors import ConcurrencyConflict
-from periodya.eventstore.group_commit import MAX_RUNNING, OVERLAP_EVENTS, AppendBatcher
 from periodya.eventstore.hashing import lock_key
 from periodya.eventstore.model import START, Position, RecordedEvent, StreamAppend
 from periodya.eventstore.prepared import PreparedAppend, prepare
@@ -80,14 +75,10 @@ async def _append_rows(conn: asyncpg.Connection, prepared: PreparedAppend) -> li
 
 class EventStore:
     """Append and read events. Methods take an optional connection so that a caller can append and
-    update projections in one transaction; without one, a pooled connection is used, and with
-    `group_commit` (the default) concurrent pool-path appends share transactions (group_commit.py)."""
+    update projections in one transaction; without one, a pooled connection is used."""
 
-    def __init__(self, pool: asyncpg.Pool, *, group_commit: bool = True, max_running: int = MAX_RUNNING,
-                 overlap_events: int = OVERLAP_EVENTS) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self.batcher = (AppendBatcher(pool, self._append_alone, max_running=max_running, overlap_events=overlap_events)
-                        if group_commit else None)
         self._wake_pending = False
         self._wake_tasks: set[asyncio.Task[None]] = set()
 
@@ -122,19 +113,13 @@ class EventStore:
         position. The database does the rest in one round trip (schema.sql `append_events`).
         """
         prepared = prepare(appends, lock_names)
-        if conn is not None:
+        if conn is not None:  # the command path: no context manager on the hot path
             recorded = await _append_rows(conn, prepared)
-        elif self.batcher is not None:
-            recorded = await self.batcher.append(prepared)
         else:
-            recorded = await self._append_alone(prepared)
+            async with self.pool.acquire() as acquired:
+                recorded = await _append_rows(acquired, prepared)
         metrics.appended(len(recorded))  # counted when appended (a caller's transaction may still roll back)
         return recorded
-
-    async def _append_alone(self, prepared: PreparedAppend) -> list[RecordedEvent]:
-        """The single path: one pooled connection, one append_events call, its own transaction."""
-        async with self.pool.acquire() as acquired:
-            return await _append_rows(acquired, prepared)
 
     async def read_stream(self, stream_id: str, *, after_version: int = 0,
                           conn: asyncpg.Connection | None = None) -> list[RecordedEvent]:

@@ -13,12 +13,6 @@ from periodya.eventstore import ANY, NO_STREAM, START, EventStore, NewEvent, Str
 from periodya.eventstore.follower import Follower
 
 
-@pytest.fixture(params=[True, False], ids=["group-commit", "single"])
-def store(pool: asyncpg.Pool, request: pytest.FixtureRequest) -> EventStore:
-    """Every test here runs with group commit of pool-path appends (the default) and without it."""
-    return EventStore(pool, group_commit=request.param)
-
-
 async def test_sixteen_writers_race_for_each_version(store: EventStore, pool: asyncpg.Pool) -> None:
     """16 writers append 3 events each with the same expected version, for 10 rounds: one wins each."""
     writers, rounds = 16, 10
