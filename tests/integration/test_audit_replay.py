@@ -11,8 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from periodya.audit import rebuild as rb
-from periodya.audit.rebuilder import rebuild_into
+from periodya.audit import replay as rb
+from periodya.audit.diff import diff_table
+from periodya.audit.engine import rebuild_into
+from periodya.audit.replay import replay_and_diff
 from periodya.audit.replay_cli import run_replay
 from periodya.audit.swap import swap_in
 from periodya.catalog import REGISTRY
@@ -20,7 +22,6 @@ from periodya.domain import escrow
 from periodya.domain.decision import posted
 from periodya.eventstore import NO_STREAM, EventStore, StreamAppend
 from periodya.projections import PROJECTIONS, apply_all
-from periodya.projections.replay import diff_table, replay_and_diff
 from tests.integration.invariants import assert_money_invariants
 from tests.integration.pipeline import wait_for
 from tests.integration.test_ledger_properties import _run, ops
@@ -204,7 +205,7 @@ async def test_audit_rebuild_in_small_pages_and_batches_equals_live(pool: asyncp
     async with pool.acquire() as conn, pool.acquire() as reader:
         tx = await rb.open_repeatable_read(conn)
         try:
-            n = await rebuild_into(conn, reader, "replay_small", None, None, batch=2, apply_batch=5)
+            n = await rebuild_into(conn, "replay_small", None, None, reader=reader, batch=2, apply_batch=5)
             assert n == await conn.fetchval("SELECT count(*) FROM events")
             diffs = [await diff_table(conn, "replay_small", t) for t in rb.tables_of(None)]
         finally:
@@ -225,7 +226,7 @@ async def test_audit_rebuild_raises_an_apply_error_as_itself(pool: asyncpg.Pool)
         tx = await rb.open_repeatable_read(conn)
         try:
             with pytest.raises(asyncpg.CheckViolationError):
-                await rebuild_into(conn, reader, "replay_bad", None, None)
+                await rebuild_into(conn, "replay_bad", None, None, reader=reader)
         finally:
             await tx.rollback()
     assert await pool.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = 'replay_bad'") == 0
