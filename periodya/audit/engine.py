@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -42,6 +42,8 @@ and in one long transaction every update leaves a row version that later lookups
 (balances: the same accounts in every batch). Fewer, bigger batches: fewer versions and statements."""
 EVENTS_IN_ORDER = f"SELECT {EVENT_COLUMNS} FROM periodya.events {{where}} ORDER BY tx, seq"
 _UP_TO = "WHERE (tx, seq) <= ($1::text::xid8, $2::bigint)"
+_OpenCursor = Callable[[], Awaitable[Any]]
+_FetchPage = Callable[[Any, int], Awaitable[list[Any]]]
 _AFTER_SNAPSHOT = ("WHERE tx >= pg_snapshot_xmin($1::text::pg_snapshot) "
                    "AND NOT pg_visible_in_snapshot(tx, $1::text::pg_snapshot)")
 
@@ -136,8 +138,8 @@ async def _fetch(cursor: Any, size: int) -> list[Any]:
     return list(await cursor.fetch(size))
 
 
-async def _pipeline(shared: SharedConnection, open_cursor: Any, fetch: Any, modules: Iterable[Projection],
-                    batch: int, apply_batch: int) -> int:
+async def _pipeline(shared: SharedConnection, open_cursor: _OpenCursor, fetch: _FetchPage,
+                    modules: Iterable[Projection], batch: int, apply_batch: int) -> int:
     # Room for a whole apply batch of pages: the reader keeps reading while a batch is applied.
     queue: asyncio.Queue[list[Any] | None] = asyncio.Queue(maxsize=apply_batch // batch + 1)
     producer = asyncio.create_task(_pages(open_cursor, fetch, batch, queue))
@@ -159,7 +161,8 @@ async def _pipeline(shared: SharedConnection, open_cursor: Any, fetch: Any, modu
     return count
 
 
-async def _pages(open_cursor: Any, fetch: Any, batch: int, queue: asyncio.Queue[list[Any] | None]) -> None:
+async def _pages(open_cursor: _OpenCursor, fetch: _FetchPage, batch: int,
+                 queue: asyncio.Queue[list[Any] | None]) -> None:
     cursor = await open_cursor()
     while rows := await fetch(cursor, batch):
         await queue.put([row_to_event(r) for r in rows])

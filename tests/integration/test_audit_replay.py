@@ -230,3 +230,26 @@ async def test_audit_rebuild_raises_an_apply_error_as_itself(pool: asyncpg.Pool)
         finally:
             await tx.rollback()
     assert await pool.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = 'replay_bad'") == 0
+
+
+async def test_swap_refuses_a_rebuild_that_fails_a_money_invariant(pool: asyncpg.Pool) -> None:
+    """A log whose replay creates money (a tampered group credits one cent more than it debits, so no CHECK
+    constraint trips) is rebuilt but not swapped in: the swap's invariant check (projections.invariants)
+    names the group, and the live tables stay as they were."""
+    await _run(EventStore(pool), "m-", PROGRAM[:2])
+    group = await pool.fetchrow("SELECT seq, data FROM events WHERE event_type = 'LedgerGroupPosted' "
+                                "AND data->>'kind' = 'escrow_released'")
+    line = next(i for i, e in enumerate(group["data"]["entries"]) if int(e["credit"]) > 0)
+    async with pool.acquire() as c, c.transaction():
+        await c.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        await c.execute("UPDATE events SET data = jsonb_set(data, ARRAY['entries', $2::text, 'credit'], "
+                        "to_jsonb((data->'entries'->($2::int)->>'credit')::bigint + 1)) WHERE seq = $1",
+                        group["seq"], str(line))
+        await c.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+    before = await pool.fetch("SELECT * FROM balances ORDER BY account, currency")
+    status, text = await replay(pool, swap=True)
+    assert status == 1, text
+    assert f"NOT SWAPPED: the rebuild fails an invariant: ledger group {group['data']['groupId']} does not " \
+           "balance in USD" in text, text
+    assert "swapped in" not in text
+    assert await pool.fetch("SELECT * FROM balances ORDER BY account, currency") == before
