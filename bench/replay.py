@@ -9,12 +9,13 @@ its ledger group. About 19 events per deal, built with the domain's own decide f
 Then, in rounds (the median of each figure is reported):
   1. raw: the rebuild's own query, (tx, seq) order, through an asyncpg cursor with the same page size,
      jsonb decoded by the pool's codec (orjson) and nothing else done with the rows;
-  2. rebuild (audit): what `periodya replay` runs (audit.rebuilder.rebuild_into): every projection, the
+  2. rebuild (audit): what `periodya replay` runs (audit.engine.rebuild_into): every projection, the
      live apply functions, the log read in pages of the same size a page ahead on a second connection
-     in the same snapshot, whole pages applied in batches of about audit.rebuilder.APPLY_BATCH events
+     in the same snapshot, whole pages applied in batches of about audit.engine.APPLY_BATCH events
      (the projections' apply calls of a batch concurrently, one statement at a time), into UNLOGGED
      scratch tables (rolled back, as `periodya replay` without --swap does);
-  3. rebuild (library): projections.replay.rebuild_in, one connection, for comparison.
+  3. rebuild (library): the same engine without a reader (the log read on the rebuilding connection),
+     as replay_and_diff runs it, for comparison.
 Each rebuild runs in a REPEATABLE READ transaction rolled back afterwards. Targets (on the audit
 rebuild): >= 50,000 events/s and >= 20% of the raw rate. `--profile` runs one more audit rebuild under
 cProfile and prints where the time goes; the client and server CPU seconds of every figure are printed
@@ -39,8 +40,8 @@ import asyncpg
 
 from bench import _common as c
 from periodya import db
-from periodya.audit.rebuild import scratch_name
-from periodya.audit.rebuilder import rebuild_into
+from periodya.audit.engine import rebuild_into
+from periodya.audit.scratch import new_name as scratch_name
 from periodya.domain import escrow, payout
 from periodya.domain.decision import Decision, posted
 from periodya.domain.events import Event, ProviderEventApplied, ProviderEventReceived
@@ -48,7 +49,6 @@ from periodya.event_registry import REGISTRY
 from periodya.eventstore import NO_STREAM, EventStore, StreamAppend
 from periodya.handlers.lifecycle import chain
 from periodya.projections.provider_events import stream as provider_stream
-from periodya.projections.replay import rebuild_in
 
 TARGET_RATE, TARGET_SHARE = 50_000, 0.20
 EVENTS_PER_DEAL = 19  # 17 for a failed payout; the loader stops at --events exactly
@@ -177,13 +177,13 @@ async def raw_read(conn: asyncpg.Connection, page: int) -> int:
 
 async def rebuild_library(conn: asyncpg.Connection, page: int) -> int:
     # Statements cached under the previous round's scratch search_path are re-analysed on every
-    # execution (rebuild_into drops the cache itself); start this one clean too, for a fair figure.
+    # execution (the engine drops the cache itself); start this one clean too, for a fair figure.
     await conn.reload_schema_state()
     tx = conn.transaction(isolation="repeatable_read")
     await tx.start()
     try:
         await conn.execute("SET LOCAL statement_timeout = 0")
-        return await rebuild_in(conn, scratch_name("bench"), None, batch=page)
+        return await rebuild_into(conn, scratch_name("bench"), None, None, batch=page)
     finally:
         await tx.rollback()
 
@@ -193,7 +193,7 @@ async def rebuild_audit(conn: asyncpg.Connection, reader: asyncpg.Connection, pa
     await tx.start()
     try:
         await conn.execute("SET LOCAL statement_timeout = 0")
-        return await rebuild_into(conn, reader, scratch_name("bench"), None, None, batch=page)
+        return await rebuild_into(conn, scratch_name("bench"), None, None, reader=reader, batch=page)
     finally:
         await tx.rollback()
 
@@ -274,8 +274,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--events", type=int, default=1_000_000, help="events to load (default 1,000,000)")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds of each figure (default 3)")
     parser.add_argument("--prefetch", type=int, default=5000,
-                        help="page size of every read (default 5000); rebuild_in applies each page, the "
-                             "audit rebuild whole pages in batches of about APPLY_BATCH events")
+                        help="page size of every read (default 5000); both rebuilds apply whole pages in "
+                             "batches of about APPLY_BATCH events")
     parser.add_argument("--payees", type=int, default=1000, help="distinct payees (default 1000)")
     parser.add_argument("--deals-per-append", type=int, default=100, help="deals per EventStore.append (default 100)")
     parser.add_argument("--workers", type=int, default=3, help="loading connections (default 3)")

@@ -68,8 +68,7 @@ async def _reset(_conn: asyncpg.Connection) -> None:
     """Release-time reset. asyncpg still rolls back any open transaction and drops listener callbacks;
     its default reset query (unlock all advisory locks, CLOSE ALL, UNLISTEN *, RESET ALL) costs a round
     trip per release and undoes nothing this code leaves behind: it takes only transaction-scoped
-    advisory locks, opens cursors only inside transactions, sets only SET LOCAL, and a Follower
-    unlistens before it releases its connection."""
+    advisory locks, opens cursors only inside transactions, sets only SET LOCAL, and LISTENs nowhere."""
 
 
 async def connect_pool(url: str, *, min_size: int = 2, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:

@@ -8,7 +8,7 @@ What it checks, in one pass over the lines:
 4. along each stream, within the export, versions are consecutive and each prev_hash is the previous
    event's hash: an event removed from or inserted into the middle of a stream is named here;
 5. per digest: the events it covers (the lines recorded in its UTC day, or all lines for a range
-   digest), in file order, give exactly its count, first and last seq and digest (audit.logdigest).
+   digest), in file order, give exactly its count, first and last seq and digest (audit.digest_format).
    This catches what 2-4 cannot: a whole stream removed, an event appended at a stream's end, an edit
    whose hashes were all recomputed, two lines swapped together with their positions.
 Lines on a day no digest covers are reported as unverified; `ok` requires none.
@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from periodya.audit.logdigest import Digester, DigestRecord
+from periodya.audit.digest_format import Digester, DigestRecord
 from periodya.eventstore.hashing import chain_hash
 
 FIELDS = ("seq", "tx", "stream_id", "stream_version", "event_type", "data", "metadata", "recorded_at",

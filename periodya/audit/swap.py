@@ -1,15 +1,16 @@
 """Swap rebuilt projection tables in for the live ones, blocking writers only for the swap itself.
 
-Given a committed scratch schema rebuilt from the log in snapshot S (audit.rebuild), one short
+Given a committed scratch schema rebuilt from the log in snapshot S (audit.replay), one short
 transaction:
 1. takes ACCESS EXCLUSIVE locks on the live tables, in the order the inline path writes them. Command
    transactions that already wrote to a live table hold it until they commit, so once the locks are
    ours every transaction that touched the live views has committed;
-2. applies to the scratch tables, with the same apply functions, every event committed after S
-   (visible now, not visible in S), in (tx, seq) order. A writer that appended events but has not yet
-   reached the projection tables is still uncommitted: it is invisible here and, once we commit, its
-   own inline apply writes into the swapped-in tables (PostgreSQL resolves the table name again after
-   the lock wait, and prepared statements are re-planned), so its events land exactly once;
+2. applies to the scratch tables, with the rebuild engine's catch-up (audit.engine.catch_up: the same
+   apply functions), every event committed after S (visible now, not visible in S), in (tx, seq) order.
+   A writer that appended events but has not yet reached the projection tables is still uncommitted: it
+   is invisible here and, once we commit, its own inline apply writes into the swapped-in tables
+   (PostgreSQL resolves the table name again after the lock wait, and prepared statements are
+   re-planned), so its events land exactly once;
 3. moves the live tables to the `replay_retired` schema (kept for inspection until the next swap) and
    the scratch tables into `periodya`. ALTER TABLE ... SET SCHEMA carries indexes and constraints along,
    and the scratch tables were created from the same DDL (schema.sql), so names, indexes and
@@ -25,20 +26,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
 
+from periodya.audit import scratch as scratch_schema
+from periodya.audit.engine import catch_up, tables_of
 from periodya.audit.points import AuditError
-from periodya.audit.rebuild import tables_of
-from periodya.eventstore.store import row_to_event
-from periodya.projections.replay import selected
 
 RETIRED = "replay_retired"
-_AFTER_SNAPSHOT = (
-    "SELECT seq, tx::text::bigint AS tx, stream_id, stream_version, event_type, data, metadata, recorded_at "
-    "FROM periodya.events WHERE tx >= pg_snapshot_xmin($1::text::pg_snapshot) "
-    "AND NOT pg_visible_in_snapshot(tx, $1::text::pg_snapshot) ORDER BY tx, seq")
 
 
 class SwapFailed(AuditError):
@@ -50,25 +45,6 @@ async def _lock_timeout_ms(conn: asyncpg.Connection) -> int:
     return max(5, min(200, deadlock_ms // 2))
 
 
-async def catch_up(conn: asyncpg.Connection, modules: dict[str, Any], snapshot: str, batch: int = 5000) -> int:
-    """Apply (into whatever the search_path names first) the events committed after `snapshot`."""
-    count = 0
-    pending: list[Any] = []
-    async for row in conn.cursor(_AFTER_SNAPSHOT, snapshot, prefetch=batch):
-        pending.append(row_to_event(row))
-        if len(pending) >= batch:
-            count += await _apply(conn, modules, pending)
-            pending = []
-    return count + await _apply(conn, modules, pending)
-
-
-async def _apply(conn: asyncpg.Connection, modules: dict[str, Any], events: list[Any]) -> int:
-    if events:
-        for module in modules.values():
-            await module.apply(conn, events)
-    return len(events)
-
-
 async def _swap_once(conn: asyncpg.Connection, scratch: str, names: Sequence[str] | None, snapshot: str,
                      lock_ms: int) -> int:
     tables = tables_of(names)
@@ -77,13 +53,12 @@ async def _swap_once(conn: asyncpg.Connection, scratch: str, names: Sequence[str
     # Why ACCESS EXCLUSIVE: readers too must not see the moment between the two renames.
     await conn.execute(f"LOCK TABLE {', '.join(f'periodya.{t}' for t in tables)} IN ACCESS EXCLUSIVE MODE")
     await conn.execute("SET LOCAL lock_timeout = 0")
-    await conn.execute(f"SET LOCAL search_path = {scratch}, periodya")
-    caught_up = await catch_up(conn, selected(names), snapshot)
-    await conn.execute(f"DROP SCHEMA IF EXISTS {RETIRED} CASCADE; CREATE SCHEMA {RETIRED}")
+    caught_up = await catch_up(conn, scratch, names, snapshot)
+    await scratch_schema.fresh(conn, RETIRED)
     for table in tables:
         await conn.execute(f"ALTER TABLE periodya.{table} SET SCHEMA {RETIRED}")
         await conn.execute(f"ALTER TABLE {scratch}.{table} SET SCHEMA periodya")
-    await conn.execute(f"DROP SCHEMA {scratch} CASCADE")  # the tables of projections not swapped
+    await scratch_schema.drop(conn, scratch)  # the tables of projections not swapped
     return caught_up
 
 

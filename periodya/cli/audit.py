@@ -13,11 +13,12 @@ from typing import Any, TextIO
 
 import orjson
 
-from periodya.audit import digests, history, text
+from periodya.audit import daily_digests as digests
+from periodya.audit import history, text
 from periodya.audit.balances_asof import balances_as_of
+from periodya.audit.digest_format import Digester
 from periodya.audit.export import Range, event_line, export_rows
 from periodya.audit.export_check import check_export, read_digests
-from periodya.audit.logdigest import Digester
 from periodya.audit.points import AuditError, above_horizon, parse_point
 from periodya.cli import replay
 from periodya.config import Settings

@@ -17,13 +17,13 @@ from typing import Any, TextIO
 
 import orjson
 
-from periodya.audit import rebuild as rb
+from periodya.audit import replay as rb
+from periodya.audit.diff import TableDiff
 from periodya.audit.points import AuditError, parse_point, resolve
 from periodya.audit.swap import swap_in
 from periodya.config import Settings
 from periodya.deps import open_pool
 from periodya.projections import PROJECTIONS
-from periodya.projections.replay import TableDiff
 
 
 def add_parser(sub: Any) -> None:

@@ -120,7 +120,7 @@ async def _days_to_digest(deps: Deps, limit: int) -> list[date]:
     """The days whose digest the full run records or re-checks, oldest first: every day from the log's
     first one up to yesterday that has no recorded digest yet (at most `limit` of them; the next run
     goes on from there), then yesterday again when it is recorded (a re-check that catches a change)."""
-    from periodya.audit.digests import stream
+    from periodya.audit.daily_digests import stream
 
     yesterday = (deps.clock() - timedelta(days=1)).date()
     first_at: datetime | None = await deps.store.pool.fetchval("SELECT min(recorded_at) FROM events")
@@ -140,9 +140,9 @@ async def _record_digest(deps: Deps, summary: Summary) -> None:
     MAX_DIGEST_DAYS per run (a first run on an old log catches up over several runs), and re-checks
     yesterday's. Idempotent, also with two sentinels at once: each day's digest is appended to its own
     stream with expected version NO_STREAM, so one run records it and the other compares with it
-    (audit.digests.record_daily_digest). A digest that no longer matches the recorded one means the log
+    (audit.daily_digests.record_daily_digest). A digest that no longer matches the recorded one means the log
     was changed: a critical alert for a human. The first day not closed yet ends the run's digests."""
-    from periodya.audit.digests import MISMATCH, NOT_CLOSED, record_daily_digest
+    from periodya.audit.daily_digests import MISMATCH, NOT_CLOSED, record_daily_digest
 
     days = await _days_to_digest(deps, MAX_DIGEST_DAYS)
     for day in days:

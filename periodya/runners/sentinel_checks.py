@@ -22,6 +22,7 @@ import asyncpg
 from periodya.deps import Deps
 from periodya.domain.alerts import CRITICAL, WARNING
 from periodya.eventstore.verify import chain_breaks_in_db
+from periodya.projections import invariants
 from periodya.runners.webhook_check import CODE as WEBHOOK_CODE
 from periodya.runners.webhook_check import REMEDY as WEBHOOK_REMEDY
 from periodya.runners.webhook_check import webhook_signatures_failing
@@ -136,14 +137,11 @@ async def outbox_stuck(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> Re
 async def ledger_unbalanced(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> Result:
     where = "" if scope.full else "WHERE group_id = ANY($1::text[])"
     args = [] if scope.full else [scope.groups]
-    rows = await conn.fetch(
-        f"SELECT group_id, currency, sum(debit)::bigint AS debits, sum(credit)::bigint AS credits, count(*) AS n "
-        f"FROM ledger_entries {where} GROUP BY group_id, currency", *args)
+    rows = await conn.fetch(invariants.group_sums(where=where), *args)
     findings = {f"group:{r['group_id']}": {"groupId": r["group_id"], "currency": r["currency"],
                                            "debits": r["debits"], "credits": r["credits"]}
                 for r in rows if r["debits"] != r["credits"]}
-    totals = await conn.fetch(
-        "SELECT currency, sum(balance)::bigint AS total, count(*) AS n FROM balances GROUP BY currency")
+    totals = await conn.fetch(invariants.currency_totals())
     for t in totals:
         if t["total"] != 0:
             findings[f"currency:{t['currency']}"] = {"currency": t["currency"], "sumOfBalances": t["total"]}
@@ -181,9 +179,6 @@ async def balance_drift(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> R
     return _drift("BALANCE_DRIFT", "fromLog", expected, live, True)
 
 
-_ENTRIES = "SELECT account, currency, (sum(credit) - sum(debit))::bigint AS net FROM ledger_entries"
-
-
 async def balance_entries_drift(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> Result:
     """The accounts the groups written since the last run touched: each balance against the sum of its
     ledger_entries rows (those accounts are the subjects it checked). Recent runs only: the full run
@@ -194,8 +189,8 @@ async def balance_entries_drift(deps: Deps, conn: asyncpg.Connection, scope: Sco
     touched = await conn.fetch("SELECT DISTINCT account, currency FROM ledger_entries "
                                "WHERE group_id = ANY($1::text[])", scope.groups)
     accounts, currencies = [r["account"] for r in touched], [r["currency"] for r in touched]
-    entries = await conn.fetch(_ENTRIES + " WHERE (account, currency) IN (SELECT * FROM unnest($1::text[], "
-                               "$2::text[])) GROUP BY 1, 2", accounts, currencies)
+    entries = await conn.fetch(invariants.entries_net(where="WHERE (account, currency) IN (SELECT * FROM unnest("
+                                                          "$1::text[], $2::text[]))"), accounts, currencies)
     balances = await conn.fetch("SELECT account, currency, balance FROM balances WHERE (account, currency) "
                                 "IN (SELECT * FROM unnest($1::text[], $2::text[]))", accounts, currencies)
     expected = {(r["account"], r["currency"]): r["net"] for r in entries}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncpg
 
 import periodya.admin.users
-import periodya.audit.digests  # registers LogDigestRecorded
+import periodya.audit.daily_digests  # registers LogDigestRecorded
 from periodya.config import Settings
 from periodya.domain import escrow
 from periodya.event_registry import REGISTRY

@@ -21,10 +21,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from argon2 import PasswordHasher
 
 from periodya.admin import throttle, users
+from periodya.audit.replay import replay_and_diff
 from periodya.eventstore import EventStore
 from periodya.handlers.unit_of_work import Meta
 from periodya.http.app import create_app
-from periodya.projections.replay import replay_and_diff
 from tests.clients import Client
 from tests.conftest import CRON_SECRET
 

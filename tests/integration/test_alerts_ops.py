@@ -11,8 +11,8 @@ import pytest
 
 from periodya.config import Settings
 from periodya.runners import outbox, reconcile, repair, sentinel, webhooks
+from tests.integration.horizon import settled as _settled
 from tests.integration.pipeline import Pipeline, live_pipeline, wait_for
-from tests.integration.test_audit_catchup import _settled
 
 
 @pytest.fixture

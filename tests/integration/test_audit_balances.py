@@ -16,7 +16,7 @@ import asyncpg
 from periodya.audit.balances_asof import balances_as_of
 from periodya.audit.points import Point
 from periodya.eventstore import EventStore
-from tests.integration.test_audit_catchup import _settled
+from tests.integration.horizon import settled as _settled
 from tests.integration.test_audit_replay import PROGRAM
 from tests.integration.test_ledger_properties import _run
 

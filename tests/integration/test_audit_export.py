@@ -12,10 +12,10 @@ import asyncpg
 import orjson
 import pytest
 
-from periodya.audit import digests
+from periodya.audit import daily_digests as digests
+from periodya.audit.digest_format import DigestRecord
 from periodya.audit.export import day_range, event_line, export_rows
 from periodya.audit.export_check import check_export
-from periodya.audit.logdigest import DigestRecord
 from periodya.cli import build_parser
 from periodya.eventstore import EventStore
 from periodya.eventstore.hashing import GENESIS, canonical_json, chain_hash

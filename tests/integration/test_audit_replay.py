@@ -11,8 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from periodya.audit import rebuild as rb
-from periodya.audit.rebuilder import rebuild_into
+from periodya.audit import replay as rb
+from periodya.audit.diff import diff_table
+from periodya.audit.engine import rebuild_into
+from periodya.audit.replay import replay_and_diff
 from periodya.audit.swap import swap_in
 from periodya.cli.replay import run_replay
 from periodya.domain import escrow
@@ -20,7 +22,6 @@ from periodya.domain.decision import posted
 from periodya.event_registry import REGISTRY
 from periodya.eventstore import NO_STREAM, EventStore, StreamAppend
 from periodya.projections import PROJECTIONS, apply_all
-from periodya.projections.replay import diff_table, replay_and_diff
 from tests.integration.invariants import assert_money_invariants
 from tests.integration.pipeline import wait_for
 from tests.integration.test_ledger_properties import _run, ops
@@ -204,7 +205,7 @@ async def test_audit_rebuild_in_small_pages_and_batches_equals_live(pool: asyncp
     async with pool.acquire() as conn, pool.acquire() as reader:
         tx = await rb.open_repeatable_read(conn)
         try:
-            n = await rebuild_into(conn, reader, "replay_small", None, None, batch=2, apply_batch=5)
+            n = await rebuild_into(conn, "replay_small", None, None, reader=reader, batch=2, apply_batch=5)
             assert n == await conn.fetchval("SELECT count(*) FROM events")
             diffs = [await diff_table(conn, "replay_small", t) for t in rb.tables_of(None)]
         finally:
@@ -225,7 +226,30 @@ async def test_audit_rebuild_raises_an_apply_error_as_itself(pool: asyncpg.Pool)
         tx = await rb.open_repeatable_read(conn)
         try:
             with pytest.raises(asyncpg.CheckViolationError):
-                await rebuild_into(conn, reader, "replay_bad", None, None)
+                await rebuild_into(conn, "replay_bad", None, None, reader=reader)
         finally:
             await tx.rollback()
     assert await pool.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = 'replay_bad'") == 0
+
+
+async def test_swap_refuses_a_rebuild_that_fails_a_money_invariant(pool: asyncpg.Pool) -> None:
+    """A log whose replay creates money (a tampered group credits one cent more than it debits, so no CHECK
+    constraint trips) is rebuilt but not swapped in: the swap's invariant check (projections.invariants)
+    names the group, and the live tables stay as they were."""
+    await _run(EventStore(pool), "m-", PROGRAM[:2])
+    group = await pool.fetchrow("SELECT seq, data FROM events WHERE event_type = 'LedgerGroupPosted' "
+                                "AND data->>'kind' = 'escrow_released'")
+    line = next(i for i, e in enumerate(group["data"]["entries"]) if int(e["credit"]) > 0)
+    async with pool.acquire() as c, c.transaction():
+        await c.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        await c.execute("UPDATE events SET data = jsonb_set(data, ARRAY['entries', $2::text, 'credit'], "
+                        "to_jsonb((data->'entries'->($2::int)->>'credit')::bigint + 1)) WHERE seq = $1",
+                        group["seq"], str(line))
+        await c.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+    before = await pool.fetch("SELECT * FROM balances ORDER BY account, currency")
+    status, text = await replay(pool, swap=True)
+    assert status == 1, text
+    assert f"NOT SWAPPED: the rebuild fails an invariant: ledger group {group['data']['groupId']} does not " \
+           "balance in USD" in text, text
+    assert "swapped in" not in text
+    assert await pool.fetch("SELECT * FROM balances ORDER BY account, currency") == before

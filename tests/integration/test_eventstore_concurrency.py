@@ -10,7 +10,6 @@ import pytest
 
 from periodya.errors import ConcurrencyConflict
 from periodya.eventstore import ANY, NO_STREAM, START, EventStore, NewEvent, StreamAppend
-from periodya.eventstore.follower import Follower
 
 
 async def test_sixteen_writers_race_for_each_version(store: EventStore, pool: asyncpg.Pool) -> None:
@@ -57,55 +56,6 @@ async def test_multi_stream_append_is_atomic(store: EventStore) -> None:
                             StreamAppend("b", NO_STREAM, [NewEvent("A", {})])])
     assert info.value.stream_id == "b"
     assert await store.read_stream("a") == []  # the first stream's events were not written either
-
-
-async def test_late_commit_is_not_skipped_by_a_follower(store: EventStore, pool: asyncpg.Pool) -> None:
-    """T1 takes the lower sequence number but commits after T2. A naive ORDER BY seq reader skips it;
-    the snapshot-horizon reader and the follower see both exactly once, in the same order every time."""
-    follower = Follower(store, START, poll_interval=0.05)
-    await follower.start()
-    seen: list[int] = []
-
-    async def follow() -> None:
-        async for batch in follower.batches():
-            seen.extend(e.seq for e in batch)
-            if len(seen) >= 2:
-                return
-
-    follow_task = asyncio.create_task(follow())
-    naive_checkpoint = 0
-    naive_seen: list[int] = []
-
-    async def naive_read() -> None:
-        nonlocal naive_checkpoint
-        rows = await pool.fetch("SELECT seq FROM events WHERE seq > $1 ORDER BY seq", naive_checkpoint)
-        for r in rows:
-            naive_seen.append(r["seq"])
-            naive_checkpoint = r["seq"]
-
-    async with pool.acquire() as c1:
-        tx1 = c1.transaction()
-        await tx1.start()
-        late = await store.append([StreamAppend("late", NO_STREAM, [NewEvent("Late", {})])], conn=c1)
-        early = await store.append([StreamAppend("early", NO_STREAM, [NewEvent("Early", {})])])
-        assert late[0].seq < early[0].seq
-        await naive_read()
-        assert await store.read_all(START) == []  # T1 still open: nothing is below the horizon yet
-        await asyncio.sleep(0.2)
-        assert seen == []
-        await tx1.commit()
-    await store.notify()
-    await asyncio.wait_for(follow_task, 5)
-    await follower.stop()
-    await naive_read()
-
-    assert naive_seen == [early[0].seq]  # the naive reader skipped the late event for good
-    expected = [late[0].seq, early[0].seq]
-    assert seen == expected
-    for _ in range(3):
-        assert [e.seq for e in await store.read_all(START)] == expected
-    first = await store.read_all(START, limit=1)
-    assert [e.seq for e in await store.read_all(first[-1].position)] == [early[0].seq]
 
 
 async def _read_all_settled(store: EventStore, count: int) -> list:  # type: ignore[type-arg]

@@ -149,7 +149,7 @@ async def test_full_sentinel_records_every_unrecorded_closed_day_oldest_first_bo
     per run, oldest first, until -6 .. -1 are recorded; two sentinels at once record each day once."""
     from datetime import timedelta
 
-    from periodya.audit.digests import recorded_days
+    from periodya.audit.daily_digests import recorded_days
     from tests.integration.test_audit_export import insert_day
 
     monkeypatch.setattr(sentinel, "MAX_DIGEST_DAYS", 2)

@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from periodya.audit.replay import replay_and_diff
 from periodya.domain import escrow, payout
 from periodya.domain.errors import InsufficientFunds, ValidationFailed
 from periodya.errors import ConcurrencyConflict
@@ -27,7 +28,6 @@ from periodya.handlers import lifecycle, platform, views
 from periodya.handlers.idempotency import IdempotencyKeyReused
 from periodya.handlers.payout_batch import PayoutBatcher
 from periodya.handlers.unit_of_work import Meta, run_command
-from periodya.projections.replay import replay_and_diff
 from tests.integration.invariants import assert_money_invariants
 
 META = Meta(actor="test")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+from periodya.audit.replay import replay_and_diff
 from periodya.domain.events import ProviderEventApplied, ProviderEventReceived
 from periodya.event_registry import REGISTRY
 from periodya.eventstore import NO_STREAM, EventStore, StreamAppend
 from periodya.projections import apply_all, provider_events, rows
-from periodya.projections.replay import replay_and_diff
 from tests.integration.test_ledger_properties import _run
 
 PROGRAM = [("fund", 0, 5000, "USD"), ("release", 0, 0, 3000, 100), ("request", 0, 1000, "USD"), ("paid", 0),

@@ -1,6 +1,8 @@
-"""Every way the log is rebuilt, over a log with every event type, on both sides of every batch-size
-threshold the projections have and with pages from one event to the whole log, through every
-connection (wrapper) the apply functions are handed: the result equals the live tables.
+"""Every way the log is rebuilt (the one engine, audit.engine: with and without a reader, the swap's
+catch-up, and `periodya replay` with --projection, --until and --swap), over a log with every event
+type, on both sides of every batch-size threshold the projections have and with pages from one event
+to the whole log, through every connection (wrapper) the apply functions are handed: the result equals
+the live tables.
 
 Issue 11 (1): `periodya replay` failed on any log with an applied provider event because the audit's
 rebuild hands the apply functions a SharedConnection, and no test ran that wrapper over such a log: the
@@ -18,18 +20,16 @@ import asyncpg
 import pytest
 
 import periodya.projections as projections_pkg
-from periodya.audit import rebuild as rb
-from periodya.audit.rebuilder import rebuild_into
-from periodya.audit.swap import catch_up
+from periodya.audit import replay as rb
+from periodya.audit.diff import diff_table
+from periodya.audit.engine import catch_up, rebuild_into
+from periodya.audit.replay import replay_and_diff
 from periodya.cli.replay import run_replay
 from periodya.config import Settings
-from periodya.eventstore import EventStore
+from periodya.eventstore import START
 from periodya.projections import PROJECTIONS, rows
-from periodya.projections.catchup import CatchUp
-from periodya.projections.replay import diff_table, rebuild_in, replay_and_diff, selected
 from tests.integration.full_log import build_full_log
 from tests.integration.pipeline import live_pipeline
-from tests.integration.test_audit_catchup import _settled
 
 SMALL, LARGE = 1, 10**9
 
@@ -64,14 +64,15 @@ async def _diff_schema(conn: asyncpg.Connection, schema: str) -> list[object]:
 
 
 @pytest.mark.parametrize("side", [SMALL, LARGE], ids=["every-batch-large", "every-batch-small"])
-async def test_rebuild_in_over_every_event_type(full_log: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch,
-                                                side: int) -> None:
+async def test_one_connection_rebuild_over_every_event_type(full_log: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch,
+                                                            side: int) -> None:
+    """The engine without a reader: the log read on the rebuilding connection, between the applies."""
     set_thresholds(monkeypatch, side)
     for page in (1, 3, 5000):
         async with full_log.acquire() as conn:
             tx = await rb.open_repeatable_read(conn)
             try:
-                await rebuild_in(conn, "replay_paths", None, batch=page)
+                await rebuild_into(conn, "replay_paths", None, None, batch=page, apply_batch=page)
                 dirty = await _diff_schema(conn, "replay_paths")
             finally:
                 await tx.rollback()
@@ -81,13 +82,14 @@ async def test_rebuild_in_over_every_event_type(full_log: asyncpg.Pool, monkeypa
 @pytest.mark.parametrize("side", [SMALL, LARGE], ids=["every-batch-large", "every-batch-small"])
 async def test_audit_rebuild_over_every_event_type(full_log: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch,
                                                    side: int) -> None:
-    """The audit's rebuild (SharedConnection, concurrent applies) in pages of 1 to the whole log."""
+    """The engine with a reader (a page ahead on a second connection) in pages of 1 to the whole log."""
     set_thresholds(monkeypatch, side)
     for page, apply_batch in ((1, 1), (3, 7), (5000, 50_000)):
         async with full_log.acquire() as conn, full_log.acquire() as reader:
             tx = await rb.open_repeatable_read(conn)
             try:
-                n = await rebuild_into(conn, reader, "replay_paths", None, None, batch=page, apply_batch=apply_batch)
+                n = await rebuild_into(conn, "replay_paths", None, None, reader=reader, batch=page,
+                                       apply_batch=apply_batch)
                 assert n == await conn.fetchval("SELECT count(*) FROM events")
                 dirty = await _diff_schema(conn, "replay_paths")
             finally:
@@ -105,26 +107,13 @@ async def test_swap_catch_up_over_every_event_type(full_log: asyncpg.Pool, monke
         async with full_log.acquire() as conn:
             tx = await rb.open_repeatable_read(conn)
             try:
-                await rebuild_in(conn, "replay_paths", None, until=rb.NOTHING)  # empty tables, same DDL
-                assert await catch_up(conn, selected(None), "3:3:", batch=page) == await conn.fetchval(
+                await rebuild_into(conn, "replay_paths", None, START)  # empty tables, same DDL
+                assert await catch_up(conn, "replay_paths", None, "3:3:", batch=page) == await conn.fetchval(
                     "SELECT count(*) FROM events")
                 dirty = await _diff_schema(conn, "replay_paths")
             finally:
                 await tx.rollback()
         assert dirty == [], (page, dirty)
-
-
-@pytest.mark.parametrize("side", [SMALL, LARGE], ids=["every-batch-large", "every-batch-small"])
-async def test_follower_over_every_event_type(full_log: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch,
-                                              side: int) -> None:
-    set_thresholds(monkeypatch, side)
-    await _settled(full_log)  # the follower reads below the (cluster-wide) snapshot horizon
-    for page in (1, 1000):
-        schema = f"follower_{page}"
-        follower = CatchUp(EventStore(full_log), schema, list(PROJECTIONS.values()), schema=schema, page=page)
-        assert await follower.run_until_caught_up() == await full_log.fetchval("SELECT count(*) FROM events")
-        async with full_log.acquire() as conn:
-            assert await _diff_schema(conn, schema) == []
 
 
 @pytest.mark.parametrize("side", [SMALL, LARGE], ids=["every-batch-large", "every-batch-small"])
@@ -164,7 +153,7 @@ async def test_shared_connection_serves_every_port_method_and_delegates_the_rest
     import asyncio
     import inspect
 
-    from periodya.audit.rebuilder import SharedConnection
+    from periodya.audit.shared_connection import SharedConnection
     from periodya.projections.port import ProjectionConnection
 
     port = {name for name, _ in inspect.getmembers(ProjectionConnection, inspect.iscoroutinefunction)}

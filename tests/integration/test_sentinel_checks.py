@@ -16,8 +16,8 @@ from periodya.domain import escrow
 from periodya.handlers import platform
 from periodya.handlers.unit_of_work import run_command
 from periodya.runners import outbox, sentinel, webhooks
+from tests.integration.horizon import settled as _settled
 from tests.integration.pipeline import META, Pipeline, live_pipeline, wait_for
-from tests.integration.test_audit_catchup import _settled
 
 MODES = ["recent", "full"]
 

@@ -8,7 +8,7 @@ lower-case hex; all ASCII. Each event's hash already covers its stream, version,
 metadata, so changing, removing, inserting or reordering any event (or renumbering its position)
 changes the digest. A daily digest covers every event recorded in one UTC day
 (day <= recorded_at < day + 1); it is stored with the count and the first and last seq, and recorded
-in the log itself as a LogDigestRecorded event (stream `digest-YYYY-MM-DD`, see audit.digests).
+in the log itself as a LogDigestRecorded event (stream `digest-YYYY-MM-DD`, see audit.daily_digests).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Daily digests of the whole log, recorded in the log itself, and their re-verification.
 
-`record_daily_digest(store, day)` computes the digest (audit.logdigest) of every event recorded in that
+`record_daily_digest(store, day)` computes the digest (audit.digest_format) of every event recorded in that
 UTC day and appends it as LogDigestRecorded to stream `digest-YYYY-MM-DD` with expected version
 NO_STREAM. Idempotent: recording a day again is a no-op when the digest is the same; when it differs
 (the day's events changed since) nothing is overwritten and the mismatch is returned for the caller (the
@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
-from periodya.audit.logdigest import Digester, DigestRecord
+from periodya.audit.digest_format import Digester, DigestRecord
 from periodya.domain.events import Event
 from periodya.errors import ConcurrencyConflict
 from periodya.event_registry import REGISTRY
@@ -32,7 +32,7 @@ _DAY_EVENTS = ("SELECT seq, tx::text::bigint AS tx, hash FROM periodya.events "
 
 @REGISTRY.register
 class LogDigestRecorded(Event):
-    """The digest of every event recorded in one UTC day (audit.logdigest documents the bytes)."""
+    """The digest of every event recorded in one UTC day (audit.digest_format documents the bytes)."""
 
     event_type = "LogDigestRecorded"
     day: str
