@@ -32,9 +32,10 @@ from hypothesis import strategies as st
 from periodya.domain import escrow, payout
 from periodya.domain.errors import DomainError
 from periodya.eventstore import EventStore
-from periodya.handlers import lifecycle, platform
+from periodya.handlers import platform
 from periodya.handlers.unit_of_work import Meta, UnitOfWork, run_command
 from periodya.projections.replay import replay_and_diff
+from tests.integration import lifecycle
 from tests.integration.invariants import assert_money_invariants
 
 META = Meta(actor="test:property")
