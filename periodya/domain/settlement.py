@@ -99,24 +99,25 @@ def settle(state: PayoutState, outcome: ProviderOutcome, *, force: bool = False)
     and a paid payout's ledger is finalized even while it is QUARANTINED."""
     try:
         if outcome.status in PAID_WORDS:
-            steps = [decide_provider_paid(state, outcome.provider_payout_id, outcome.source, outcome.provider_event_id)]
-            after = _after(state, steps[0])
+            decision = decide_provider_paid(state, outcome.provider_payout_id, outcome.source,
+                                            outcome.provider_event_id)
+            after = _after(state, decision)
             if force or after.status == PAID:
-                steps.append(decide_finalize(after, outcome.source))
-                after = _after(after, steps[1])
+                finalize = decide_finalize(after, outcome.source)
+                after = _after(after, finalize)
+                decision = Decision(decision.events + finalize.events, decision.groups + finalize.groups)
         elif force:
             return Refused(refusal(state, "force-finalize", f"the provider says {outcome.status}"))
         elif outcome.status in FAILED_WORDS:
-            steps = [decide_provider_failed(state, outcome.provider_payout_id, outcome.source,
-                                            failure_code=outcome.failure_code,
-                                            failure_message=outcome.failure_message,
-                                            provider_event_id=outcome.provider_event_id)]
-            after = _after(state, steps[0])
+            decision = decide_provider_failed(state, outcome.provider_payout_id, outcome.source,
+                                              failure_code=outcome.failure_code,
+                                              failure_message=outcome.failure_message,
+                                              provider_event_id=outcome.provider_event_id)
+            after = _after(state, decision)
         else:
             return NothingToDo(f"the provider says {outcome.status}")
     except DomainError as exc:
         return Refused(exc)
-    decision = Decision(tuple(e for d in steps for e in d.events), tuple(g for d in steps for g in d.groups))
     if decision.is_noop:
         return NothingToDo(f"already recorded: {outcome.status}")
     return Record(decision, after)
