@@ -10,9 +10,9 @@ from periodya.domain import accounts
 from periodya.domain.decision import Decision, group_id
 from periodya.domain.errors import InsufficientFunds, InvalidState, ValidationFailed
 from periodya.domain.events import EscrowFunded, EscrowRefunded, EscrowReleased, Event
+from periodya.domain.folding import changed, step_for
 from periodya.domain.ledger import transfer
 from periodya.domain.money import check_amount, check_currency
-from periodya.domain.records import changed, step_for
 
 
 def stream(escrow_id: str) -> str:
@@ -55,7 +55,7 @@ class RefundEscrow:
 
 
 def _advanced(state: EscrowState, **changes: int) -> EscrowState:
-    """`replace(state, version=state.version + 1, **changes)` via records.changed: replay folds every
+    """`replace(state, version=state.version + 1, **changes)` via folding.changed: replay folds every
     event through here."""
     return changed(state, **changes, version=state.version + 1)
 
@@ -76,7 +76,7 @@ def _other(state: EscrowState, _event: Event) -> EscrowState:
     return state
 
 
-# One step per event type, found by the event's class (records.step_for).
+# One step per event type, found by the event's class (folding.step_for).
 _STEPS: dict[type[Event], Callable[[Any, Any], EscrowState]] = {
     EscrowFunded: _funded, EscrowReleased: _released, EscrowRefunded: _refunded}
 

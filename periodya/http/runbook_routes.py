@@ -17,7 +17,8 @@ from pydantic import Field, StrictStr
 
 from periodya.deps import Deps
 from periodya.domain.errors import ValidationFailed
-from periodya.handlers import alerts, ops, views
+from periodya.handlers import alerts, views
+from periodya.handlers import operator_actions as ops
 from periodya.handlers.health import alert_json, health, list_alerts
 from periodya.handlers.unit_of_work import Meta, UnitOfWork, run_command
 from periodya.http import schemas

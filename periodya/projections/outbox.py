@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from periodya.domain.records import changed
+from periodya.domain.folding import changed
 from periodya.eventstore.model import RecordedEvent
 from periodya.projections.port import ProjectionConnection
 from periodya.projections.rows import fetch_by_keys, values
@@ -39,7 +39,7 @@ def step(task: OutboxTask | None, ev: RecordedEvent) -> OutboxTask | None:
         return OutboxTask(d["payoutId"], PENDING, 0, None, None, at, at)
     if task is None:
         return None
-    # One copy per event (domain.records.changed: dataclasses.replace without its overhead): replay runs this per event.
+    # One copy per event (domain.folding.changed: dataclasses.replace without its overhead): replay runs this per event.
     if task.status == FAILED:
         return changed(task, updated_at=at)  # a failed task is never revived (quarantined or abandoned)
     match ev.type:

@@ -2,8 +2,8 @@
 
 Picks payouts SENT for longer than PERIODYA_SENT_STUCK_MINUTES (the webhook never came or failed its
 signature) and PAID ones whose ledger is not finalized yet, asks the provider, and applies the answer
-exactly as the webhooks job would. Each payout is claimed with a try-lock on its stream, held across
-the provider call, so overlapping runs never handle one payout twice.
+exactly as the webhooks job would (settlement.settle, the one rule). Each payout is claimed with a
+try-lock on its stream, held across the provider call, so overlapping runs never handle one payout twice.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from functools import partial
 
 from periodya.deps import Deps
 from periodya.domain import payout
-from periodya.domain.decision import Decision
+from periodya.domain.events import Source
+from periodya.domain.settlement import NothingToDo, ProviderOutcome, Refused, settle
 from periodya.eventstore.store import stream_lock
-from periodya.handlers import lifecycle
 from periodya.handlers.unit_of_work import UnitOfWork
 from periodya.provider.port import ProviderError, ProviderPayout
 from periodya.runners.base import Summary, claim_and_run
@@ -23,15 +23,10 @@ from periodya.runners.base import Summary, claim_and_run
 BATCH = 100
 
 
-def steps_for(answer: ProviderPayout) -> list[lifecycle.Step]:
-    if answer.status == "paid":
-        return [lambda s: payout.decide_provider_paid(s, answer.id, "reconcile"),
-                lambda s: payout.decide_finalize(s, "reconcile") if s is not None and s.status == payout.PAID
-                else Decision()]
-    if answer.status in ("failed", "canceled"):
-        return [lambda s: payout.decide_provider_failed(s, answer.id, "reconcile", failure_code=answer.failure_code,
-                                                        failure_message=answer.failure_message)]
-    return []
+def outcome_of(answer: ProviderPayout, source: Source = "reconcile") -> ProviderOutcome:
+    """The provider's answer to a retrieve, as the word settlement.settle decides on."""
+    return ProviderOutcome(answer.status, answer.id, source, failure_code=answer.failure_code,
+                           failure_message=answer.failure_message)
 
 
 async def still_due(uow: UnitOfWork, payout_id: str, sent_before: datetime) -> bool:
@@ -54,9 +49,13 @@ async def reconcile_one(deps: Deps, uow: UnitOfWork, payout_id: str, *,
         answer = await deps.provider.retrieve_payout(state.provider_payout_id)
     except ProviderError as exc:
         return f"provider_error: {type(exc).__name__}"
-    decision = lifecycle.chain(state, *steps_for(answer))
-    await uow.commit(payout.stream(payout_id), state.version, decision)
-    return f"{answer.status}" if decision.events else "unchanged"
+    settled = settle(state, outcome_of(answer))
+    if isinstance(settled, Refused):
+        raise settled.error
+    if isinstance(settled, NothingToDo):
+        return "unchanged"
+    await uow.commit(payout.stream(payout_id), state.version, settled.decision)
+    return answer.status
 
 
 async def run(deps: Deps, batch: int = BATCH) -> Summary:

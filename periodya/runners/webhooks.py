@@ -12,7 +12,8 @@ waiting for an earlier event that is not in this batch, lock the payouts' stream
 fold them with one read, decide every event in arrival order on the state the previous ones left, and
 commit all payouts' events, ledger groups and applied-marks in one append: each account (cash:platform
 among them) is locked once per batch, not once per payout. A batch that cannot commit (a version
-conflict or a domain refusal at commit) wrote nothing; its events are then applied one per transaction.
+conflict or a domain refusal at commit) wrote nothing; its events are then applied one per transaction,
+each as a batch of one (apply_event): one path, one rule (settlement.settle) for both.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from periodya.domain.decision import Decision
 from periodya.domain.errors import DomainError
 from periodya.domain.events import Event, ProviderEventApplied
 from periodya.domain.ledger import LedgerGroup
+from periodya.domain.settlement import ProviderOutcome, Record, Refused, settle
 from periodya.errors import ConcurrencyConflict
 from periodya.eventstore import StreamAppend
 from periodya.eventstore.store import stream_lock
@@ -36,58 +38,39 @@ from periodya.runners import faults
 from periodya.runners.base import Summary, claim_and_run, log
 
 BATCH = 200
-PAID_TYPES = {"payout.paid"}
 _META = Meta(actor="runner:webhooks")
-FAILED_TYPES = {"payout.failed", "payout.canceled"}
+FAILED_TYPES = {"payout.failed": "failed", "payout.canceled": "canceled"}
 
 
-def _steps(kind: str, status: str | None, provider_payout_id: str, event_id: str) -> list[lifecycle.Step]:
-    if kind in PAID_TYPES or (kind == "payout.updated" and status == "paid"):
-        return [lambda s: payout.decide_provider_paid(s, provider_payout_id, "webhook", event_id),
-                lambda s: payout.decide_finalize(s, "webhook") if s is not None and s.status == payout.PAID
-                else Decision()]
-    if kind in FAILED_TYPES or (kind == "payout.updated" and status in ("failed", "canceled")):
-        return [lambda s: payout.decide_provider_failed(s, provider_payout_id, "webhook", provider_event_id=event_id)]
-    return []
+def _said(kind: str, status: str | None) -> str:
+    """The provider's status word in one stored event (settlement.settle decides what it records)."""
+    if kind == "payout.paid":
+        return "paid"
+    if kind in FAILED_TYPES:
+        return FAILED_TYPES[kind]
+    return status if kind == "payout.updated" and status is not None else f"event {kind}"
 
 
 def _decide(state: payout.PayoutState | None, row: Any, event_id: str
             ) -> tuple[Decision, payout.PayoutState | None, str]:
     """What one stored provider event (`row`: its type, status and provider payout id) does to its
-    payout: (decision, state after it, outcome). The one rule for the one-by-one and the batch path."""
+    payout: (decision, state after it, outcome), by settlement.settle."""
     if row["type"] == "unprocessable":  # a signed event the intake could not read: flagged there, acts on nothing
         return Decision(), state, "unprocessable"
     if state is None:
         return Decision(), None, "unknown_payout"
-    try:
-        decision, after = lifecycle.chain_state(
-            state, *_steps(row["type"], row["status"], row["provider_payout_id"], event_id))
-    except DomainError as exc:
-        return Decision(), state, f"ignored: {exc}"[:300]
-    return decision, after, "applied" if decision.events else "no_change"
+    said = ProviderOutcome(_said(row["type"], row["status"]), row["provider_payout_id"], "webhook", event_id)
+    match settle(state, said):
+        case Record(decision, after):
+            return decision, after, "applied"
+        case Refused(error):
+            return Decision(), state, f"ignored: {error}"[:300]
+    return Decision(), state, "no_change"
 
 
-async def _apply(uow: UnitOfWork, *, event_id: str) -> str:
-    return await apply_event(uow, event_id)
-
-
-async def apply_event(uow: UnitOfWork, event_id: str) -> str:
-    row = await uow.conn.fetchrow("SELECT * FROM provider_events WHERE event_id = $1", event_id)
-    if row is None or row["applied_seq"] is not None:
-        return "already_applied"
-    pid = row["payout_id"] or await uow.conn.fetchval(
-        "SELECT payout_id FROM payouts WHERE provider_payout_id = $1", row["provider_payout_id"])
-    if pid is not None and await uow.conn.fetchval(
-            "SELECT 1 FROM provider_events WHERE applied_seq IS NULL AND payout_id = $1 AND received_seq < $2",
-            pid, row["received_seq"]):
-        return "waiting_for_earlier"
-    state = await uow.load_payout(pid) if pid is not None else None
-    decision, _after, outcome = _decide(state, row, event_id)
-    await faults.checkpoint("before_webhook_apply", event_id)
-    mark = StreamAppend(event_stream(event_id), 1, [uow.new_event(ProviderEventApplied(outcome=outcome))])
-    await uow.commit(payout.stream(pid) if pid else event_stream(event_id), state.version if state else 1,
-                     decision, also=[mark])
-    return outcome.split(":")[0]
+async def apply_event(uow: UnitOfWork, event_id: str) -> str | None:
+    """Apply one stored provider event: a batch of one (apply_batch)."""
+    return (await apply_batch(uow, [event_id]))[0]
 
 
 # One primary-key probe per event id, whatever the table's statistics (projections/rows.fetch_by_keys).
@@ -103,7 +86,8 @@ SELECT_UNAPPLIED = ("SELECT payout_id, event_id, received_seq FROM provider_even
 
 async def apply_batch(uow: UnitOfWork, event_ids: list[str]) -> list[str | None]:
     """Apply the stored provider events `event_ids` in one transaction; one outcome per id, in order:
-    None (another run holds it), "already_applied", "waiting_for_earlier", or apply_event's words.
+    None (another run holds it), "already_applied", "waiting_for_earlier", "unprocessable",
+    "unknown_payout", "applied", "no_change" or "ignored" (the provider's word was refused).
 
     Per payout, events are decided in arrival order, each on the state the previous ones produced, and
     an event is applied only if every earlier unapplied event of its payout is applied before it in this
@@ -176,7 +160,7 @@ async def run(deps: Deps, batch: int = BATCH) -> Summary:
     except (DomainError, ConcurrencyConflict) as exc:
         log.warning("batch_apply_conflict", job="webhooks", reason=str(exc), items=len(ids))
         outcomes = [await claim_and_run(deps, "webhooks", [stream_lock(event_stream(eid))],
-                                        partial(_apply, event_id=eid)) for eid in ids]
+                                        partial(apply_event, event_id=eid)) for eid in ids]
     for outcome in outcomes:
         _count(summary, outcome)
     return summary

@@ -21,12 +21,13 @@ from periodya.domain.decision import Decision
 from periodya.domain.errors import NotFound
 from periodya.domain.events import ProviderEventReceived
 from periodya.eventstore import EventStore
-from periodya.handlers import lifecycle, platform
+from periodya.handlers import platform
 from periodya.handlers.unit_of_work import Meta, UnitOfWork, run_command
 from periodya.http.app import create_app
 from periodya.projections.provider_events import stream as provider_stream
 from periodya.runners import webhooks
 from tests.clients import Client
+from tests.integration import lifecycle
 from tests.integration.test_admin_auth import bearer, make_user, token_for
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -33,8 +33,9 @@ from periodya.audit.replay import replay_and_diff
 from periodya.domain import escrow, payout
 from periodya.domain.errors import DomainError
 from periodya.eventstore import EventStore
-from periodya.handlers import lifecycle, platform
+from periodya.handlers import platform
 from periodya.handlers.unit_of_work import Meta, UnitOfWork, run_command
+from tests.integration import lifecycle
 from tests.integration.invariants import assert_money_invariants
 
 META = Meta(actor="test:property")

@@ -12,7 +12,8 @@ import asyncpg
 from periodya.config import Settings
 from periodya.domain import payout
 from periodya.domain.errors import InvalidState
-from periodya.handlers import lifecycle, ops
+from periodya.handlers import lifecycle
+from periodya.handlers import operator_actions as ops
 from periodya.handlers.unit_of_work import run_command
 from periodya.runners import outbox
 from tests.integration.invariants import assert_money_invariants

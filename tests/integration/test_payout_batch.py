@@ -24,10 +24,11 @@ from periodya.domain import escrow, payout
 from periodya.domain.errors import InsufficientFunds, ValidationFailed
 from periodya.errors import ConcurrencyConflict
 from periodya.eventstore import EventStore
-from periodya.handlers import lifecycle, platform, views
+from periodya.handlers import platform, views
 from periodya.handlers.idempotency import IdempotencyKeyReused
 from periodya.handlers.payout_batch import PayoutBatcher
 from periodya.handlers.unit_of_work import Meta, run_command
+from tests.integration import lifecycle
 from tests.integration.invariants import assert_money_invariants
 
 META = Meta(actor="test")

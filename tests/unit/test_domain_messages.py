@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from periodya.domain import escrow, ledger, money, payout, records
+from periodya.domain import escrow, ledger, money, payout
+from periodya.domain import folding as records
 from periodya.domain.errors import DomainError
 from periodya.domain.escrow import FundEscrow, RefundEscrow, ReleaseEscrow
 from periodya.domain.events import (

@@ -1,15 +1,18 @@
-"""The runbook's manual commands (section 4). Each is an event with the admin as actor, the reason
-and the request id in its metadata; each is idempotent where API.md says a repeat is a no-op."""
+"""The operator's payout actions: the runbook's manual commands (section 4), behind the admin ops
+routes. Each is an event with the admin as actor, the reason and the request id in its metadata; each
+is idempotent where API.md says a repeat is a no-op. Force-reconcile and force-finalize decide on the
+provider's answer with the one rule, settlement.settle (force-finalize with force=True)."""
 
 from __future__ import annotations
 
 from periodya.deps import Deps
 from periodya.domain import payout
 from periodya.domain.errors import InvalidState
+from periodya.domain.settlement import Record, Refused, settle
 from periodya.handlers import lifecycle
 from periodya.handlers.unit_of_work import UnitOfWork
 from periodya.provider.port import ProviderError, ProviderNotFound
-from periodya.runners.reconcile import reconcile_one
+from periodya.runners.reconcile import outcome_of, reconcile_one
 
 
 async def rerun_outbox(uow: UnitOfWork, payout_id: str) -> None:
@@ -42,11 +45,11 @@ async def force_finalize(deps: Deps, uow: UnitOfWork, payout_id: str) -> None:
     except ProviderError as exc:
         raise InvalidState(state.subject, state.status, "force-finalize",
                            f"the provider could not confirm it paid: {type(exc).__name__}") from None
-    if answer.status != "paid":
-        raise InvalidState(state.subject, state.status, "force-finalize", f"the provider says {answer.status}")
-    decision = lifecycle.chain(state, lambda s: payout.decide_provider_paid(s, answer.id, "admin"),
-                               lambda s: payout.decide_finalize(s, "admin"))
-    await uow.commit(payout.stream(payout_id), state.version, decision)
+    settled = settle(state, outcome_of(answer, "admin"), force=True)  # refused unless the provider says paid
+    if isinstance(settled, Refused):
+        raise settled.error
+    if isinstance(settled, Record):
+        await uow.commit(payout.stream(payout_id), state.version, settled.decision)
 
 
 async def quarantine(uow: UnitOfWork, payout_id: str, reason: str) -> None:

@@ -16,7 +16,7 @@ def changed(obj: T, **changes: Any) -> T:
     Only for plain dataclasses (no __post_init__, no InitVar, no validation in __init__): then a new
     instance whose __dict__ is the old one's updated with `changes`, fields in declaration order, is
     exactly what __init__ builds, without one object.__setattr__ per field. Replay folds every event of
-    the log through here. tests/unit/test_domain_records.py holds the classes that use it to that rule.
+    the log through here. tests/unit/test_domain_folding.py holds the classes that use it to that rule.
     """
     new = object.__new__(type(obj))
     fields = new.__dict__

@@ -1,4 +1,4 @@
-"""records.changed is dataclasses.replace for plain frozen dataclasses; these tests hold the classes
+"""folding.changed is dataclasses.replace for plain frozen dataclasses; these tests hold the classes
 folded through it (and RecordedEvent, built the same way by row_to_event) to that rule."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from periodya.domain.escrow import EscrowState
+from periodya.domain.folding import changed
 from periodya.domain.payout import PayoutState
-from periodya.domain.records import changed
 from periodya.eventstore.model import RecordedEvent
 from periodya.projections.outbox import OutboxTask
 
