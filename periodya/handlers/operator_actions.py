@@ -10,9 +10,9 @@ from periodya.domain import payout
 from periodya.domain.errors import InvalidState
 from periodya.domain.settlement import Record, Refused, settle
 from periodya.handlers import lifecycle
+from periodya.handlers.provider_answer import outcome_of, reconcile_one
 from periodya.handlers.unit_of_work import UnitOfWork
 from periodya.provider.port import ProviderError, ProviderNotFound
-from periodya.runners.reconcile import outcome_of, reconcile_one
 
 
 async def rerun_outbox(uow: UnitOfWork, payout_id: str) -> None:
