@@ -1046,7 +1046,7 @@ def profile_findings(f: Figures, args: argparse.Namespace) -> list[str]:
 SUGGESTIONS = [
     "done: each job run is batched (outbox: one claim transaction, concurrent provider calls, one record "
     "transaction; webhooks: one transaction per run, cash:platform locked once per batch); POST /api/payouts and "
-    "the webhook intake are group-committed (handlers/group_commit.py)",
+    "the webhook intake are group-committed (handlers/commit_scheduler.py)",
     "done: the hot lookups are primary-key probes whatever the statistics (projections/rows.fetch_by_keys): a "
     "generic plan made while this fresh database's tables were small had scanned them whole for every batch",
     "left: about two thirds of the CPU is Python: three HTTP exchanges per payout (request, provider create, "

@@ -109,13 +109,10 @@ class UnitOfWork:
     async def lock_accounts(self, pairs: Iterable[tuple[str, str]]) -> None:
         await self.lock(accounts.lock_name(a, c) for a, c in pairs)
 
-    async def load_payout(self, payout_id: str, *, new: bool = False) -> payout.PayoutState | None:
-        """Lock and fold the payout's stream. `new=True`: the id was just generated here, so there is
-        nothing to read (the append's NO_STREAM expectation still refuses a clash)."""
+    async def load_payout(self, payout_id: str) -> payout.PayoutState | None:
+        """Lock and fold the payout's stream."""
         sid = payout.stream(payout_id)
         await self.lock([stream_lock(sid)])
-        if new:
-            return None
         state: payout.PayoutState | None = None
         for ev in await self.store.read_stream(sid, conn=self.conn):
             state = payout.evolve(state, REGISTRY.decode(ev))
@@ -128,11 +125,6 @@ class UnitOfWork:
         for ev in await self.store.read_stream(sid, conn=self.conn):
             state = escrow.evolve(state, REGISTRY.decode(ev))
         return state
-
-    async def balance(self, account: str, currency: str) -> int:
-        value = await self.conn.fetchval(
-            "SELECT balance FROM balances WHERE account = $1 AND currency = $2", account, currency)
-        return int(value or 0)
 
     def new_event(self, event: Event) -> NewEvent:
         """An event for an extra stream of this commit, carrying this command's metadata."""

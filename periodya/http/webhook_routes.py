@@ -7,9 +7,10 @@ event is appended to its own stream `provider-event-<id>` with NO_STREAM, so a r
 event id) is answered 200 with no second effect. Acting on the event is the webhooks job's work, not
 this handler's, so the provider gets its answer fast.
 
-Group commit (ProviderEventIntake, scheduled by handlers/group_commit.py): verified events that arrive
-together share one transaction: ONE lock call on all their provider-event streams, ONE read of which of
-those streams already exist, ONE append of the new ones, one projection pass, one commit.
+Group commit (ProviderEventIntake, scheduled by handlers/commit_scheduler.py): verified events that
+arrive together share one transaction: ONE lock call on all their provider-event streams, ONE read of
+which of those streams already exist, ONE append of the new ones, one projection pass, one commit.
+`store_events` is the only code that stores a provider event: an event alone is a batch of one.
 Why it is safe:
 * Dedupe. The streams are locked before the read, so the read (a fresh READ COMMITTED snapshot after
   the lock) sees every earlier writer of those streams; an event id that exists already, or that came
@@ -20,8 +21,8 @@ Why it is safe:
   of them, takes them with try-locks (it never waits for one), so it cannot close a cycle either: the
   intake may wait for a run that holds a redelivered event's stream, never the other way round.
 * All or nothing. A batch is one transaction; if it fails (a bad event the database refuses, a
-  conflict), nothing of it was written and every event runs again ALONE through the single path
-  (`store_alone`, as before group commit): one bad event never fails the others.
+  conflict), nothing of it was written and every event runs again ALONE, as a batch of one in its own
+  transaction: one bad event never fails the others.
 * Crash. Before COMMIT nothing is stored and no provider got its 200, so the provider redelivers.
 """
 
@@ -37,15 +38,14 @@ from aiohttp import web
 from periodya import metrics
 from periodya.config import Settings
 from periodya.domain.alerts import WARNING
-from periodya.domain.decision import Decision
 from periodya.domain.events import ProviderEventReceived
-from periodya.errors import BadRequest, ConcurrencyConflict, PeriodyaError
+from periodya.errors import BadRequest, PeriodyaError
 from periodya.event_registry import REGISTRY
 from periodya.eventstore import NO_STREAM, EventStore, StreamAppend
 from periodya.eventstore.store import stream_lock
 from periodya.handlers import alerts, webhook_refusals
-from periodya.handlers.group_commit import GroupCommit
-from periodya.handlers.unit_of_work import Meta, UnitOfWork, project, run_command
+from periodya.handlers.commit_scheduler import GroupCommit
+from periodya.handlers.unit_of_work import Meta, project, run_command
 from periodya.http import boundary
 from periodya.http.client_ip import request_client
 from periodya.http.middleware import REQUEST_ID
@@ -66,17 +66,25 @@ Received = tuple[ProviderEventReceived, Meta]
 EXISTING = "SELECT stream_id FROM events WHERE stream_id = ANY($1::text[]) AND stream_version = 1"
 
 
-async def store_alone(store: EventStore, event: ProviderEventReceived, meta: Meta) -> bool:
-    """Store one provider event in its own transaction; True when it was stored before (a redelivery)."""
-
-    async def store_once(uow: UnitOfWork) -> None:
-        await uow.commit(stream(event.event_id), 0, Decision((event,)))
-
-    try:
-        await run_command(store, meta, store_once, attempts=1)
-    except ConcurrencyConflict:
-        return True
-    return False
+async def store_events(store: EventStore, batch: list[Received]) -> list[bool]:
+    """Store every event of `batch` once, in ONE transaction (see the module docstring); per event, True
+    when its id was stored before (a redelivery, or a repeat earlier in the batch) and nothing was added."""
+    streams = [stream(event.event_id) for event, _ in batch]
+    async with store.pool.acquire() as conn, conn.transaction():
+        await store.lock(conn, [stream_lock(s) for s in streams])
+        seen = {row["stream_id"] for row in await conn.fetch(EXISTING, streams)}
+        outcomes: list[bool] = []
+        appends = []
+        for (event, meta), sid in zip(batch, streams, strict=True):
+            outcomes.append(sid in seen)
+            if sid not in seen:
+                seen.add(sid)  # a repeat later in this batch is a duplicate too
+                appends.append(StreamAppend(sid, NO_STREAM, [REGISTRY.to_new(event, meta.as_metadata())]))
+        if appends:
+            await project(conn, await store.append(appends, conn=conn))
+    if appends:
+        store.wake()
+    return outcomes
 
 
 class ProviderEventIntake:
@@ -85,7 +93,7 @@ class ProviderEventIntake:
     def __init__(self, store: EventStore, *, max_batch: int = MAX_BATCH, max_running: int = MAX_RUNNING) -> None:
         self.store = store
         self._group: GroupCommit[Received, bool] = GroupCommit(
-            self._commit, lambda r: store_alone(store, *r), max_batch=max_batch, max_running=max_running,
+            self._commit, max_batch=max_batch, max_running=max_running,
             name="provider event", label=lambda r: r[0].event_id)
 
     async def receive(self, event: ProviderEventReceived, meta: Meta) -> bool:
@@ -95,23 +103,8 @@ class ProviderEventIntake:
     async def drain(self) -> None:
         await self._group.drain()
 
-    async def _commit(self, batch: list[Received]) -> list[bool | BaseException]:
-        streams = [stream(event.event_id) for event, _ in batch]
-        async with self.store.pool.acquire() as conn, conn.transaction():
-            await self.store.lock(conn, [stream_lock(s) for s in streams])
-            seen = {row["stream_id"] for row in await conn.fetch(EXISTING, streams)}
-            outcomes: list[bool | BaseException] = []
-            appends = []
-            for (event, meta), sid in zip(batch, streams, strict=True):
-                outcomes.append(sid in seen)
-                if sid not in seen:
-                    seen.add(sid)  # a repeat later in this batch is a duplicate too
-                    appends.append(StreamAppend(sid, NO_STREAM, [REGISTRY.to_new(event, meta.as_metadata())]))
-            if appends:
-                await project(conn, await self.store.append(appends, conn=conn))
-        if appends:
-            self.store.wake()
-        return outcomes
+    async def _commit(self, batch: list[Received]) -> list[bool]:
+        return await store_events(self.store, batch)
 
 
 INTAKE = web.AppKey("webhook_intake", ProviderEventIntake)

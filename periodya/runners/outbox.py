@@ -8,7 +8,8 @@ provider for the claimed payouts, SEND_CONCURRENCY at a time; (3) record every a
 abandon, quarantine) in ONE transaction. The provider's idempotency key is the payout id, so whatever
 happens after the claim (crash before step 3, timeout, dropped connection) a resend cannot pay twice:
 a payout left SENDING is resolved by repair. A batch that cannot commit (a version conflict, or a
-domain refusal at commit) wrote nothing and falls back to one transaction per payout.
+domain refusal at commit) wrote nothing and runs again payout by payout, each a batch of one through
+the same claim or record: one path per write, whatever the batch's size.
 
 Failures: ProviderUnavailable (the payout may or may not exist) -> back to PENDING with exponential
 backoff and jitter; past MAX_ATTEMPTS the provider is asked whether it holds the payout: if yes it is
@@ -20,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TypeVar
 
 from periodya.deps import Deps
 from periodya.domain import payout
@@ -40,7 +42,7 @@ from periodya.provider.port import (
     ProviderRejected,
 )
 from periodya.runners import faults
-from periodya.runners.base import Summary, claim_and_run, log
+from periodya.runners.base import Summary, log
 from periodya.runners.sentinel_checks import REMEDY
 
 BATCH = 50
@@ -51,6 +53,8 @@ SEND_CONCURRENCY = 16
 _UNKNOWN = object()
 _META = Meta(actor="runner:outbox")
 _rng = random.Random()
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def backoff(attempt: int, rng: random.Random = _rng) -> timedelta:
@@ -66,18 +70,6 @@ DUE = ("SELECT payout_id FROM outbox WHERE status = 'PENDING' AND (next_attempt_
 async def due_tasks(deps: Deps, batch: int) -> list[str]:
     rows = await deps.store.pool.fetch(DUE, deps.clock(), batch)
     return [r["payout_id"] for r in rows]
-
-
-async def _claim(deps: Deps, payout_id: str) -> payout.PayoutState | None:
-    """Claim one payout in its own transaction (the fallback when a batch claim cannot commit)."""
-    claimed: list[payout.PayoutState] = []
-
-    async def body(uow: UnitOfWork) -> str:
-        claimed.append(await lifecycle.start_send(uow, payout_id, deps.clock()))
-        return "claimed"
-
-    outcome = await claim_and_run(deps, "outbox", [stream_lock(payout.stream(payout_id))], body)
-    return claimed[0] if outcome == "claimed" else None
 
 
 def _decide_each(states: Mapping[str, payout.PayoutState | None], steps: list[tuple[str, lifecycle.Step]]
@@ -102,13 +94,15 @@ def _decide_each(states: Mapping[str, payout.PayoutState | None], steps: list[tu
 
 async def claim_batch(deps: Deps, payout_ids: list[str]) -> list[payout.PayoutState]:
     """Record PayoutSendStarted for every claimable payout of `payout_ids` in ONE committed transaction,
-    before any provider call: try-lock all their streams in one round trip (a payout another run holds is
-    skipped), fold them with one read, decide, one append. A payout no longer claimable (sent meanwhile,
-    backoff not over, quarantined) is skipped. Should the batch commit fail on a version conflict (it
-    cannot while the locks are held; a guard), nothing was written and each payout is claimed on its own."""
-    if not payout_ids:
-        return []
-    now = deps.clock()
+    before any provider call (`_claim`); should it fail to commit, each payout is claimed as a batch of
+    one (see `_batch_or_each`). Returns the claimed payouts' states (SENDING)."""
+    return await _batch_or_each("claim", payout_ids, lambda ids: _claim(deps, ids, deps.clock()), str)
+
+
+async def _claim(deps: Deps, payout_ids: list[str], now: datetime) -> list[payout.PayoutState]:
+    """The one claim, for any number of payouts: try-lock all their streams in one round trip (a payout
+    another run holds is skipped), fold them with one read, decide, one append. A payout no longer
+    claimable (sent meanwhile, backoff not over, quarantined) is skipped."""
     claimed: list[payout.PayoutState] = []
 
     async def body(uow: UnitOfWork) -> None:
@@ -120,20 +114,29 @@ async def claim_batch(deps: Deps, payout_ids: list[str]) -> list[payout.PayoutSt
         claimed.extend(after)
         await lifecycle.commit_many(uow, decisions)
 
-    try:
-        await run_command(deps.store, _META, body, attempts=2)
-    except (DomainError, ConcurrencyConflict) as exc:
-        log.warning("batch_claim_conflict", job="outbox", reason=str(exc), items=len(payout_ids))
-        return [s for s in [await _claim(deps, pid) for pid in payout_ids] if s is not None]
+    await run_command(deps.store, _META, body, attempts=2)
     return list(claimed)
 
 
-async def _record(deps: Deps, payout_id: str, step: lifecycle.Step) -> str:
-    async def body(uow: UnitOfWork) -> str:
-        await lifecycle.decide(uow, payout_id, step)
-        return "ok"
-
-    return await claim_and_run(deps, "outbox", [stream_lock(payout.stream(payout_id))], body) or "busy"
+async def _batch_or_each(step: str, items: list[T], run: Callable[[list[T]], Awaitable[list[R]]],
+                         label: Callable[[T], str]) -> list[R]:
+    """`run(items)`: one transaction for them all. If it cannot commit (a version conflict, a guard while
+    the locks are held; or a domain refusal at commit), nothing of it was written, and each item runs
+    again as a batch of one through the same `run`, so one bad item never holds back the others; an item
+    that fails alone too is logged and left as it is (repair and the next runs see it)."""
+    if not items:
+        return []
+    try:
+        return await run(items)
+    except (DomainError, ConcurrencyConflict) as exc:
+        log.warning(f"batch_{step}_conflict", job="outbox", reason=str(exc), items=len(items))
+    done: list[R] = []
+    for item in items:
+        try:
+            done += await run([item])
+        except (DomainError, ConcurrencyConflict) as exc:
+            log.info("item_not_applicable", job="outbox", item=label(item), reason=str(exc))
+    return done
 
 
 @dataclass
@@ -166,14 +169,17 @@ async def call_provider(deps: Deps, state: payout.PayoutState) -> Answer:
 
 
 async def record_batch(deps: Deps, answers: list[Answer]) -> None:
-    """Record every answer in ONE transaction: lock the payouts' streams (waiting, one sorted call), fold
-    them with one read, decide each, one append. A payout whose record no longer applies (e.g. a webhook
-    already recorded it paid, or an operator quarantined it) is left as it is, as the one-by-one path
-    did. On a version conflict (a guard: the locks are held) nothing was written and each answer is
-    recorded on its own. A crash before this commit leaves the payouts SENDING: repair resends them with
-    the same idempotency key, so the provider still holds exactly one payout each."""
-    if not answers:
-        return
+    """Record every answer in ONE transaction (`_record`); should it fail to commit, each answer is
+    recorded as a batch of one (see `_batch_or_each`). A crash before this commit leaves the payouts
+    SENDING: repair resends them with the same idempotency key, so the provider still holds exactly one
+    payout each."""
+    await _batch_or_each("record", answers, lambda batch: _record(deps, batch), lambda a: a.state.payout_id)
+
+
+async def _record(deps: Deps, answers: list[Answer]) -> list[None]:
+    """The one record, for any number of answers: lock the payouts' streams (waiting, one sorted call),
+    fold them with one read, decide each, one append. A payout whose record no longer applies (e.g. a
+    webhook already recorded it paid, or an operator quarantined it) is left as it is."""
 
     async def body(uow: UnitOfWork) -> None:
         ids = [a.state.payout_id for a in answers]
@@ -182,12 +188,8 @@ async def record_batch(deps: Deps, answers: list[Answer]) -> None:
         decisions, _after = _decide_each(states, [(a.state.payout_id, a.step) for a in answers])
         await lifecycle.commit_many(uow, decisions)
 
-    try:
-        await run_command(deps.store, _META, body, attempts=2)
-    except (DomainError, ConcurrencyConflict) as exc:
-        log.warning("batch_record_conflict", job="outbox", reason=str(exc), items=len(answers))
-        for a in answers:
-            await _record(deps, a.state.payout_id, a.step)
+    await run_command(deps.store, _META, body, attempts=2)
+    return [None] * len(answers)
 
 
 async def _after_transient(deps: Deps, state: payout.PayoutState, exc: ProviderError) -> Answer:

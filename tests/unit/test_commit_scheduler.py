@@ -1,4 +1,4 @@
-"""The group commit scheduler (periodya/handlers/group_commit.py) on its own: batches, keys, fallback,
+"""The group commit scheduler (periodya/handlers/commit_scheduler.py) on its own: batches, keys, fallback,
 cancellation and drain, with plain coroutines standing in for the transactions (no database needed:
 the scheduler has no SQL in it; the real batches are tested in test_payout_batch / test_webhook_intake)."""
 
@@ -9,7 +9,7 @@ from collections.abc import Callable, Hashable, Sequence
 
 import pytest
 
-from periodya.handlers.group_commit import GroupCommit
+from periodya.handlers.commit_scheduler import GroupCommit
 
 
 class Recorder:
@@ -107,3 +107,12 @@ def test_limits_must_be_positive() -> None:
         group(Recorder(), max_batch=0)
     with pytest.raises(ValueError, match="at least 1"):
         group(Recorder(), max_running=0)
+
+
+async def test_without_alone_a_failed_batch_reruns_each_request_as_a_batch_of_one() -> None:
+    """The default: a request rerun alone goes through the same `commit` as every batch (one path)."""
+    rec = Recorder()
+    g: GroupCommit[int, int] = GroupCommit(rec.commit, max_batch=64, max_running=1, name="test")
+    results = await asyncio.gather(*(g.submit(r) for r in (0, 2, -4, 6)), return_exceptions=True)
+    assert rec.batches == [[0], [2, -4, 6], [2], [-4], [6]] and rec.alone == []
+    assert results[:2] == [0, 4] and results[3] == 12 and isinstance(results[2], RuntimeError)

@@ -1,11 +1,13 @@
-"""Group commit scheduling: requests that arrive together share one transaction.
+"""The commit scheduler of the request handlers: requests that arrive together share one transaction.
 
 The generic part of a group commit, with no SQL in it: a queue of waiting requests, at most
 `max_running` batches in flight, the next batch taken from the queue when one finishes, a failed batch
-rerun request by request, cancellation and draining. What a batch does is the caller's: `commit`
-(all of a batch in ONE transaction, returning one outcome per request, in order) and `alone` (one
-request through the single-request path). Used by POST /api/payouts (payout_batch.PayoutBatcher) and
-by the provider webhook intake (http/webhook_routes).
+rerun request by request, cancellation and draining. What a batch does is the caller's `commit` (all
+of a batch in ONE transaction, returning one outcome per request, in order). A request rerun alone is
+a batch of one through that same `commit` (unless `alone` is given: this module's tests give it, to
+see the reruns), so there is one path per write. Used by POST /api/payouts (payout_batch.PayoutBatcher)
+and by the provider webhook intake (http/webhook_routes). Not to be confused with the event store's append batcher
+(periodya/eventstore), which sits below this layer.
 
 Scheduling: a request that arrives while fewer than `max_running` batches run starts at once, as a
 batch of one; otherwise it queues, and the next batch takes every queued request (up to `max_batch`)
@@ -14,12 +16,12 @@ in arrival order, skipping requests whose caller went away; with a `key`, at mos
 effect); without one, `commit` handles repeats within a batch itself.
 
 Why a failure is safe: `commit` must be all or nothing (one transaction). If it raises, nothing of the
-batch was written, and every request in it runs again ALONE through `alone`, concurrently: one bad
+batch was written, and every request in it runs again ALONE (a batch of one), concurrently: one bad
 request never fails the others. A failure whose outcome is unknown (the connection lost around COMMIT)
 is retried the same way; that is safe only because both users are idempotent: a payout request finds
 its Idempotency-Key's stored answer, a provider event its NO_STREAM stream. (The event store's own
-batcher, eventstore/group_commit.py, serves appends that need not be idempotent, so it does not retry
-an unknown outcome; it also sits below this layer and sizes its batches by events.) An outcome that
+append batcher serves appends that need not be idempotent, so it does not retry an unknown outcome;
+it also sits below this layer and sizes its batches by events.) An outcome that
 is an exception (a per-request refusal inside a batch that committed) is raised to that caller only.
 
 Cancellation and shutdown: a batch runs in its own task (a fresh context: it belongs to no single
@@ -49,11 +51,12 @@ class GroupCommit(Generic[T, A]):
     """Runs requests in batches (see the module docstring). One per app, on its event loop."""
 
     def __init__(self, commit: Callable[[list[T]], Awaitable[Sequence[A | BaseException]]],
-                 alone: Callable[[T], Awaitable[A]], *, key: Callable[[T], Hashable] | None = None,
+                 alone: Callable[[T], Awaitable[A]] | None = None, *, key: Callable[[T], Hashable] | None = None,
                  max_batch: int, max_running: int, name: str, label: Callable[[T], object] = repr) -> None:
         if max_batch < 1 or max_running < 1:
             raise ValueError("max_batch and max_running must be at least 1")
-        self._commit, self._alone, self._key, self._label = commit, alone, key, label
+        self._commit, self._key, self._label = commit, key, label
+        self._alone = alone or self._batch_of_one
         self.max_batch, self.max_running, self.name = max_batch, max_running, name
         self._queue: deque[tuple[T, asyncio.Future[A]]] = deque()
         self._running: set[asyncio.Task[None]] = set()
@@ -104,6 +107,13 @@ class GroupCommit(Generic[T, A]):
         return batch
 
     # --- running ------------------------------------------------------------------------------------
+
+    async def _batch_of_one(self, request: T) -> A:
+        """`request` alone, through the same `commit` as any batch."""
+        [outcome] = await self._commit([request])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
     async def _run(self, batch: list[tuple[T, asyncio.Future[A]]]) -> None:
         requests = [r for r, _ in batch]
