@@ -94,7 +94,8 @@ def with_database(url: str, name: str) -> str:
 
 # --- scratch databases ----------------------------------------------------------------------------
 
-async def _admin(url: str, sql: str) -> None:
+async def admin_execute(url: str, sql: str) -> None:
+    """`sql` (CREATE/DROP DATABASE) on a connection of its own to `url`; a failure is one ConfigError line."""
     pool = await db.connect_pool(url, min_size=1, max_size=1)  # maps every connect failure to one line
     try:
         await pool.execute(sql)
@@ -109,7 +110,7 @@ async def scratch_database(server: str, label: str, *, migrate: bool = True, kee
                            ) -> AsyncIterator[str]:
     """A fresh database `bench_<label>_<random>` on `server`, migrated, dropped on the way out (unless `keep`)."""
     name = f"bench_{label}_{uuid.uuid4().hex[:8]}"
-    await _admin(server, f'CREATE DATABASE "{name}"')
+    await admin_execute(server, f'CREATE DATABASE "{name}"')
     url = with_database(server, name)
     try:
         if migrate:
@@ -121,7 +122,7 @@ async def scratch_database(server: str, label: str, *, migrate: bool = True, kee
         yield url
     finally:
         if not keep:
-            await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin_execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def settle(pool: asyncpg.Pool) -> None:

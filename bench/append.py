@@ -279,23 +279,20 @@ def report_breakdown(series: Series) -> None:
 
 
 def targets(series: Series, concurrency: Sequence[int]) -> list[list[str]]:
-    def verdict(ok: bool) -> str:
-        return "PASS" if ok else "MISS"
-
     rows = []
     for n in concurrency:
         share = series["store1"][n].per_second / series["floor"][n].per_second
         rows.append([f">= {TARGET_FLOOR:.0%} of floor at concurrency {n} (1 event/append)", c.percent(share),
-                     verdict(share >= TARGET_FLOOR)])
+                     c.verdict(share >= TARGET_FLOOR)])
     label = f">= {TARGET_PEER:g}x the peer at concurrency {TARGET_PEER_AT} (1 event/append)"
     if TARGET_PEER_AT in series.get("peer", {}):
         ratio = series["store1"][TARGET_PEER_AT].per_second / series["peer"][TARGET_PEER_AT].per_second
-        rows.append([label, c.times(ratio), verdict(ratio >= TARGET_PEER)])
+        rows.append([label, c.times(ratio), c.verdict(ratio >= TARGET_PEER)])
     else:
         rows.append([label, "not measured", "n/a"])
     best_n, best = max(((n, r.per_second * 10) for n, r in series["store10"].items()), key=lambda x: x[1])
     rows.append([f">= {TARGET_EVENTS:,} events/s with 10 events/append (best: concurrency {best_n})", c.rate(best),
-                 verdict(best >= TARGET_EVENTS)])
+                 c.verdict(best >= TARGET_EVENTS)])
     return rows
 
 
