@@ -1,10 +1,11 @@
 """The API server of `bench commands`, a process of its own built like `periodya serve`, and its control.
 
-`serve_main` is the server process: periodya.service.open_pool + create_app + AppRunner(access_log=None),
-log level info; with --instrument, a timing connection class and pool wrapper (bench/_common.py) and a
-middleware time every POST /api/payouts (handler wall time, pool wait and release, SQL round trips per
-statement). It prints `READY URL pid=N`, then obeys stdin lines: start-sql | start-profile | stop (figures
-to --stats-out) | quit. `Server` starts it from the load generator and talks to it.
+`python -m bench._commands_server` (`serve_main`) is the server process: periodya.service.open_pool +
+create_app + AppRunner(access_log=None), log level info; with --instrument, a timing connection class
+and pool wrapper (bench/_common.py) and a middleware time every POST /api/payouts (handler wall time,
+pool wait and release, SQL round trips per statement). It prints `READY URL pid=N`, then obeys stdin
+lines: start-sql | start-profile | stop (figures to --stats-out) | quit. `Server` starts it from the
+load generator and talks to it.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ def _control(line: str, inst: Instruments, args: argparse.Namespace) -> str:
 
 
 def serve_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="bench._commands_server")
+    parser = argparse.ArgumentParser(prog="python -m bench._commands_server")
     parser.add_argument("--pool-size", type=int, default=0)
     parser.add_argument("--instrument", action="store_true")
     parser.add_argument("--skip-reset", action="store_true")
@@ -215,8 +216,7 @@ class Server:
         stderr_path = workdir / f"server-{uuid.uuid4().hex[:6]}.log"
         with stderr_path.open("wb") as err:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", "import sys; from bench._commands_server import serve_main; "
-                                      "sys.exit(serve_main(sys.argv[1:]))", *argv,
+                sys.executable, "-m", "bench._commands_server", *argv,
                 cwd=c.REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
         assert proc.stdout is not None
         try:
@@ -252,3 +252,6 @@ class Server:
                 self.proc.kill()
                 await self.proc.wait()
 
+
+if __name__ == "__main__":
+    sys.exit(serve_main(sys.argv[1:]))
