@@ -3,8 +3,8 @@
 The one module of bench machinery (the benches import it as `c`): the server URL and scratch databases;
 the concurrency drivers and their `Result`; the payout request over HTTP; child processes (`Child`,
 `Children`, and the drill's cron loop, `python -m bench._common cron-loop`); CPU accounting from /proc;
-options, targets (`verdict`) and the table printer; cProfile summaries; timing connection and pool
-wrappers for the instrumented passes.
+the append line and the eventsourcing peer; options, targets (`verdict`) and the table printer;
+cProfile summaries; timing connection and pool wrappers for the instrumented passes.
 
 Drivers run N workers against one operation, either for a fixed duration or a fixed total count, and
 return a `Result` (ops/s, p50/p99 latency). `drive_async` runs coroutines on the running event loop
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import io
 import itertools
 import math
@@ -36,6 +37,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 from urllib.parse import urlparse, urlunparse
@@ -47,6 +50,7 @@ import orjson
 from periodya import db
 from periodya.config import validate_database_url
 from periodya.errors import ConfigError
+from periodya.eventstore import NO_STREAM, EventStore, NewEvent, StreamAppend
 
 AsyncOp = Callable[[int], Awaitable[object]]
 """One operation of worker `n`: `await op(n)`. Make ids unique per call (e.g. a counter in a closure)."""
@@ -553,6 +557,114 @@ class CpuMeter:
         """Cores used per part over the window (CPU seconds per wall second)."""
         wall = after["wall"] - before["wall"]
         return {k: (after[k] - before[k]) / wall for k in before if k != "wall"}
+
+
+# --- floors and peers ------------------------------------------------------------------------------
+# The event every append line writes (bench append's floor and event store, bench commands' peer line),
+# and the peer: the `eventsourcing` library (PyPI) with its PostgreSQL persistence, driven from threads.
+# The library is synchronous (psycopg 3 with a psycopg_pool pool), so concurrency is N threads sharing
+# one Application whose pool is sized for them (POSTGRES_POOL_SIZE, no overflow, unlimited waiters);
+# its tables go in their own schema of the scratch database (PEER_SCHEMA, which the bench creates).
+
+POOL_HEADROOM = 4
+"""Connections a pool has beyond its workers (the drivers' N plus a few for the bench's own queries)."""
+PAYLOAD: dict[str, Any] = {"payoutId": "po_00000000000000000000000001", "payee": "acct_1Q2w3E4r5T6y7U8i",
+                           "amount": 125000, "currency": "USD", "reference": "invoice 2024-0001"}
+METADATA: dict[str, Any] = {"schemaVersion": 1}
+EVENT_TYPE = "PayoutRequested"
+
+
+def append_op(store: EventStore, label: str, events_per_append: int) -> AsyncOp:
+    """EventStore.append of `events_per_append` events, each call to a new stream of its own."""
+    serial = itertools.count()
+    events = [NewEvent(EVENT_TYPE, PAYLOAD, METADATA)] * events_per_append
+
+    async def op(worker: int) -> None:
+        stream = f"{label}-w{worker}-{next(serial)}"  # each worker appends to its own new streams
+        await store.append([StreamAppend(stream, NO_STREAM, events)])
+
+    return op
+
+
+PEER_SCHEMA = "eventsourcing_peer"
+PEER_INSTALL_HINT = "pip install -e '.[bench]'"
+
+
+def peer_missing() -> str | None:
+    """Why the peer cannot run here, or None when it can."""
+    for module in ("eventsourcing", "psycopg", "psycopg_pool"):
+        if find_spec(module) is None:
+            return f"{module} is not installed ({PEER_INSTALL_HINT})"
+    return None
+
+
+def peer_describe() -> str:
+    """Library and driver versions, and which psycopg implementation is loaded (C or pure Python)."""
+    import psycopg
+
+    try:
+        lib = version("eventsourcing")
+    except PackageNotFoundError:
+        lib = "?"
+    return f"eventsourcing {lib}, psycopg {psycopg.__version__} ({psycopg.pq.__impl__} implementation)"
+
+
+def _peer_env(url: str, pool_size: int) -> dict[str, str]:
+    """The library's configuration (its POSTGRES_* variables) for the database at `url`."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": str(params.get("dbname", "postgres")),
+        "POSTGRES_HOST": str(params.get("host") or "localhost"),
+        "POSTGRES_PORT": str(params.get("port") or 5432),
+        "POSTGRES_USER": str(params.get("user") or "postgres"),
+        "POSTGRES_PASSWORD": str(params.get("password") or ""),
+        "POSTGRES_SCHEMA": PEER_SCHEMA,
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": "0",
+        "POSTGRES_MAX_WAITING": "0",  # 0 = unlimited: a thread waits for a connection, never fails
+        "POSTGRES_CONNECT_TIMEOUT": "10",
+        "CREATE_TABLE": "yes",
+    }
+
+
+def peer_application(url: str, pool_size: int) -> Any:
+    """An Application on the library's PostgreSQL recorder, its tables created, its pool full."""
+    from eventsourcing.application import Application
+
+    app = Application(env=_peer_env(url, pool_size))
+    pool = app.recorder.datastore.pool
+    pool.open(wait=True, timeout=30)
+    pool.wait(timeout=30)  # all pool_size connections open before the clock starts
+    return app
+
+
+@functools.cache
+def _peer_aggregate() -> Any:
+    """The tiny aggregate class, defined once: the library registers each class under its topic."""
+    from eventsourcing.domain import Aggregate
+
+    class Payout(Aggregate):
+        def __init__(self, payee: str, amount: int, currency: str, reference: str) -> None:
+            self.payee = payee
+            self.amount = amount
+            self.currency = currency
+            self.reference = reference
+
+    return Payout
+
+
+def peer_save_op(app: Any, payload: dict[str, Any]) -> SyncOp:
+    """Create a new one-event aggregate and `app.save` it: one stored event, one transaction."""
+    payout = _peer_aggregate()
+    serial = itertools.count()
+
+    def op(worker: int) -> None:
+        app.save(payout(payload["payee"], payload["amount"], payload["currency"], f"w{worker}-{next(serial)}"))
+
+    return op
 
 
 # --- options and output ---------------------------------------------------------------------------

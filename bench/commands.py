@@ -39,7 +39,6 @@ import aiohttp
 
 from bench import _common as c
 from bench._commands_server import TOKEN, Server
-from bench.append import POOL_HEADROOM, append_op
 from periodya import db
 from periodya.errors import ConfigError
 from periodya.eventstore import EventStore
@@ -104,11 +103,11 @@ async def measure(server: Server, session: aiohttp.ClientSession, payees: list[s
 
 
 async def measure_appends(url: str, concurrency: int, seconds: float, warmup: float) -> c.Result:
-    size = concurrency + POOL_HEADROOM
+    size = concurrency + c.POOL_HEADROOM
     pool = await db.connect_pool(url, min_size=size, max_size=size)
     try:
         await c.settle(pool)
-        return await c.drive_async(append_op(EventStore(pool), "cmdbench", 1), concurrency, seconds=seconds,
+        return await c.drive_async(c.append_op(EventStore(pool), "cmdbench", 1), concurrency, seconds=seconds,
                                    warmup=warmup)
     finally:
         await pool.close()
