@@ -417,6 +417,26 @@ class Children:
             await child.stop(seconds)
 
 
+async def create_admin(env: dict[str, str], email: str, password: str) -> None:
+    """`periodya admin create-user EMAIL --password-stdin`, as the runbook's operator does."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "periodya", "admin", "create-user", email, "--password-stdin", env=env,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate((password + "\n").encode())
+    if proc.returncode != 0:
+        raise RuntimeError(f"periodya admin create-user exited {proc.returncode}: {out.decode(errors='replace')}")
+
+
+async def login(api: str, email: str, password: str) -> str:
+    """POST /api/auth/login: an admin session token."""
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{api}/api/auth/login", json={"email": email, "password": password}) as r:
+        body = await r.json(content_type=None)
+        if r.status != 200:
+            raise RuntimeError(f"login answered {r.status}: {body}")
+        return str(body["token"])
+
+
 @asynccontextmanager
 async def children(log_dir: Path) -> AsyncIterator[Children]:
     """A `Children` whose every child is stopped on the way out."""

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import itertools
 import secrets
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -102,25 +101,6 @@ async def relay(apis: list[str], counts: Counter[str]) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def create_admin(env: dict[str, str], email: str, password: str) -> None:
-    """`periodya admin create-user EMAIL --password-stdin`, as the runbook's operator does."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "periodya", "admin", "create-user", email, "--password-stdin", env=env,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await proc.communicate((password + "\n").encode())
-    if proc.returncode != 0:
-        raise RuntimeError(f"periodya admin create-user exited {proc.returncode}: {out.decode(errors='replace')}")
-
-
-async def login(api: str, email: str, password: str) -> str:
-    async with aiohttp.ClientSession() as http, http.post(
-            f"{api}/api/auth/login", json={"email": email, "password": password}) as r:
-        body = await r.json(content_type=None)
-        if r.status != 200:
-            raise RuntimeError(f"login answered {r.status}: {body}")
-        return str(body["token"])
-
-
 @asynccontextmanager
 async def running(database_url: str, log_dir: Path, *, seed: int, cron_scale: float = 1.0) -> AsyncIterator[System]:
     """Start everything; stop everything on the way out, whatever happened."""
@@ -151,8 +131,8 @@ async def running(database_url: str, log_dir: Path, *, seed: int, cron_scale: fl
                 if r.status != 200:
                     raise RuntimeError(f"simulator config refused: {await r.text()}")
             password = secrets.token_urlsafe(18)
-            await create_admin(env, ADMIN_EMAIL, password)
-            system.admin_token = await login(apis[0], ADMIN_EMAIL, password)
+            await c.create_admin(env, ADMIN_EMAIL, password)
+            system.admin_token = await c.login(apis[0], ADMIN_EMAIL, password)
             for cron in crons:
                 await cron.start()
             yield system

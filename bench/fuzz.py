@@ -20,7 +20,6 @@ import asyncio
 import json
 import re
 import socket
-import sys
 import tempfile
 import time
 import uuid
@@ -303,8 +302,6 @@ def measure(target: Target, repeat: int) -> list[str]:
 async def running_target(database_url: str, log_dir: Path, *, log_level: str = "info") -> AsyncIterator[Target]:
     """The provider simulator and `periodya serve` on `database_url` (migrated), as real processes, with
     an admin created by the CLI and logged in over HTTP."""
-    import aiohttp
-
     from bench import _common as c
 
     service, cron, email, password = uuid.uuid4().hex, uuid.uuid4().hex, "fuzz@example.com", uuid.uuid4().hex
@@ -312,21 +309,13 @@ async def running_target(database_url: str, log_dir: Path, *, log_level: str = "
     env = c.child_env({"DATABASE_URL": database_url, "PERIODYA_SERVICE_TOKEN": service, "PERIODYA_CRON_SECRET": cron,
                        "PERIODYA_PROVIDER_URL": f"http://127.0.0.1:{sim_port}", "PERIODYA_PROVIDER_API_KEY": "sk_fuzz",
                        "PERIODYA_WEBHOOK_SECRET": "whsec_fuzz", "PERIODYA_LOG_LEVEL": log_level})
-    async with c.children(log_dir) as procs, aiohttp.ClientSession() as http:
+    async with c.children(log_dir) as procs:
         await procs.periodya("provider-sim", ["provider-sim", "--port", str(sim_port)], env,
                              ready=f"http://127.0.0.1:{sim_port}/_sim/stats").start()
         await procs.periodya("serve", ["serve", "--host", "127.0.0.1", "--port", str(api_port)], env,
                              ready=f"http://127.0.0.1:{api_port}/livez").start()
-        with (log_dir / "create-user.log").open("wb") as out:
-            made = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "periodya", "admin", "create-user", email, "--password-stdin", env=env,
-                stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.PIPE)
-        await made.communicate(f"{password}\n".encode())
-        if made.returncode != 0:
-            raise RuntimeError(f"admin create-user failed; see {log_dir}")
-        async with http.post(f"http://127.0.0.1:{api_port}/api/auth/login",
-                             json={"email": email, "password": password}) as r:
-            token = (await r.json())["token"]
+        await c.create_admin(env, email, password)
+        token = await c.login(f"http://127.0.0.1:{api_port}", email, password)
         yield Target("127.0.0.1", api_port, log_dir / "serve.log",
                      {"service": service, "cron": cron, "admin": token}, webhook_secret="whsec_fuzz")
 
