@@ -12,6 +12,9 @@ The convention, so that adding one is a single file:
   The exception is `drill`, a test of the whole system more than a measurement: it exits 1 when its
   audit finds anything.
 
-Shared helpers (server URL, scratch databases, the concurrency drivers, the table printer) are in
-`bench/_common.py`.
+Shared machinery is in ONE module, `bench/_common.py` (imported as `c`): server URL and scratch
+databases, the concurrency drivers, child processes and the drill's cron loop, CPU from /proc, targets
+(`verdict`), the table printer, cProfile summaries, timing connections. A bench too long to read in
+one go keeps its run and options in `bench/<name>.py` and its parts in `bench/_<name>_*.py` (e.g.
+`_pipeline_report.py`). Benches use periodya's public names only (no `from periodya.x import _y`).
 """

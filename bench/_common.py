@@ -1,4 +1,10 @@
-"""Shared by every benchmark: which server, scratch databases, concurrency drivers, a table printer.
+"""Shared by every benchmark: which server, scratch databases, drivers, child processes, CPU, the printer.
+
+The one module of bench machinery (the benches import it as `c`): the server URL and scratch databases;
+the concurrency drivers and their `Result`; the payout request over HTTP; child processes (`Child`,
+`Children`, and the drill's cron loop, `python -m bench._common cron-loop`); CPU accounting from /proc;
+the append line and the eventsourcing peer; options, targets (`verdict`) and the table printer;
+cProfile summaries; timing connection and pool wrappers for the instrumented passes.
 
 Drivers run N workers against one operation, either for a fixed duration or a fixed total count, and
 return a `Result` (ops/s, p50/p99 latency). `drive_async` runs coroutines on the running event loop
@@ -11,19 +17,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
+import io
 import itertools
 import math
 import os
+import pstats
+import re
+import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 from urllib.parse import urlparse, urlunparse
@@ -35,10 +50,13 @@ import orjson
 from periodya import db
 from periodya.config import validate_database_url
 from periodya.errors import ConfigError
+from periodya.eventstore import NO_STREAM, EventStore, NewEvent, StreamAppend
 
 AsyncOp = Callable[[int], Awaitable[object]]
 """One operation of worker `n`: `await op(n)`. Make ids unique per call (e.g. a counter in a closure)."""
 SyncOp = Callable[[int], object]
+REPO = Path(__file__).resolve().parent.parent
+"""This checkout: the child processes' working directory and first PYTHONPATH entry."""
 
 
 # --- which server ---------------------------------------------------------------------------------
@@ -80,7 +98,8 @@ def with_database(url: str, name: str) -> str:
 
 # --- scratch databases ----------------------------------------------------------------------------
 
-async def _admin(url: str, sql: str) -> None:
+async def admin_execute(url: str, sql: str) -> None:
+    """`sql` (CREATE/DROP DATABASE) on a connection of its own to `url`; a failure is one ConfigError line."""
     pool = await db.connect_pool(url, min_size=1, max_size=1)  # maps every connect failure to one line
     try:
         await pool.execute(sql)
@@ -95,7 +114,7 @@ async def scratch_database(server: str, label: str, *, migrate: bool = True, kee
                            ) -> AsyncIterator[str]:
     """A fresh database `bench_<label>_<random>` on `server`, migrated, dropped on the way out (unless `keep`)."""
     name = f"bench_{label}_{uuid.uuid4().hex[:8]}"
-    await _admin(server, f'CREATE DATABASE "{name}"')
+    await admin_execute(server, f'CREATE DATABASE "{name}"')
     url = with_database(server, name)
     try:
         if migrate:
@@ -107,7 +126,7 @@ async def scratch_database(server: str, label: str, *, migrate: bool = True, kee
         yield url
     finally:
         if not keep:
-            await _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin_execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def settle(pool: asyncpg.Pool) -> None:
@@ -286,34 +305,386 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def await_ready(proc: asyncio.subprocess.Process, http: aiohttp.ClientSession, probe: str, *,
-                      seconds: float) -> str | None:
-    """Poll GET `probe` until it answers 200 (None), the process exits first ("exited") or `seconds` pass
-    ("did not start"; the process is left running, for the caller to stop)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        if proc.returncode is not None:
-            return "exited"
-        try:
-            async with http.get(probe) as r:
-                if r.status == 200:
-                    return None
-        except aiohttp.ClientError:
-            pass
-        if time.monotonic() > deadline:
-            return "did not start"
-        await asyncio.sleep(0.05)
+def child_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without any PERIODYA_* or DATABASE_URL of its own, plus `extra`; this
+    checkout first on PYTHONPATH, output unbuffered."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERIODYA_") and k != "DATABASE_URL"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env.update({"PYTHONUNBUFFERED": "1", **extra})
+    return env
 
 
-async def stop_process(proc: asyncio.subprocess.Process, *, grace: float) -> None:
-    """SIGTERM, then SIGKILL if it has not exited after `grace` seconds."""
-    if proc.returncode is None:
-        proc.terminate()
+@dataclass
+class Child:
+    """One restartable child process (a `periodya serve`, a cron loop, the simulator) whose command line and
+    environment are kept, so it can be killed (SIGKILL: exactly a crash, no cleanup) and started again on
+    the same port. Output goes to a log file per start (never a pipe that could fill up): `name.log`,
+    then `name.2.log`... `ready` is a URL that answers 200 once the child serves."""
+
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    log_dir: Path
+    ready: str | None = None
+    process: asyncio.subprocess.Process | None = None
+    starts: int = 0
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def start(self, *, seconds: float = 60.0) -> None:
+        """Start it and, with `ready`, wait until it serves; ConfigError (with its log's tail) when it exits
+        first or is not ready in `seconds`."""
+        self.starts += 1
+        log = self.log_dir / (f"{self.name}.log" if self.starts == 1 else f"{self.name}.{self.starts}.log")
+        self.logs.append(log)
+        with log.open("wb") as out:  # the child keeps its own descriptor
+            self.process = await asyncio.create_subprocess_exec(
+                *self.argv, env=dict(self.env), stdout=out, stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL, start_new_session=True)  # Ctrl-C reaches the bench only
+        if self.ready is not None:
+            await self._await_ready(seconds)
+
+    async def _await_ready(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            while True:
+                if not self.running:
+                    raise ConfigError(f"{self.name} exited with {self.returncode()}: {self.tail()}")
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(self.ready or "") as r:
+                        if r.status == 200:
+                            return
+                if time.monotonic() > deadline:
+                    raise ConfigError(f"{self.name} not ready at {self.ready} after {seconds:.0f} s: {self.tail()}")
+                await asyncio.sleep(0.05)
+
+    def returncode(self) -> int | None:
+        return self.process.returncode if self.process is not None else None
+
+    def tail(self, lines: int = 15) -> str:
+        if not self.logs:
+            return ""
         try:
-            await asyncio.wait_for(proc.wait(), grace)
+            return "\n".join(self.logs[-1].read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+    async def kill(self) -> None:
+        """SIGKILL and reap: a crash at whatever the child was doing."""
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+
+    async def stop(self, seconds: float = 10.0) -> None:
+        """SIGTERM and wait; SIGKILL if it does not exit in `seconds`."""
+        if self.process is None or self.process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), seconds)
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
+            await self.kill()
+
+
+class Children:
+    """Every child a bench started, stopped in reverse order by `stop_all` (idempotent), whatever happened:
+    an exception, Ctrl-C, or SIGTERM to the bench (which cancels its main task, as Ctrl-C does)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.all: list[Child] = []
+
+    def periodya(self, name: str, args: Sequence[str], env: Mapping[str, str], *, ready: str | None = None) -> Child:
+        return self.python(name, ["-m", "periodya", *args], env, ready=ready)
+
+    def python(self, name: str, args: Sequence[str], env: Mapping[str, str], *, ready: str | None = None) -> Child:
+        child = Child(name, [sys.executable, *args], env, self.log_dir, ready)
+        self.all.append(child)
+        return child
+
+    async def stop_all(self, seconds: float = 10.0) -> None:
+        for child in reversed(self.all):
+            await child.stop(seconds)
+
+
+async def create_admin(env: dict[str, str], email: str, password: str) -> None:
+    """`periodya admin create-user EMAIL --password-stdin`, as the runbook's operator does."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "periodya", "admin", "create-user", email, "--password-stdin", env=env,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate((password + "\n").encode())
+    if proc.returncode != 0:
+        raise RuntimeError(f"periodya admin create-user exited {proc.returncode}: {out.decode(errors='replace')}")
+
+
+async def login(api: str, email: str, password: str) -> str:
+    """POST /api/auth/login: an admin session token."""
+    async with aiohttp.ClientSession() as http, http.post(
+            f"{api}/api/auth/login", json={"email": email, "password": password}) as r:
+        body = await r.json(content_type=None)
+        if r.status != 200:
+            raise RuntimeError(f"login answered {r.status}: {body}")
+        return str(body["token"])
+
+
+@asynccontextmanager
+async def children(log_dir: Path) -> AsyncIterator[Children]:
+    """A `Children` whose every child is stopped on the way out."""
+    started = Children(log_dir)
+    try:
+        yield started
+    finally:
+        await started.stop_all()
+
+
+# The cron loop of the drill: `python -m bench._common cron-loop --api URL [--api URL]... [--scale S]`.
+# It calls the run endpoints exactly as an external scheduler does (POST /api/admin/ops/run/JOB with
+# `Authorization: Bearer $PERIODYA_CRON_SECRET`), on the runbook's table compressed into seconds: the
+# built-in `periodya scheduler` fires on whole minutes (croniter, five fields) and cannot be sped up, so a
+# drill that wants its stuck work healed in seconds drives the endpoints itself. Each job runs in its own
+# loop, one call at a time (like the scheduler, it never stacks runs of one job), and each call goes to
+# the next API in turn. Two of these processes overlap on purpose. Failures (a refused connection while a
+# server is down, a 5xx) are counted and printed, never fatal: the next tick retries.
+
+CRON_TABLE = (("outbox", "", 0.5), ("webhooks", "", 0.5), ("reconcile-pull", "", 2.0), ("repair", "", 2.0),
+              ("sentinel", "?mode=recent", 6.0))
+"""job, query, seconds between the end of one call and the start of the next (before --scale)."""
+CRON_LOOP = ["-m", "bench._common", "cron-loop"]
+"""The cron loop's python arguments (`Children.python(name, [*CRON_LOOP, "--api", URL], env)`)."""
+
+
+async def _cron_job(http: aiohttp.ClientSession, apis: list[str], job: str, query: str, every: float,
+                    offset: int, counts: Counter[str]) -> None:
+    n = offset
+    while True:
+        api = apis[n % len(apis)]
+        n += 1
+        try:
+            async with http.post(f"{api}/api/admin/ops/run/{job}{query}") as r:
+                await r.read()
+                counts[f"{job} {r.status}"] += 1
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            counts[f"{job} {type(exc).__name__}"] += 1
+        await asyncio.sleep(every)
+
+
+async def cron_loop(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench._common cron-loop",
+                                     description="the drill's cron loop (see bench/_common.py)")
+    parser.add_argument("--api", action="append", required=True, help="base URL of a `periodya serve` (repeatable)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every interval by this")
+    parser.add_argument("--offset", type=int, default=0, help="start the round-robin at this API")
+    args = parser.parse_args(argv)
+    secret = os.environ.get("PERIODYA_CRON_SECRET")
+    if not secret:
+        print("cronloop: PERIODYA_CRON_SECRET is not set", file=sys.stderr)
+        return 2
+    counts: Counter[str] = Counter()
+    headers = {"Authorization": f"Bearer {secret}"}
+    async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=120)) as http:
+        tasks = [asyncio.create_task(_cron_job(http, args.api, job, query, every * args.scale, args.offset, counts))
+                 for job, query, every in CRON_TABLE]
+        try:
+            while True:
+                await asyncio.sleep(10)
+                print(time.strftime("%H:%M:%S"), dict(sorted(counts.items())), flush=True)
+        finally:
+            for task in tasks:
+                task.cancel()
+    return 0
+
+
+# --- CPU accounting from /proc (Linux; zeros elsewhere) ---------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` so far; 0 when it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def postgres_pids(database: str) -> list[int]:
+    """The embedded server's postmaster, its auxiliary processes (WAL writer, checkpointer...) and the
+    backends connected to `database`; other databases' backends (other runs sharing the server) are left
+    out. Empty when DATABASE_URL points elsewhere."""
+    if os.environ.get("DATABASE_URL"):
+        return []
+    try:
+        master = int((bench_data_dir() / "pgdata" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    pids = [master]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != master:
+                continue
+            title = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
+        except (OSError, ValueError, IndexError):
+            continue
+        # a backend's title: "postgres: USER DATABASE [local]|HOST(PORT) STATE"; anything else is auxiliary
+        backend = len(title) >= 4 and (title[3].startswith("[local]") or "(" in title[3])
+        if not backend or title[2] == database:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all processes, all cores)."""
+    try:
+        parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
+    return (sum(parts[:8]) - idle) / _TICK
+
+
+class CpuMeter:
+    """Snapshots of CPU seconds: this process (`me`), the child processes by role, PostgreSQL (NaN when the
+    server is not the embedded one) and the whole machine, with the wall clock under "wall"."""
+
+    def __init__(self, pids: dict[str, int], database: str, *, me: str = "this process",
+                 postgres: str = "PostgreSQL") -> None:
+        self.pids, self.database, self.me, self.postgres = pids, database, me, postgres
+
+    def snapshot(self) -> dict[str, float]:
+        pg = postgres_pids(self.database)
+        return {self.me: time.process_time(), **{k: proc_cpu(p) for k, p in self.pids.items()},
+                self.postgres: sum(proc_cpu(p) for p in pg) if pg else float("nan"), "machine": machine_busy(),
+                "wall": time.perf_counter()}
+
+    @staticmethod
+    def used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        """CPU seconds per part over the window (and the window's wall seconds)."""
+        return {k: after[k] - before[k] for k in before}
+
+    @staticmethod
+    def cores(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        """Cores used per part over the window (CPU seconds per wall second)."""
+        wall = after["wall"] - before["wall"]
+        return {k: (after[k] - before[k]) / wall for k in before if k != "wall"}
+
+
+# --- floors and peers ------------------------------------------------------------------------------
+# The event every append line writes (bench append's floor and event store, bench commands' peer line),
+# and the peer: the `eventsourcing` library (PyPI) with its PostgreSQL persistence, driven from threads.
+# The library is synchronous (psycopg 3 with a psycopg_pool pool), so concurrency is N threads sharing
+# one Application whose pool is sized for them (POSTGRES_POOL_SIZE, no overflow, unlimited waiters);
+# its tables go in their own schema of the scratch database (PEER_SCHEMA, which the bench creates).
+
+POOL_HEADROOM = 4
+"""Connections a pool has beyond its workers (the drivers' N plus a few for the bench's own queries)."""
+PAYLOAD: dict[str, Any] = {"payoutId": "po_00000000000000000000000001", "payee": "acct_1Q2w3E4r5T6y7U8i",
+                           "amount": 125000, "currency": "USD", "reference": "invoice 2024-0001"}
+METADATA: dict[str, Any] = {"schemaVersion": 1}
+EVENT_TYPE = "PayoutRequested"
+
+
+def append_op(store: EventStore, label: str, events_per_append: int) -> AsyncOp:
+    """EventStore.append of `events_per_append` events, each call to a new stream of its own."""
+    serial = itertools.count()
+    events = [NewEvent(EVENT_TYPE, PAYLOAD, METADATA)] * events_per_append
+
+    async def op(worker: int) -> None:
+        stream = f"{label}-w{worker}-{next(serial)}"  # each worker appends to its own new streams
+        await store.append([StreamAppend(stream, NO_STREAM, events)])
+
+    return op
+
+
+PEER_SCHEMA = "eventsourcing_peer"
+PEER_INSTALL_HINT = "pip install -e '.[bench]'"
+
+
+def peer_missing() -> str | None:
+    """Why the peer cannot run here, or None when it can."""
+    for module in ("eventsourcing", "psycopg", "psycopg_pool"):
+        if find_spec(module) is None:
+            return f"{module} is not installed ({PEER_INSTALL_HINT})"
+    return None
+
+
+def peer_describe() -> str:
+    """Library and driver versions, and which psycopg implementation is loaded (C or pure Python)."""
+    import psycopg
+
+    try:
+        lib = version("eventsourcing")
+    except PackageNotFoundError:
+        lib = "?"
+    return f"eventsourcing {lib}, psycopg {psycopg.__version__} ({psycopg.pq.__impl__} implementation)"
+
+
+def _peer_env(url: str, pool_size: int) -> dict[str, str]:
+    """The library's configuration (its POSTGRES_* variables) for the database at `url`."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": str(params.get("dbname", "postgres")),
+        "POSTGRES_HOST": str(params.get("host") or "localhost"),
+        "POSTGRES_PORT": str(params.get("port") or 5432),
+        "POSTGRES_USER": str(params.get("user") or "postgres"),
+        "POSTGRES_PASSWORD": str(params.get("password") or ""),
+        "POSTGRES_SCHEMA": PEER_SCHEMA,
+        "POSTGRES_POOL_SIZE": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": "0",
+        "POSTGRES_MAX_WAITING": "0",  # 0 = unlimited: a thread waits for a connection, never fails
+        "POSTGRES_CONNECT_TIMEOUT": "10",
+        "CREATE_TABLE": "yes",
+    }
+
+
+def peer_application(url: str, pool_size: int) -> Any:
+    """An Application on the library's PostgreSQL recorder, its tables created, its pool full."""
+    from eventsourcing.application import Application
+
+    app = Application(env=_peer_env(url, pool_size))
+    pool = app.recorder.datastore.pool
+    pool.open(wait=True, timeout=30)
+    pool.wait(timeout=30)  # all pool_size connections open before the clock starts
+    return app
+
+
+@functools.cache
+def _peer_aggregate() -> Any:
+    """The tiny aggregate class, defined once: the library registers each class under its topic."""
+    from eventsourcing.domain import Aggregate
+
+    class Payout(Aggregate):
+        def __init__(self, payee: str, amount: int, currency: str, reference: str) -> None:
+            self.payee = payee
+            self.amount = amount
+            self.currency = currency
+            self.reference = reference
+
+    return Payout
+
+
+def peer_save_op(app: Any, payload: dict[str, Any]) -> SyncOp:
+    """Create a new one-event aggregate and `app.save` it: one stored event, one transaction."""
+    payout = _peer_aggregate()
+    serial = itertools.count()
+
+    def op(worker: int) -> None:
+        app.save(payout(payload["payee"], payload["amount"], payload["currency"], f"w{worker}-{next(serial)}"))
+
+    return op
 
 
 # --- options and output ---------------------------------------------------------------------------
@@ -360,6 +731,18 @@ def times(x: float) -> str:
     return f"{x:.1f}x"
 
 
+def verdict(ok: bool) -> str:
+    """A target's result: a miss is reported, never an error."""
+    return "PASS" if ok else "MISS"
+
+
+def statement_key(query: str) -> str:
+    """A statement's text, white space folded and parameters as `$`, cut to 88 characters (a table key)."""
+    text = " ".join(query.split())
+    text = re.sub(r"\$\d+", "$", text)
+    return text[:88]
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, title: str | None = None) -> None:
     """A plain-text table: first column left-aligned, the rest right-aligned."""
     cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
@@ -375,6 +758,63 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, tit
     for row in cells[1:]:
         print(line(row))
 
+
+# --- cProfile summaries ----------------------------------------------------------------------------
+
+PACKAGES = [("periodya", "/periodya/"), ("asyncpg", "/asyncpg/"), ("aiohttp", "/aiohttp/"),
+            ("pydantic", "/pydantic"), ("structlog", "/structlog/"), ("yarl/multidict", "/yarl/"),
+            ("yarl/multidict", "/multidict/"), ("asyncio", "/asyncio/")]
+
+
+def package_of(filename: str, extra: Sequence[tuple[str, str]] = ()) -> str:
+    for name, marker in [*PACKAGES, *extra]:
+        if marker in filename:
+            return name
+    return "builtins (C)" if filename.startswith("~") else "other"
+
+
+@dataclass
+class Profile:
+    """A pstats file summed up: own time per package, every function (own time, calls, cumulative time),
+    periodya's functions by cumulative time, and the event loop's I/O wait when left out."""
+
+    by_package: Counter[str]
+    functions: list[tuple[float, int, float, str]]  # own s, calls, cumulative s, "file:line func"
+    ours: list[tuple[float, int, str]]  # cumulative s, calls, "package/file:line func"
+    idle: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return sum(self.by_package.values()) or 1e-9
+
+
+def read_profile(path: str, extra: Sequence[tuple[str, str]] = (), *, skip_idle: bool = False) -> Profile:
+    """`path` (pstats) summed up; `extra` packages are told apart too; `skip_idle` leaves out epoll waits."""
+    ps = pstats.Stats(path, stream=io.StringIO())
+    profile = Profile(Counter(), [], [])
+    for (filename, line, func), (_cc, ncalls, tottime, cumtime, _callers) in ps.stats.items():  # type: ignore[attr-defined]
+        if skip_idle and "epoll" in func and "poll" in func:
+            profile.idle += tottime  # the event loop waiting for I/O: not work
+            continue
+        profile.by_package[package_of(filename, extra)] += tottime
+        profile.functions.append((tottime, ncalls, cumtime, f"{Path(filename).name}:{line} {func}"))
+        if "/periodya/" in filename:
+            profile.ours.append((cumtime, ncalls, f"{Path(filename).parent.name}/{Path(filename).name}:{line} {func}"))
+    profile.functions.sort(reverse=True)
+    profile.ours.sort(reverse=True)
+    return profile
+
+
+def print_profile(profile: Profile, per: int, package_header: str) -> None:
+    """Two tables: own time by package, then the top 15 functions by own time, both per `per` payouts."""
+    print_table([package_header, "share", "us per payout"],
+                [[k, percent(v / profile.total), f"{v / per * 1e6:,.0f}"] for k, v in profile.by_package.most_common()])
+    print_table(["function (top 15 by own time)", "calls/payout", "own us/payout", "cum us/payout"],
+                [[name[:90], f"{calls / per:.1f}", f"{tot / per * 1e6:,.0f}", f"{cum / per * 1e6:,.0f}"]
+                 for tot, calls, cum, name in profile.functions[:15]])
+
+
+# --- instrumented connections and pools (bench code only) -----------------------------------------
 
 class PoolView:
     """Stands in for an asyncpg pool (whose attributes are read-only) so a bench can wrap `acquire`;
@@ -405,8 +845,6 @@ class PoolView:
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         return await self._on_a_connection("execute", args, kwargs)
 
-
-# --- instrumented connections and pools (bench code only) -----------------------------------------
 
 class Instrumented(Protocol):
     """Where TimedConnection and TimedPool report. Nothing is timed while `on` is false; the bench decides
@@ -492,3 +930,10 @@ class TimedPool(PoolView):
 
     def acquire(self, *args: Any, **kwargs: Any) -> _TimedAcquire:
         return _TimedAcquire(self._pool.acquire(*args, **kwargs), self._instruments)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["cron-loop"]:
+        sys.exit("usage: python -m bench._common cron-loop --api URL [--api URL]... [--scale S] [--offset N]")
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(asyncio.run(cron_loop(sys.argv[2:])))

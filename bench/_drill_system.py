@@ -2,7 +2,7 @@
 
 - the provider simulator (`periodya provider-sim`) with its fault knobs on;
 - two `periodya serve` processes (the API; every job runs inside whichever one a cron call reaches);
-- two cron loops (`python -m bench._cronloop`) calling the run endpoints of both servers with the cron
+- two cron loops (`python -m bench._common cron-loop`) calling the run endpoints of both servers with the cron
   secret: the built-in `periodya scheduler` fires on whole minutes and cannot be sped up, so the drill
   drives the runbook's table in seconds through the same endpoints an external scheduler uses, and the
   two loops overlap on purpose;
@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import itertools
 import secrets
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,7 +32,6 @@ import aiohttp
 from aiohttp import web
 
 from bench import _common as c
-from bench._procs import Child, Children, child_env
 
 FAULTS: dict[str, Any] = {"errorRate": 0.10, "dropAfterCreateRate": 0.05, "webhookDropRate": 0.20,
                           "webhookDuplicateRate": 0.20, "webhookDelayMs": 400, "badSignatureRate": 0.02,
@@ -52,14 +50,14 @@ class System:
     env: dict[str, str]
     sim: str
     apis: list[str]
-    serves: list[Child]
-    crons: list[Child]
-    children: Children
+    serves: list[c.Child]
+    crons: list[c.Child]
+    children: c.Children
     admin_token: str = ""
     relayed: Counter[str] = field(default_factory=Counter)
 
     @property
-    def killable(self) -> list[Child]:
+    def killable(self) -> list[c.Child]:
         return [*self.serves, *self.crons]
 
 
@@ -103,46 +101,27 @@ async def relay(apis: list[str], counts: Counter[str]) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def create_admin(env: dict[str, str], email: str, password: str) -> None:
-    """`periodya admin create-user EMAIL --password-stdin`, as the runbook's operator does."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "periodya", "admin", "create-user", email, "--password-stdin", env=env,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await proc.communicate((password + "\n").encode())
-    if proc.returncode != 0:
-        raise RuntimeError(f"periodya admin create-user exited {proc.returncode}: {out.decode(errors='replace')}")
-
-
-async def login(api: str, email: str, password: str) -> str:
-    async with aiohttp.ClientSession() as http, http.post(
-            f"{api}/api/auth/login", json={"email": email, "password": password}) as r:
-        body = await r.json(content_type=None)
-        if r.status != 200:
-            raise RuntimeError(f"login answered {r.status}: {body}")
-        return str(body["token"])
-
-
 @asynccontextmanager
 async def running(database_url: str, log_dir: Path, *, seed: int, cron_scale: float = 1.0) -> AsyncIterator[System]:
     """Start everything; stop everything on the way out, whatever happened."""
     keys = {"PERIODYA_SERVICE_TOKEN": secrets.token_hex(16), "PERIODYA_CRON_SECRET": secrets.token_hex(16),
             "PERIODYA_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(16),
             "PERIODYA_PROVIDER_API_KEY": "sk_test_" + secrets.token_hex(12)}
-    children = Children(log_dir)
+    children = c.Children(log_dir)
     try:
         sim_port = c.free_port()
         sim = f"http://127.0.0.1:{sim_port}"
         sim_child = children.periodya("provider-sim", ["provider-sim", "--port", str(sim_port), "--seed", str(seed)],
-                                      child_env({**keys, "PERIODYA_LOG_LEVEL": "warning"}), ready=f"{sim}/_sim/stats")
+                                      c.child_env({**keys, "PERIODYA_LOG_LEVEL": "warning"}), ready=f"{sim}/_sim/stats")
         await sim_child.start()
-        env = child_env({**keys, **THRESHOLDS, "DATABASE_URL": database_url, "PERIODYA_PROVIDER_URL": sim,
+        env = c.child_env({**keys, **THRESHOLDS, "DATABASE_URL": database_url, "PERIODYA_PROVIDER_URL": sim,
                          "PERIODYA_LOG_LEVEL": "warning"})
         ports = [c.free_port(), c.free_port()]
         apis = [f"http://127.0.0.1:{p}" for p in ports]
         serves = [children.periodya(f"serve-{i}", ["serve", "--host", "127.0.0.1", "--port", str(p)], env,
                                     ready=f"{apis[i]}/livez") for i, p in enumerate(ports)]
         await asyncio.gather(*(s.start() for s in serves))
-        crons = [children.python(f"cron-{i}", ["-m", "bench._cronloop", *(a for api in apis for a in ("--api", api)),
+        crons = [children.python(f"cron-{i}", [*c.CRON_LOOP, *(a for api in apis for a in ("--api", api)),
                                                "--offset", str(i), "--scale", str(cron_scale)], env)
                  for i in range(2)]
         system = System(database_url, env, sim, apis, serves, crons, children)
@@ -152,8 +131,8 @@ async def running(database_url: str, log_dir: Path, *, seed: int, cron_scale: fl
                 if r.status != 200:
                     raise RuntimeError(f"simulator config refused: {await r.text()}")
             password = secrets.token_urlsafe(18)
-            await create_admin(env, ADMIN_EMAIL, password)
-            system.admin_token = await login(apis[0], ADMIN_EMAIL, password)
+            await c.create_admin(env, ADMIN_EMAIL, password)
+            system.admin_token = await c.login(apis[0], ADMIN_EMAIL, password)
             for cron in crons:
                 await cron.start()
             yield system

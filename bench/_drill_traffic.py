@@ -18,8 +18,8 @@ import asyncio
 import random
 from dataclasses import dataclass, field
 
+from bench import _common as c
 from bench._drill_model import Api, Escrow, Findings, Model, Payee, Payout
-from bench._procs import Child
 
 CURRENCIES = ("USD", "EUR")
 
@@ -239,7 +239,7 @@ class Killer:
     pass each kill point, then starts it again after a random pause. Never two down at once (one kill at
     a time, restarted before the next)."""
 
-    victims: list[Child]
+    victims: list[c.Child]
     traffic: Traffic
     kills: int
     rng: random.Random

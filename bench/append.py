@@ -52,21 +52,15 @@ import asyncio
 import itertools
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 
 import asyncpg
 
 from bench import _common as c
-from bench import _eventsourcing_peer as peer
+from bench._common import EVENT_TYPE, METADATA, PAYLOAD, POOL_HEADROOM, append_op
 from periodya import db
-from periodya.eventstore import NO_STREAM, EventStore, NewEvent, StreamAppend
+from periodya.eventstore import NO_STREAM, EventStore
 from periodya.eventstore.hashing import canonical_json, lock_key
 
-POOL_HEADROOM = 4
-PAYLOAD: dict[str, Any] = {"payoutId": "po_00000000000000000000000001", "payee": "acct_1Q2w3E4r5T6y7U8i",
-                           "amount": 125000, "currency": "USD", "reference": "invoice 2024-0001"}
-METADATA: dict[str, Any] = {"schemaVersion": 1}
-EVENT_TYPE = "PayoutRequested"
 FLOOR_TABLE = "public.bench_floor"
 FLOOR_DDL = f"""CREATE TABLE {FLOOR_TABLE} (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -98,17 +92,6 @@ def floor_op(pool: asyncpg.Pool) -> c.AsyncOp:
     async def op(worker: int) -> None:
         await pool.execute(f"INSERT INTO {FLOOR_TABLE} {ROW_COLUMNS}", f"floor-w{worker}-{next(serial)}", EVENT_TYPE,
                            PAYLOAD, METADATA, ZERO_HASH, ZERO_HASH)
-
-    return op
-
-
-def append_op(store: EventStore, label: str, events_per_append: int) -> c.AsyncOp:
-    serial = itertools.count()
-    events = [NewEvent(EVENT_TYPE, PAYLOAD, METADATA)] * events_per_append
-
-    async def op(worker: int) -> None:
-        stream = f"{label}-w{worker}-{next(serial)}"  # each worker appends to its own new streams
-        await store.append([StreamAppend(stream, NO_STREAM, events)])
 
     return op
 
@@ -166,9 +149,9 @@ async def measure_asyncpg_slice(url: str, args: argparse.Namespace, r: int, slic
 
 
 def measure_peer_slice(url: str, args: argparse.Namespace, slices: Slices) -> None:
-    app = peer.open_application(url, max(args.concurrency) + POOL_HEADROOM)
+    app = c.peer_application(url, max(args.concurrency) + POOL_HEADROOM)
     try:
-        op = peer.save_one_event_aggregate(app, PAYLOAD)
+        op = c.peer_save_op(app, PAYLOAD)
         for n in args.concurrency:
             slices["peer"][n].append(c.drive_threads(op, n, seconds=args.seconds / args.slices, warmup=args.warmup))
     finally:
@@ -184,7 +167,7 @@ async def measure(url: str, args: argparse.Namespace) -> tuple[Series, str]:
     version = ""
     for r in range(args.slices):
         version = await measure_asyncpg_slice(url, args, r, slices)
-        if peer.missing() is None:
+        if c.peer_missing() is None:
             await asyncio.to_thread(measure_peer_slice, url, args, slices)
     series = {name: {n: c.combine(rs) for n, rs in by_n.items()} for name, by_n in slices.items()}
     return series, version
@@ -196,7 +179,7 @@ async def run(args: argparse.Namespace) -> Series:
         conn = await asyncpg.connect(url)
         try:
             await conn.execute(FLOOR_DDL)
-            await conn.execute(f"CREATE SCHEMA {peer.PEER_SCHEMA}")
+            await conn.execute(f"CREATE SCHEMA {c.PEER_SCHEMA}")
         finally:
             await conn.close()
         print(f"server: {c.describe_server(server)}; scratch database {c.database_name(url)}")
@@ -232,12 +215,12 @@ def report(series: Series, args: argparse.Namespace) -> None:
 
 def report_peer(series: Series) -> None:
     if "peer" not in series:
-        print(f"\n3. peer: skipped, {peer.missing()}")
+        print(f"\n3. peer: skipped, {c.peer_missing()}")
         return
     rows = [[n, c.rate(r.per_second), c.ms(r.p50_ms), c.ms(r.p99_ms), f"{r.client_us_per_op:.0f}",
              c.times(series["store1"][n].per_second / r.per_second)] for n, r in series["peer"].items()]
     c.print_table(["concurrency", "saves/s", "p50 ms", "p99 ms", "client us/op", "event store (1 event) / peer"],
-                  rows, title=f"3. peer: {peer.describe()}; one thread per worker, one event per save")
+                  rows, title=f"3. peer: {c.peer_describe()}; one thread per worker, one event per save")
     print("   measured: " + PEER_CHOICE.replace("\n", "\n             "))
 
 
@@ -257,23 +240,20 @@ def report_breakdown(series: Series) -> None:
 
 
 def targets(series: Series, concurrency: Sequence[int]) -> list[list[str]]:
-    def verdict(ok: bool) -> str:
-        return "PASS" if ok else "MISS"
-
     rows = []
     for n in concurrency:
         share = series["store1"][n].per_second / series["floor"][n].per_second
         rows.append([f">= {TARGET_FLOOR:.0%} of floor at concurrency {n} (1 event/append)", c.percent(share),
-                     verdict(share >= TARGET_FLOOR)])
+                     c.verdict(share >= TARGET_FLOOR)])
     label = f">= {TARGET_PEER:g}x the peer at concurrency {TARGET_PEER_AT} (1 event/append)"
     if TARGET_PEER_AT in series.get("peer", {}):
         ratio = series["store1"][TARGET_PEER_AT].per_second / series["peer"][TARGET_PEER_AT].per_second
-        rows.append([label, c.times(ratio), verdict(ratio >= TARGET_PEER)])
+        rows.append([label, c.times(ratio), c.verdict(ratio >= TARGET_PEER)])
     else:
         rows.append([label, "not measured", "n/a"])
     best_n, best = max(((n, r.per_second * 10) for n, r in series["store10"].items()), key=lambda x: x[1])
     rows.append([f">= {TARGET_EVENTS:,} events/s with 10 events/append (best: concurrency {best_n})", c.rate(best),
-                 verdict(best >= TARGET_EVENTS)])
+                 c.verdict(best >= TARGET_EVENTS)])
     return rows
 
 

@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import socket
-import sys
 import tempfile
 import time
 import uuid
@@ -304,48 +302,22 @@ def measure(target: Target, repeat: int) -> list[str]:
 async def running_target(database_url: str, log_dir: Path, *, log_level: str = "info") -> AsyncIterator[Target]:
     """The provider simulator and `periodya serve` on `database_url` (migrated), as real processes, with
     an admin created by the CLI and logged in over HTTP."""
-    import aiohttp
-
-    from bench._common import await_ready, free_port, stop_process
+    from bench import _common as c
 
     service, cron, email, password = uuid.uuid4().hex, uuid.uuid4().hex, "fuzz@example.com", uuid.uuid4().hex
-    sim_port, api_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERIODYA_") and k != "DATABASE_URL"}
-    env.update({"DATABASE_URL": database_url, "PERIODYA_SERVICE_TOKEN": service, "PERIODYA_CRON_SECRET": cron,
-                "PERIODYA_PROVIDER_URL": f"http://127.0.0.1:{sim_port}", "PERIODYA_PROVIDER_API_KEY": "sk_fuzz",
-                "PERIODYA_WEBHOOK_SECRET": "whsec_fuzz", "PERIODYA_LOG_LEVEL": log_level, "PYTHONUNBUFFERED": "1"})
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def spawn(name: str, *args: str, stdin: bytes | None = None) -> asyncio.subprocess.Process:
-        with (log_dir / f"{name}.log").open("ab") as out:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "periodya", *args, env=env, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL)
-        procs.append(proc)
-        if stdin is not None:
-            await proc.communicate(stdin)
-        return proc
-
-    try:
-        async with aiohttp.ClientSession() as http:
-            await spawn("provider-sim", "provider-sim", "--port", str(sim_port))
-            await spawn("serve", "serve", "--host", "127.0.0.1", "--port", str(api_port))
-            for proc, probe in zip(procs, (f"http://127.0.0.1:{sim_port}/_sim/stats",
-                                           f"http://127.0.0.1:{api_port}/livez"), strict=True):
-                if await await_ready(proc, http, probe, seconds=60):
-                    raise RuntimeError(f"a process did not start; see {log_dir}")
-            made = await spawn("create-user", "admin", "create-user", email, "--password-stdin",
-                               stdin=f"{password}\n".encode())
-            if made.returncode != 0:
-                raise RuntimeError(f"admin create-user failed; see {log_dir}")
-            async with http.post(f"http://127.0.0.1:{api_port}/api/auth/login",
-                                 json={"email": email, "password": password}) as r:
-                token = (await r.json())["token"]
-            yield Target("127.0.0.1", api_port, log_dir / "serve.log",
-                         {"service": service, "cron": cron, "admin": token}, webhook_secret="whsec_fuzz")
-    finally:
-        for proc in reversed(procs):
-            await stop_process(proc, grace=10)
+    sim_port, api_port = c.free_port(), c.free_port()
+    env = c.child_env({"DATABASE_URL": database_url, "PERIODYA_SERVICE_TOKEN": service, "PERIODYA_CRON_SECRET": cron,
+                       "PERIODYA_PROVIDER_URL": f"http://127.0.0.1:{sim_port}", "PERIODYA_PROVIDER_API_KEY": "sk_fuzz",
+                       "PERIODYA_WEBHOOK_SECRET": "whsec_fuzz", "PERIODYA_LOG_LEVEL": log_level})
+    async with c.children(log_dir) as procs:
+        await procs.periodya("provider-sim", ["provider-sim", "--port", str(sim_port)], env,
+                             ready=f"http://127.0.0.1:{sim_port}/_sim/stats").start()
+        await procs.periodya("serve", ["serve", "--host", "127.0.0.1", "--port", str(api_port)], env,
+                             ready=f"http://127.0.0.1:{api_port}/livez").start()
+        await c.create_admin(env, email, password)
+        token = await c.login(f"http://127.0.0.1:{api_port}", email, password)
+        yield Target("127.0.0.1", api_port, log_dir / "serve.log",
+                     {"service": service, "cron": cron, "admin": token}, webhook_secret="whsec_fuzz")
 
 
 def main(argv: list[str]) -> int:
@@ -359,7 +331,6 @@ def main(argv: list[str]) -> int:
 
     async def go() -> int:
         from bench._common import scratch_database, server_url
-
         with tempfile.TemporaryDirectory(prefix="periodya-fuzz-") as tmp:
             async with scratch_database(server_url(), "fuzz") as url, \
                     running_target(url, Path(tmp), log_level=args.log_level) as target:

@@ -28,12 +28,10 @@ import argparse
 import asyncio
 import cProfile
 import io
-import os
 import pstats
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -150,14 +148,7 @@ Figure = tuple[int, float, float, float]  # events, wall seconds, client CPU sec
 
 def backend_cpu(pids: list[int]) -> float:
     """CPU seconds (user + system) of server backends, from /proc; 0 when the server is elsewhere."""
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(c.proc_cpu(pid) for pid in pids)
 
 
 async def measured(run: Any, pids: list[int]) -> Figure:
@@ -260,11 +251,8 @@ def report(figures: dict[str, list[Figure]], args: argparse.Namespace) -> None:
     raw_rate, rebuild_rate = n_raw / t_raw, n_reb / t_reb
     share = rebuild_rate / raw_rate
 
-    def verdict(ok: bool) -> str:
-        return "PASS" if ok else "MISS"
-
-    rows = [[f"rebuild >= {TARGET_RATE:,} events/s", c.rate(rebuild_rate), verdict(rebuild_rate >= TARGET_RATE)],
-            [f"rebuild >= {TARGET_SHARE:.0%} of the raw read", c.percent(share), verdict(share >= TARGET_SHARE)]]
+    rows = [[f"rebuild >= {TARGET_RATE:,} events/s", c.rate(rebuild_rate), c.verdict(rebuild_rate >= TARGET_RATE)],
+            [f"rebuild >= {TARGET_SHARE:.0%} of the raw read", c.percent(share), c.verdict(share >= TARGET_SHARE)]]
     c.print_table(["target", "figure", "result"], rows, title="targets (audit rebuild)")
 
 

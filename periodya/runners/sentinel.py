@@ -27,7 +27,7 @@ META = Meta(actor="runner:sentinel")
 log = get_logger("periodya.sentinel")
 
 
-async def _scope(deps: Deps, full: bool) -> tuple[Scope, Position]:
+async def run_scope(deps: Deps, full: bool) -> tuple[Scope, Position]:
     """What this run examines, and the position its checkpoint moves to: the newest event below the
     snapshot horizon. Recent mode lists the streams written since the checkpoint; full mode checks
     everything and needs no list (listing a whole log costs seconds)."""
@@ -85,7 +85,7 @@ async def _resolve_open(deps: Deps, code: str, subject: str, summary: Summary) -
 
 async def run(deps: Deps, batch: int = 0, *, mode: str = "recent") -> Summary:
     summary = Summary(f"sentinel:{mode}")
-    scope, last = await _scope(deps, full=(mode == "full"))
+    scope, last = await run_scope(deps, full=(mode == "full"))
     all_ran = True
     for check in CHECKS:
         name = check.__name__

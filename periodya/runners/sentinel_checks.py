@@ -152,7 +152,7 @@ async def ledger_unbalanced(deps: Deps, conn: asyncpg.Connection, scope: Scope) 
     return Result("LEDGER_UNBALANCED", CRITICAL, findings, False, len(rows) + len(totals))
 
 
-_LOG_BALANCES = """
+LOG_BALANCES = """
 SELECT e->>'account' AS account, e->>'currency' AS currency,
        sum((e->>'credit')::bigint - (e->>'debit')::bigint)::bigint AS net
   FROM events, jsonb_array_elements(data->'entries') e
@@ -173,7 +173,7 @@ async def balance_drift(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> R
     cannot afford reading the whole log, so it examines nothing and resolves nothing of this code."""
     if not scope.full:
         return Result("BALANCE_DRIFT", CRITICAL, {}, False, 0)
-    expected = {(r["account"], r["currency"]): r["net"] for r in await conn.fetch(_LOG_BALANCES.format(where=""))}
+    expected = {(r["account"], r["currency"]): r["net"] for r in await conn.fetch(LOG_BALANCES.format(where=""))}
     live = {(r["account"], r["currency"]): r["balance"]
             for r in await conn.fetch("SELECT account, currency, balance FROM balances")}
     return _drift("BALANCE_DRIFT", "fromLog", expected, live, True)
