@@ -16,6 +16,7 @@ from periodya.eventstore import EventStore
 from periodya.handlers.payout_batch import PayoutBatcher
 from periodya.http import (
     admin_payout_routes,
+    admin_user_routes,
     auth,
     client_ip,
     edge,
@@ -77,6 +78,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     app.add_routes(ops_routes.routes)
     app.add_routes(audit_routes.routes)
     app.add_routes(admin_payout_routes.routes)
+    app.add_routes(admin_user_routes.routes)
     app.add_routes(me_routes.routes)
     app.add_routes(console_routes)  # the ops console under /ops/
     metrics_routes.setup(app, settings, app[ops_routes.DEPS])
