@@ -14,7 +14,7 @@ from typing import Any
 
 from periodya.cli import command
 from periodya.config import Settings
-from periodya.opsclient import health, payouts, render
+from periodya.opsclient import health, payouts, render, users
 from periodya.opsclient.client import ApiClient
 from periodya.opsclient.config import ConfigStore, Session
 from periodya.opsclient.errors import EXIT_ATTENTION, EXIT_AUTH, EXIT_OK, EXIT_USAGE, OpsError
@@ -69,6 +69,7 @@ def add_parser(sub: Any) -> None:
         act.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts)")
         if name in payouts.WITH_REASON:
             act.add_argument("--reason", required=True, help="why (recorded with the event)")
+    users.add_parser(add)
     run = add("run", "run one job now on the server and print its summary; exit 1 if an item failed")
     run.add_argument("job", choices=JOBS)
     run.add_argument("--batch", type=int)
@@ -233,5 +234,5 @@ async def run_job(api: ApiClient, args: argparse.Namespace) -> int:
 HANDLERS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] = {
     "whoami": whoami, "health": show_health, "jobs": show_jobs, "alerts": show_alerts, "alert": alert_action,
     "payouts": payouts.list_payouts, "payout": payouts.show_payout, "run": run_job,
-    **{name: payouts.act for name in payouts.ACTIONS},
+    **{name: payouts.act for name in payouts.ACTIONS}, "users": users.list_users, "user": users.user_action,
 }
