@@ -118,6 +118,15 @@ def check_user_ref(ref: str) -> tuple[str, str]:
     return "email", check_email(ref)
 
 
+async def resolve_user_id(pool: asyncpg.Pool, ref: str) -> str:
+    """The user id `ref` (user id or email) names, or NoSuchUser (404). The change re-reads it under lock."""
+    column, value = check_user_ref(ref)
+    user_id: str | None = await pool.fetchval(f"SELECT user_id FROM admin_users WHERE {column} = $1", value)
+    if user_id is None:
+        raise NoSuchUser(f"no admin user {value[:80]!r}")
+    return user_id
+
+
 async def _target(conn: asyncpg.Connection, ref: str) -> asyncpg.Record:
     column, value = check_user_ref(ref)
     row = await conn.fetchrow(

@@ -69,10 +69,10 @@ def _caller_email(request: web.Request) -> str | None:
     return actor.removeprefix("admin:") if actor.startswith("admin:") else None
 
 
-def _ref(request: web.Request) -> str:
-    ref = request.match_info["user"]
-    manage.check_user_ref(ref)  # 400 before any read
-    return ref
+async def _ref(request: web.Request) -> str:
+    """The user id the path names: 400 if malformed, 404 if unknown, both before the body is read (as the
+    payout commands resolve their payout first)."""
+    return await manage.resolve_user_id(request.app[STORE].pool, request.match_info["user"])
 
 
 def _no_query(request: web.Request) -> None:
@@ -110,7 +110,7 @@ async def enable(request: web.Request) -> web.Response:
 
 async def _set_disabled(request: web.Request, disabled: bool) -> web.Response:
     _no_query(request)
-    ref = _ref(request)
+    ref = await _ref(request)
     body, _ = await schemas.parse(request, ChangeBody)
     change = await manage.set_disabled(request.app[STORE], ref, disabled, actor_email=_caller_email(request),
                                        meta=_meta(request, _reason(body.reason)))
@@ -120,7 +120,7 @@ async def _set_disabled(request: web.Request, disabled: bool) -> web.Response:
 @routes.post("/api/admin/users/{user}/role")
 async def set_role(request: web.Request) -> web.Response:
     _no_query(request)
-    ref = _ref(request)
+    ref = await _ref(request)
     body, _ = await schemas.parse(request, RoleBody)
     change = await manage.set_role(request.app[STORE], ref, body.role, actor_email=_caller_email(request),
                                    meta=_meta(request, _reason(body.reason)))
@@ -130,7 +130,7 @@ async def set_role(request: web.Request) -> web.Response:
 @routes.post("/api/admin/users/{user}/reset-password")
 async def reset_password(request: web.Request) -> web.Response:
     _no_query(request)
-    ref = _ref(request)
+    ref = await _ref(request)
     body, _ = await schemas.parse(request, ResetPasswordBody)
     change = await manage.reset_password(request.app[STORE], ref, body.password,
                                          meta=_meta(request, _reason(body.reason)))

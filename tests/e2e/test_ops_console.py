@@ -377,6 +377,7 @@ async def test_users_page_disable_enable_role_reset_and_unlock(database_url: str
         await expect(user_row(page, BOB)).to_contain_text("active")
         own = user_row(page, ADMIN_EMAIL)
         await expect(own.locator("button[data-user-action='reset-password']")).to_be_visible()
+        assert "null" not in await page.locator("main").inner_text()
         demote = "button[data-user-action='disable'], button[data-user-action='make-viewer']"
         assert await own.locator(demote).count() == 0
         await shot(page, "users")

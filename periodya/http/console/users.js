@@ -92,7 +92,7 @@ async function pageUsers(main) {
     el("td", {}, el("div", { class: "actions" }, userButtons(u, refresh)))));
   const oneTime = state.oneTime;
   state.oneTime = null;  // shown once: gone on the next render
-  main.replaceChildren(
+  main.replaceChildren(...[
     el("h1", {}, "Users"),
     oneTime ? el("div", { class: "banner warn", id: "one-time-password" },
       `One-time password for ${oneTime.email} (shown only now; hand it over securely): `,
@@ -102,5 +102,5 @@ async function pageUsers(main) {
     canAct() ? unlockForm(refresh) : null,
     el("p", { class: "muted" }, "An admin cannot disable or demote themselves or the last active platform_admin; "
       + "every change is recorded in the log with you as the actor and your reason."),
-  );
+  ].filter(Boolean));  // replaceChildren would show a null as the text "null"
 }
