@@ -81,7 +81,7 @@ def _no_query(request: web.Request) -> None:
         raise BadRequest(f"unknown query parameter {name!r}", [{"field": name, "message": "unknown parameter"}])
 
 
-def _answer(change: manage.Change, action: str, request: web.Request) -> web.Response:
+def _answer(change: manage.Change, action: str) -> web.Response:
     if change.changed:
         log.info("admin_user_changed", action=action, user_id=change.user["userId"], email=change.user["email"],
                  sessions_revoked=change.sessions_revoked)
@@ -114,7 +114,7 @@ async def _set_disabled(request: web.Request, disabled: bool) -> web.Response:
     body, _ = await schemas.parse(request, ChangeBody)
     change = await manage.set_disabled(request.app[STORE], ref, disabled, actor_email=_caller_email(request),
                                        meta=_meta(request, _reason(body.reason)))
-    return _answer(change, "disable" if disabled else "enable", request)
+    return _answer(change, "disable" if disabled else "enable")
 
 
 @routes.post("/api/admin/users/{user}/role")
@@ -124,7 +124,7 @@ async def set_role(request: web.Request) -> web.Response:
     body, _ = await schemas.parse(request, RoleBody)
     change = await manage.set_role(request.app[STORE], ref, body.role, actor_email=_caller_email(request),
                                    meta=_meta(request, _reason(body.reason)))
-    return _answer(change, "role", request)
+    return _answer(change, "role")
 
 
 @routes.post("/api/admin/users/{user}/reset-password")
@@ -134,7 +134,7 @@ async def reset_password(request: web.Request) -> web.Response:
     body, _ = await schemas.parse(request, ResetPasswordBody)
     change = await manage.reset_password(request.app[STORE], ref, body.password,
                                          meta=_meta(request, _reason(body.reason)))
-    return _answer(change, "reset-password", request)
+    return _answer(change, "reset-password")
 
 
 def _address(raw: str) -> str:
