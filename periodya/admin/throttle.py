@@ -23,7 +23,10 @@ from datetime import timedelta
 
 import asyncpg
 
+from periodya.catalog import REGISTRY
 from periodya.errors import PeriodyaError
+from periodya.eventstore import ANY, EventStore, StreamAppend
+from periodya.handlers.unit_of_work import Meta
 
 MAX_FAILURES_PER_EMAIL = 5
 """Per email AND client address."""
@@ -33,6 +36,8 @@ SLOWDOWN_AFTER = 10
 BASE_DELAY = 0.25
 MAX_DELAY = 8.0
 WINDOW = timedelta(minutes=15)
+UNLOCK_STREAM = "admin-login-throttle"
+"""The stream of LoginThrottleUnlocked events."""
 
 # The moment each key's limit-th most recent other row leaves the window (NULL: not at the limit).
 _LIMITED_UNTIL = """
@@ -105,3 +110,23 @@ async def failed(pool: asyncpg.Pool, attempt: Attempt) -> None:
 
 async def _forget(pool: asyncpg.Pool, attempt_id: int) -> None:
     await pool.execute("DELETE FROM login_failures WHERE attempt_id = $1", attempt_id)
+
+
+async def unlock(store: EventStore, email: str | None, address: str | None, *, meta: Meta) -> int:
+    """Clear failed-login rows and record LoginThrottleUnlocked (actor and reason in its metadata) in the
+    same transaction; returns how many rows were cleared. Email alone: that email from every address;
+    address alone: every email from that address; both: that email from that address. The caller
+    normalizes both (lower-case email, canonical address) as begin_attempt's callers do."""
+    from periodya.admin.users import LoginThrottleUnlocked  # users imports nothing from here; keep it so
+
+    if email is None and address is None:
+        raise ValueError("unlock needs an email or an address")
+    async with store.pool.acquire() as conn, conn.transaction():
+        cleared = len(await conn.fetch(
+            "DELETE FROM login_failures WHERE ($1::text IS NULL OR email = $1) "
+            "AND ($2::text IS NULL OR remote_addr = $2) RETURNING 1", email, address))
+        event = REGISTRY.to_new(LoginThrottleUnlocked(email=email, address=address, cleared=cleared),
+                                meta.as_metadata())
+        await store.append([StreamAppend(UNLOCK_STREAM, ANY, [event])], conn=conn)
+    store.wake()
+    return cleared

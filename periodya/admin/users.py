@@ -52,6 +52,58 @@ class AdminSessionsRevoked(Event):
     revoked: int
 
 
+@REGISTRY.register
+class AdminUserDisabled(Event):
+    """An admin disabled a user; every live session of that user was revoked in the same transaction.
+    The actor and the reason are in the event's metadata."""
+
+    event_type = "AdminUserDisabled"
+    user_id: str
+    email: str
+    sessions_revoked: int
+
+
+@REGISTRY.register
+class AdminUserEnabled(Event):
+    """An admin re-enabled a disabled user (who must log in again: their sessions stay revoked)."""
+
+    event_type = "AdminUserEnabled"
+    user_id: str
+    email: str
+
+
+@REGISTRY.register
+class AdminUserRoleChanged(Event):
+    """An admin changed a user's console role (platform_admin or ops_viewer); effective on the next request."""
+
+    event_type = "AdminUserRoleChanged"
+    user_id: str
+    email: str
+    roles_before: tuple[str, ...]
+    roles: tuple[str, ...]
+
+
+@REGISTRY.register
+class AdminPasswordReset(Event):
+    """An admin set a new password for a user (never carried here); every session of the user was revoked."""
+
+    event_type = "AdminPasswordReset"
+    user_id: str
+    email: str
+    generated: bool
+    sessions_revoked: int
+
+
+@REGISTRY.register
+class LoginThrottleUnlocked(Event):
+    """An admin cleared the failed-login rows of an email and/or a client address (periodya/admin/throttle.py)."""
+
+    event_type = "LoginThrottleUnlocked"
+    email: str | None
+    address: str | None
+    cleared: int
+
+
 class UnknownAdminUser(PeriodyaError):
     code = "NOT_FOUND"
 

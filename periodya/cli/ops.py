@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from periodya.config import Settings
-from periodya.opsclient import payouts
+from periodya.opsclient import payouts, users
 from periodya.opsclient.client import ApiClient
 from periodya.opsclient.commands import HANDLERS, JOBS, login, logout
 from periodya.opsclient.config import ConfigStore
@@ -68,6 +68,7 @@ def add_parser(sub: Any) -> None:
         act.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts)")
         if name in payouts.WITH_REASON:
             act.add_argument("--reason", required=True, help="why (recorded with the event)")
+    users.add_parser(add)
     run = add("run", "run one job now on the server and print its summary; exit 1 if an item failed")
     run.add_argument("job", choices=JOBS)
     run.add_argument("--batch", type=int)

@@ -81,3 +81,37 @@ class Me(Shape):
     platform_admin: bool
     session_created_at: Timestamp
     expires_at: Timestamp
+
+
+class AdminUserItem(Shape):
+    """One admin user (periodya/admin/manage.py): never a password or its hash."""
+
+    user_id: str
+    email: str
+    roles: list[str]
+    disabled: bool
+    created_at: Timestamp
+    last_login_at: Timestamp | None = Field(description="when the user's newest session was opened; null: never")
+    last_seen_at: Timestamp | None = Field(description="the last use of any session (written at most once a minute)")
+    live_sessions: int = Field(description="sessions neither revoked nor expired (an idle one may still count)")
+
+
+class AdminUserList(Shape):
+    users: list[AdminUserItem] = Field(description="by email")
+
+
+class AdminUserChange(Shape):
+    user: AdminUserItem = Field(description="the user after the change")
+    changed: bool = Field(description="false: the user was already so; nothing was written")
+    sessions_revoked: int
+
+
+class AdminPasswordResetResult(AdminUserChange):
+    generated_password: str | None = Field(description="the one-time password generated when none was given, shown "
+                                                       "only in this answer; null when the caller set one")
+
+
+class ThrottleUnlockResult(Shape):
+    email: str | None = Field(description="normalized (lower case)")
+    address: str | None = Field(description="canonical form")
+    cleared: int = Field(description="failed-login rows removed")

@@ -16,6 +16,7 @@ from periodya.http import (
     admin_auth_routes,
     admin_me_routes,
     admin_payout_routes,
+    admin_user_routes,
     audit_routes,
     auth,
     client_ip,
@@ -78,6 +79,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, deps: Deps | None = None)
     app.add_routes(runbook_routes.routes)
     app.add_routes(audit_routes.routes)
     app.add_routes(admin_payout_routes.routes)
+    app.add_routes(admin_user_routes.routes)
     app.add_routes(admin_me_routes.routes)
     app.add_routes(console_routes)  # the ops console under /ops/
     metrics_routes.setup(app, settings, app[route_helpers.DEPS])

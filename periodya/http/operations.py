@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from pydantic.alias_generators import to_camel
 
 from periodya.handlers import payout_search
+from periodya.http import admin_user_routes as u
 from periodya.http import api_models as m
 from periodya.http import api_models_admin as a
 from periodya.http import schemas
@@ -121,6 +122,11 @@ _PAYOUT_LINKS = {**{op: (op, {"payout_id": "$response.body#/payoutId"})
                     for op in ("quarantinePayout", "forceFinalize", "getAdminPayout")},
                  "getPayeeBalances": ("getPayeeBalances", {"payee_id": "$response.body#/payeeId"})}
 
+_USER = {"user": {"type": "string", "maxLength": 254, "pattern": f"^(usr_[0-9a-f]{{32}}|{u.EMAIL_PATTERN[1:-1]})$",
+                  "description": "the user id (usr_...) or the email (either case)"}}
+_USER_400 = ("VALIDATION_FAILED",)
+_USER_GUARDS = {409: ("SELF_CHANGE_REFUSED", "LAST_ACTIVE_ADMIN"), 400: _USER_400}
+
 OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/livez"): Op("getLivez", "The process is up", "probes", response=m.Liveness),
     ("GET", "/readyz"): Op("getReadyz", "Ready: database reachable, schema at this code's version, event reader "
@@ -208,6 +214,35 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("POST", "/api/admin/ops/payouts/{id}/cancel"): Op(
         "cancelPayout", "Cancel a quarantined payout: funds back", "ops", response=m.Payout, path=_ANY_ID,
         body=ReasonBody, problems={**_PAYOUT_CMD, 422: ("VALIDATION_FAILED",)}),
+    ("GET", "/api/admin/users"): Op("listAdminUsers", "Admin users with their roles, state and last login", "auth",
+                                    response=a.AdminUserList, problems={400: ("VALIDATION_FAILED",)},
+                                    description="ops_viewer may read it. Any query parameter is 400 "
+                                                "VALIDATION_FAILED."),
+    ("POST", "/api/admin/users/{user}/disable"): Op(
+        "disableAdminUser", "Disable a user: every session of theirs is revoked at once", "auth",
+        response=a.AdminUserChange, body=u.ChangeBody, path=_USER, problems=_USER_GUARDS,
+        description="A repeat is a no-op (`changed` false). 409 SELF_CHANGE_REFUSED: the caller themselves; "
+                    "409 LAST_ACTIVE_ADMIN: the last active platform_admin."),
+    ("POST", "/api/admin/users/{user}/enable"): Op(
+        "enableAdminUser", "Re-enable a disabled user (they log in again)", "auth", response=a.AdminUserChange,
+        body=u.ChangeBody, path=_USER, problems={400: _USER_400},
+        description="A repeat is a no-op (`changed` false)."),
+    ("POST", "/api/admin/users/{user}/role"): Op(
+        "setAdminUserRole", "Set the user's console role: platform_admin or ops_viewer", "auth",
+        response=a.AdminUserChange, body=u.RoleBody, path=_USER, problems=_USER_GUARDS,
+        description="Effective on the user's next request. Demoting: 409 SELF_CHANGE_REFUSED for the caller "
+                    "themselves, 409 LAST_ACTIVE_ADMIN for the last active platform_admin."),
+    ("POST", "/api/admin/users/{user}/reset-password"): Op(
+        "resetAdminUserPassword", "Set a new password (or generate a one-time one); every session revoked",
+        "auth", response=a.AdminPasswordResetResult, body=u.ResetPasswordBody, path=_USER,
+        problems={400: (*_USER_400, "WEAK_PASSWORD")},
+        description="Without `password`, a one-time password is generated and shown only in this answer. "
+                    "The password rules are those of `periodya admin create-user`."),
+    ("POST", "/api/admin/login-throttle/unlock"): Op(
+        "unlockLoginThrottle", "Clear the failed logins of an email and/or a client address", "auth",
+        response=a.ThrottleUnlockResult, body=u.UnlockBody,
+        description="Email alone: that email from every address; address alone: every email from that address; "
+                    "both: that email from that address. At least one is required (400)."),
     ("GET", "/api/admin/audit/payouts/{payout_id}"): Op(
         "getPayoutAudit", "A payout's timeline from the log (payout id or provider id)", "audit",
         response=m.PayoutHistory),

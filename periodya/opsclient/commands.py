@@ -12,7 +12,7 @@ import getpass
 import sys
 from collections.abc import Awaitable, Callable
 
-from periodya.opsclient import health, payouts, render
+from periodya.opsclient import health, payouts, render, users
 from periodya.opsclient.client import ApiClient
 from periodya.opsclient.config import ConfigStore, Session
 from periodya.opsclient.errors import EXIT_ATTENTION, EXIT_AUTH, EXIT_OK, EXIT_USAGE, OpsError
@@ -160,5 +160,5 @@ async def run_job(api: ApiClient, args: argparse.Namespace) -> int:
 HANDLERS: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] = {
     "whoami": whoami, "health": show_health, "jobs": show_jobs, "alerts": show_alerts, "alert": alert_action,
     "payouts": payouts.list_payouts, "payout": payouts.show_payout, "run": run_job,
-    **{name: payouts.act for name in payouts.ACTIONS},
+    **{name: payouts.act for name in payouts.ACTIONS}, "users": users.list_users, "user": users.user_action,
 }

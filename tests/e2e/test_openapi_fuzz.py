@@ -16,6 +16,8 @@ Where our rules are stricter than JSON Schema can say, the check is scoped here,
   path and a query parameter OpenAPI cannot state, so 422 is an accepted answer to schema-valid data there;
 * GET /api/admin/payouts: `cursor` is opaque (only a `nextCursor` this API returned is one), so 400 is an
   accepted answer to schema-valid data there;
+* POST /api/admin/login-throttle/unlock: `address` must parse as an IP address and one of `email` and
+  `address` must be given, which the document says in words only, so 400 is an accepted answer there;
 * POST /api/webhooks/provider: Stripe-Signature is an HMAC over the raw body that no schema can generate,
   so 400 INVALID_SIGNATURE is an accepted answer to schema-valid data there.
 """
@@ -49,6 +51,10 @@ checks.positive_data_acceptance.expected-statuses = ["2XX", "401", "403", "404",
 
 [[operations]]
 include-operation-id = "listAdminPayouts"
+checks.positive_data_acceptance.expected-statuses = ["2XX", "400"]
+
+[[operations]]
+include-operation-id = "unlockLoginThrottle"
 checks.positive_data_acceptance.expected-statuses = ["2XX", "400"]
 
 [[operations]]

@@ -258,3 +258,78 @@ async def test_quarantine_then_cancel_with_the_cli(database_url: str, pool: asyn
         await healthy(cli)
         assert await system.balances("payee-q") == {"USD": {"available": 10_000, "inFlight": 0}}
         assert (await system.sim_stats())["payoutsCreated"] == 0
+
+
+# --- Admin users: list, role, disable/enable, reset password, unlock --------------------------------------
+
+async def test_admin_user_management_with_the_cli(database_url: str, pool: asyncpg.Pool, sim_url: str,
+                                                  tmp_path: Path) -> None:
+    """An admin offboards and onboards a colleague with `periodya ops user ...` alone: confirmation asked
+    (and refused without a terminal), guard rails answered with exit 1, every change an event with the
+    actor and the reason, the colleague's sessions ended at once, the viewer refused with exit 3."""
+    async with running_system(database_url, tmp_path, sim_url=sim_url) as system:
+        cli = await logged_in(system, tmp_path)
+        bob = "bob@example.com"
+        await create_user(system.env, tmp_path, bob, ADMIN_PASSWORD)
+        bob_token = await system.login(bob, ADMIN_PASSWORD)
+        listed = await cli.ok("users")
+        assert bob in listed.out and "platform_admin" in listed.out and "active" in listed.out, listed.out
+        assert [u["email"] for u in (await cli.ok("users", "--json")).json["users"]] == [bob, ADMIN_EMAIL]
+
+        refused = await cli("user", "disable", bob, "--reason", "left the company")  # stdin is not a terminal
+        assert refused.code == 2 and "pass --yes" in refused.err, refused
+        declined = await cli("user", "disable", bob, "--reason", "left the company", tty=True, stdin="no\n")
+        assert declined.code == 1 and "not confirmed" in declined.err, declined
+        assert (await system.call("GET", "/api/auth/me", bob_token))[0] == 200  # nothing changed
+        done = await cli("user", "disable", bob, "--reason", "left the company", tty=True, stdin="yes\n")
+        assert done.code == 0, done
+        assert f"disable admin user {bob}" in done.out and "1 live session(s)" in done.out, done.out
+        assert f"disable: {bob} is now DISABLED" in done.out and "(1 session(s) ended)" in done.out, done.out
+        assert (await system.call("GET", "/api/auth/me", bob_token))[0] == 401  # at once
+        again = await cli.ok("user", "disable", bob, "--reason", "again", "--yes", "--json")
+        assert (again.json["changed"], again.json["user"]["disabled"]) == (False, True)
+
+        self_disable = await cli("user", "disable", ADMIN_EMAIL, "--reason", "oops", "--yes")
+        assert self_disable.code == 1 and "409 SELF_CHANGE_REFUSED" in self_disable.err, self_disable
+        self_demote = await cli("user", "role", ADMIN_EMAIL, "ops_viewer", "--reason", "oops", "--yes")
+        assert self_demote.code == 1 and "409 SELF_CHANGE_REFUSED" in self_demote.err, self_demote
+        unknown = await cli("user", "enable", "nobody@example.com", "--reason", "x", "--yes")
+        assert unknown.code == 1 and "no admin user" in unknown.err, unknown
+        no_reason = await cli("user", "enable", bob, "--reason", "  ", "--yes")
+        assert no_reason.code == 2, no_reason
+
+        await cli.ok("user", "enable", bob, "--reason", "rehired", "--yes")
+        role = await cli.ok("user", "role", bob, "ops_viewer", "--reason", "read-only for now", "--yes", "--json")
+        assert role.json["user"]["roles"] == ["ops_viewer"], role.out
+        reset = await cli.ok("user", "reset-password", bob, "--reason", "forgot it", "--yes")
+        [line] = [x for x in reset.out.splitlines() if x.startswith("one-time password for")]
+        generated = line.rsplit(" ", 1)[1]
+        viewer = OpsCli(tmp_path / "viewer-config")
+        await viewer.ok("login", "--url", system.api, "--email", bob, "--password-stdin", stdin=generated + "\n")
+        assert bob in (await viewer.ok("users")).out  # a viewer may list
+        forbidden = await viewer("user", "enable", ADMIN_EMAIL, "--reason", "x", "--yes")
+        assert forbidden.code == 3 and "forbidden" in forbidden.err, forbidden
+        chosen = "a chosen new password"
+        await cli.ok("user", "reset-password", bob, "--password-stdin", "--reason", "chosen", "--yes",
+                     stdin=chosen + "\n")
+        assert (await viewer("whoami")).code == 3  # every session of bob's ended
+        await system.login(bob, chosen)
+
+        for _ in range(5):
+            status, _body = await system.call("POST", "/api/auth/login", None,
+                                              json={"email": bob, "password": "wrong password"})
+            assert status == 401
+        status, _body = await system.call("POST", "/api/auth/login", None, json={"email": bob, "password": chosen})
+        assert status == 429
+        unlocked = await cli.ok("user", "unlock", bob, "--reason", "locked out by typos", "--yes")
+        assert f"cleared 5 failed login(s) of {bob}" in unlocked.out, unlocked.out
+        await system.login(bob, chosen)
+
+        rows = await pool.fetch("SELECT event_type, metadata->>'actor' AS actor, metadata->>'reason' AS reason "
+                                "FROM events WHERE event_type NOT IN ('AdminUserCreated') AND "
+                                "(stream_id LIKE 'admin-user-%' OR stream_id = 'admin-login-throttle') ORDER BY seq")
+        assert [(r["event_type"], r["actor"], r["reason"]) for r in rows] == [
+            ("AdminUserDisabled", ADMIN_ACTOR, "left the company"), ("AdminUserEnabled", ADMIN_ACTOR, "rehired"),
+            ("AdminUserRoleChanged", ADMIN_ACTOR, "read-only for now"),
+            ("AdminPasswordReset", ADMIN_ACTOR, "forgot it"), ("AdminPasswordReset", ADMIN_ACTOR, "chosen"),
+            ("LoginThrottleUnlocked", ADMIN_ACTOR, "locked out by typos")]

@@ -352,3 +352,92 @@ async def test_csrf_and_missing_session_are_refused(database_url: str, sim_url: 
 
 async def _no_session_cookie(page: Page) -> bool:
     return not [c for c in await page.context.cookies() if c["name"] == "periodya_session"]
+
+
+# --- admin users ---------------------------------------------------------------------------------------
+
+BOB = "bob@example.com"
+
+
+def user_row(page: Page, email: str) -> Any:
+    return page.locator(f"#users tr[data-user='{email}']")
+
+
+async def test_users_page_disable_enable_role_reset_and_unlock(database_url: str, pool: asyncpg.Pool, sim_url: str,
+                                                               tmp_path: Path, page: Page) -> None:
+    """The Users page: disable (bob's session ends at once), enable, make viewer, reset password (the
+    one-time password shown once), unlock a throttle; each confirmed with a reason in a dialog naming the
+    user; no disable or demote button on one's own row; then bob, now a viewer, sees no buttons and the API
+    refuses him."""
+    async with running_system(database_url, tmp_path, sim_url=sim_url) as system:
+        await create_user(system.env, tmp_path, BOB, ADMIN_PASSWORD)
+        bob_token = await system.login(BOB, ADMIN_PASSWORD)
+        await login(page, system)
+        await goto(page, system, "users")
+        await expect(user_row(page, BOB)).to_contain_text("active")
+        own = user_row(page, ADMIN_EMAIL)
+        await expect(own.locator("button[data-user-action='reset-password']")).to_be_visible()
+        assert "null" not in await page.locator("main").inner_text()
+        demote = "button[data-user-action='disable'], button[data-user-action='make-viewer']"
+        assert await own.locator(demote).count() == 0
+        await shot(page, "users")
+
+        await user_row(page, BOB).locator("button[data-user-action='disable']").click()
+        dialog = page.locator("dialog#confirm")
+        for text in (BOB, "Reason (required)", "1"):  # names the user and their live session
+            await expect(dialog).to_contain_text(text)
+        await page.click("#confirm-ok")
+        await expect(page.locator("#confirm-error")).to_have_text("A reason is required.")
+        await shot(page, "users-disable-confirm")
+        await confirm(page, [BOB], reason="left the company")
+        await expect(user_row(page, BOB)).to_contain_text("DISABLED")
+        status, _ = await system.call("GET", "/api/auth/me", bob_token)
+        assert status == 401  # at once
+
+        await user_row(page, BOB).locator("button[data-user-action='enable']").click()
+        await confirm(page, [BOB], reason="rehired")
+        await expect(user_row(page, BOB)).to_contain_text("active")
+        await user_row(page, BOB).locator("button[data-user-action='make-viewer']").click()
+        await confirm(page, [BOB, "ops_viewer"], reason="read-only for now")
+        await expect(user_row(page, BOB)).to_contain_text("ops_viewer")
+        await user_row(page, BOB).locator("button[data-user-action='reset-password']").click()
+        await confirm(page, [BOB, "one-time password"], reason="forgot it")
+        await expect(page.locator("#one-time-password")).to_contain_text(BOB)
+        generated = await page.locator("#one-time-value").inner_text()
+        assert len(generated) == 24
+        await shot(page, "users-one-time-password")
+        await goto(page, system, "health")
+        await goto(page, system, "users")
+        await expect(page.locator("#users")).to_be_visible()
+        assert await page.locator("#one-time-password").count() == 0  # shown once
+
+        for _ in range(5):
+            status, _ = await system.call("POST", "/api/auth/login", None, json={"email": BOB, "password": "wrong!"})
+            assert status == 401
+        await page.fill("#unlock-form input[name=email]", BOB)
+        await page.click("#unlock-form button[type=submit]")
+        await confirm(page, [BOB], reason="locked out by typos")
+        await expect(page.locator("#toast")).to_contain_text("cleared 5")
+        await shot(page, "users-unlocked")
+
+        await page.click("#logout")
+        await expect(page.locator("#login-error")).to_have_text("Signed out.")
+        await login(page, system, BOB, generated)
+        await goto(page, system, "users")
+        await expect(page.locator("#readonly")).to_be_visible()
+        await expect(user_row(page, ADMIN_EMAIL)).to_be_visible()
+        assert await page.locator("button[data-user-action], #unlock-form").count() == 0
+        await shot(page, "users-viewer")
+        token = await csrf_token(page)
+        out = await fetch(page, "POST", f"/api/admin/users/{ADMIN_EMAIL}/disable",
+                          {"X-CSRF-Token": token, "Content-Type": "application/json"}, {"reason": "not allowed"})
+        assert (out["status"], out["body"]["code"]) == (403, "FORBIDDEN"), out
+
+        rows = await pool.fetch("SELECT event_type, metadata->>'actor' AS actor, metadata->>'reason' AS reason "
+                                "FROM events WHERE event_type <> 'AdminUserCreated' AND "
+                                "(stream_id LIKE 'admin-user-%' OR stream_id = 'admin-login-throttle') ORDER BY seq")
+        actor = f"admin:{ADMIN_EMAIL}"
+        assert [(r["event_type"], r["actor"], r["reason"]) for r in rows] == [
+            ("AdminUserDisabled", actor, "left the company"), ("AdminUserEnabled", actor, "rehired"),
+            ("AdminUserRoleChanged", actor, "read-only for now"), ("AdminPasswordReset", actor, "forgot it"),
+            ("LoginThrottleUnlocked", actor, "locked out by typos")]

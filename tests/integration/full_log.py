@@ -76,6 +76,13 @@ async def build_full_log(p: Pipeline, settings: Settings, payouts: int = 6) -> N
     await _admin_ok(p, "POST", f"/api/admin/ops/alerts/{alert['alertId']}/resolve", json={"note": "seen"})
     await periodya.admin.users.create_user(p.store, "fl-leaver@example.com", "a long enough password", meta=META)
     await periodya.admin.users.revoke_sessions(p.store, "fl-leaver@example.com", meta=META)  # AdminSessionsRevoked
+    leaver, why = "/api/admin/users/fl-leaver@example.com", {"reason": "drill"}
+    await _admin_ok(p, "POST", f"{leaver}/role", json={"role": "ops_viewer", **why})  # AdminUserRoleChanged
+    await _admin_ok(p, "POST", f"{leaver}/reset-password", json=why)  # AdminPasswordReset
+    await _admin_ok(p, "POST", f"{leaver}/disable", json=why)  # AdminUserDisabled
+    await _admin_ok(p, "POST", f"{leaver}/enable", json=why)  # AdminUserEnabled
+    await _admin_ok(p, "POST", "/api/admin/login-throttle/unlock",  # LoginThrottleUnlocked
+                    json={"email": "fl-leaver@example.com", **why})
     p.advance(24 * 60)  # today is closed: the daily sentinel records its digest
     assert (await sentinel.run(p.deps, mode="full")).details.get("digest:recorded"), "no digest recorded"
     types = {r["event_type"] for r in await pool.fetch("SELECT DISTINCT event_type FROM events")}

@@ -8,7 +8,21 @@ from __future__ import annotations
 import base64
 import uuid
 
-from periodya.http.api_models_admin import AdminPayoutDetail, JobTable, Me, PayoutPage
+import asyncpg
+
+from periodya.admin import users
+from periodya.eventstore import EventStore
+from periodya.handlers.unit_of_work import Meta
+from periodya.http.api_models_admin import (
+    AdminPasswordResetResult,
+    AdminPayoutDetail,
+    AdminUserChange,
+    AdminUserList,
+    JobTable,
+    Me,
+    PayoutPage,
+    ThrottleUnlockResult,
+)
 from tests.conftest import CRON_SECRET
 from tests.integration import test_openapi
 from tests.integration.spec_client import SpecClient
@@ -77,3 +91,28 @@ async def test_a_cursor_naming_a_nul_character_is_400_not_a_database_error(spec_
         raw = base64.urlsafe_b64encode(f"2026-01-01T00:00:00+00:00|{payout_id}".encode()).decode().rstrip("=")
         answer = await spec_client.call("listAdminPayouts", cursor=raw)
         assert answer.status == 400 and answer.body["code"] == "VALIDATION_FAILED", (payout_id, answer.body)
+
+
+async def test_the_user_management_calls_answer_as_the_document_says(spec_client: SpecClient,
+                                                                     pool: asyncpg.Pool) -> None:
+    c = spec_client
+    bob = await users.create_user(EventStore(pool), "bob@example.com", "a long enough password", meta=Meta(actor="t"))
+    listed = await c.call("listAdminUsers")
+    assert listed.status == 200 and [u["email"] for u in listed.body["users"]] == ["bob@example.com", "ops@example.com"]
+    AdminUserList.model_validate(listed.body)
+    why = {"reason": "spec check"}
+    for op, body in (("setAdminUserRole", {"role": "ops_viewer", **why}), ("disableAdminUser", why),
+                     ("enableAdminUser", why)):
+        answer = await c.call(op, body, user=bob)
+        assert answer.status == 200 and answer.body["changed"], answer
+        AdminUserChange.model_validate(answer.body)
+    reset = await c.call("resetAdminUserPassword", why, user="bob@example.com")
+    assert reset.status == 200 and reset.body["generatedPassword"]
+    AdminPasswordResetResult.model_validate(reset.body)
+    unlocked = await c.call("unlockLoginThrottle", {"email": "bob@example.com", "address": "10.0.0.1", **why})
+    assert unlocked.status == 200 and unlocked.body == {"email": "bob@example.com", "address": "10.0.0.1", "cleared": 0}
+    ThrottleUnlockResult.model_validate(unlocked.body)
+    refused = await c.call("disableAdminUser", why, user="ops@example.com")
+    assert refused.status == 409 and refused.body["code"] == "SELF_CHANGE_REFUSED"
+    missing = await c.call("enableAdminUser", why, user="nobody@example.com")
+    assert missing.status == 404 and missing.body["code"] == "NOT_FOUND"

@@ -54,3 +54,37 @@ def test_session_ttl_defaults_to_twelve_hours_and_is_configurable() -> None:
 
 def test_token_hash_is_sha256_of_the_token() -> None:
     assert sessions.token_hash("abc") == hashlib.sha256(b"abc").digest()
+
+
+@pytest.mark.parametrize("ref", ["usr_" + "a" * 32, "Bob@Example.com"])
+def test_a_user_is_named_by_id_or_email(ref: str) -> None:
+    from periodya.admin import manage
+
+    column, value = manage.check_user_ref(ref)
+    assert (column, value) == (("user_id", ref) if ref.startswith("usr_") else ("email", "bob@example.com"))
+
+
+@pytest.mark.parametrize("bad", ["usr_1", "nobody", "a\x00b@x.y", "\ud800@x.y", ""])
+def test_a_malformed_user_reference_is_refused(bad: str) -> None:
+    from periodya.admin import manage
+
+    with pytest.raises(users.InvalidAdminUser):
+        manage.check_user_ref(bad)
+
+
+def test_the_user_management_events_are_registered_and_carry_no_password() -> None:
+    for model in (users.AdminUserDisabled, users.AdminUserEnabled, users.AdminUserRoleChanged,
+                  users.AdminPasswordReset, users.LoginThrottleUnlocked):
+        assert REGISTRY.model_for(model.event_type) is model
+        assert not {"password", "password_hash"} & set(model.model_fields)
+    reset = REGISTRY.to_new(users.AdminPasswordReset(user_id="usr_1", email="a@b.c", generated=True,
+                                                     sessions_revoked=2), {"actor": "admin:x", "reason": "r"})
+    assert reset.data == {"userId": "usr_1", "email": "a@b.c", "generated": True, "sessionsRevoked": 2}
+
+
+def test_a_generated_password_meets_the_rules() -> None:
+    from periodya.admin import manage
+    from periodya.admin.passwords import check_new_password
+
+    first, second = manage.generate_password(), manage.generate_password()
+    assert len(first) == manage.GENERATED_LENGTH and first != second and check_new_password(first) == first

@@ -107,3 +107,23 @@ def test_session_file_is_0600_per_url_and_remembers_the_last(tmp_path: Path, mon
     with pytest.raises(OpsError) as caught:
         store.session("http://b:2")
     assert caught.value.exit_code == EXIT_USAGE
+
+
+def test_ops_user_takes_its_flags_before_or_after_the_action() -> None:
+    import argparse
+
+    from periodya.cli import ops as commands
+
+    parser = argparse.ArgumentParser()
+    commands.add_parser(parser.add_subparsers(dest="command"))
+    before = parser.parse_args(["ops", "user", "--json", "--url", "http://h", "disable", "b@x.y", "--reason", "r"])
+    assert (before.json, before.url, before.user_action, before.email, before.yes) == (
+        True, "http://h", "disable", "b@x.y", False)
+    after = parser.parse_args(["ops", "user", "role", "b@x.y", "ops_viewer", "--reason", "r", "--yes", "--json"])
+    assert (after.json, after.url, after.role, after.yes) == (True, None, "ops_viewer", True)
+    unlock = parser.parse_args(["ops", "user", "unlock", "--address", "10.0.0.1", "--reason", "r"])
+    assert (unlock.email, unlock.address, unlock.json) == (None, "10.0.0.1", False)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["ops", "user", "role", "b@x.y", "root", "--reason", "r"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["ops", "user", "disable", "b@x.y"])  # --reason is required

@@ -462,6 +462,7 @@ async function render() {
     else if (page === "payouts" && parts[1]) await pagePayout(view, decodeURIComponent(parts[1]));
     else if (page === "payouts") await pagePayouts(view, params);
     else if (page === "jobs") await pageJobs(view);
+    else if (page === "users") await pageUsers(view);  // users.js
     else await pageHealth(view);
     if (!canAct()) view.prepend(el("div", { class: "banner warn readonly", id: "readonly" },
       "Read-only account: actions are not available (the API refuses them without platform_admin)."));
