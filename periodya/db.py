@@ -93,7 +93,11 @@ async def connect_pool(url: str, *, min_size: int = 2, max_size: int = 10, **kwa
 
 
 async def migrate(conn: asyncpg.Connection) -> None:
-    """Apply schema.sql. Idempotent; serialised by an advisory lock so two migrators cannot race."""
+    """Apply schema.sql. Idempotent; serialised by an advisory lock so two migrators cannot race.
+
+    Also upgrades a database made by an earlier schema.sql: what CREATE ... IF NOT EXISTS leaves alone
+    (a CHECK on an existing table) goes through schema.sql's add_check. One transaction: a failure (a
+    row the new CHECK refuses) leaves the database as it was and records no digest."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(7305861150284930)")
         await conn.execute(schema_sql())
