@@ -34,7 +34,7 @@ from periodya.admin.users import (
     check_email,
     stream,
 )
-from periodya.catalog import REGISTRY
+from periodya.event_registry import REGISTRY
 from periodya.domain.errors import InvalidState, NotFound
 from periodya.domain.events import Event
 from periodya.eventstore import ANY, EventStore, StreamAppend
