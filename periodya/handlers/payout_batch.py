@@ -87,22 +87,34 @@ class PayoutRequest:
     digest: str = ""
 
 
-async def request_payouts(uow: UnitOfWork, batch: Sequence[PayoutRequest]) -> list[Answer | DomainError]:
+async def request_payouts(uow: UnitOfWork, batch: Sequence[PayoutRequest], *,
+                          fresh: bool = True) -> list[Answer | DomainError]:
     """THE way a payout request is written, for a batch of any size (a request alone is a batch of one):
     one sorted lock call, one read of stored answers and balances, each request decided in turn, one
     append with its projections, one idempotency insert. Returns one outcome per request, in order: its
     (HTTP status, body), or the DomainError that refused it (it wrote nothing). Anything else raises and,
     the transaction being the caller's, nothing of the batch is written.
 
-    Every payout id must be fresh (see the module docstring, Locks); an id whose stream exists already is
-    refused by the append's NO_STREAM expectation (ConcurrencyConflict), which fails the whole batch.
-    At most one request per Idempotency-Key (the scheduler's `key`)."""
+    `fresh` (POST /api/payouts: the ids were generated just now) takes every lock in ONE sorted call (see
+    the module docstring, Locks) and reads no payout state: an id whose stream exists after all is refused
+    by the append's NO_STREAM expectation (ConcurrencyConflict), which fails the whole batch. Otherwise
+    (a caller-chosen id) the streams are locked and folded first and the accounts locked after, the order
+    of unit_of_work, and a used id is refused by decide_request (InvalidState). Only how the locks are
+    taken differs: the decision and what is written are the same. At most one request per Idempotency-Key
+    (the scheduler's `key`)."""
     keyed = [r.key for r in batch if r.key is not None]
-    locks = {name for r in batch for name in (stream_lock(payout.stream(r.cmd.payout_id)),
-                                              *(lock_name(a, r.cmd.currency) for a in payee_accounts(r.cmd)))}
-    locks |= {idempotency.lock_name(SCOPE, k) for k in keyed}
+    lead = {idempotency.lock_name(SCOPE, k) for k in keyed} | {stream_lock(payout.stream(r.cmd.payout_id))
+                                                              for r in batch}
+    then = {lock_name(a, r.cmd.currency) for r in batch for a in payee_accounts(r.cmd)}
+    locks = lead | then
     payables = sorted({(accounts.payable(r.cmd.payee_id), r.cmd.currency) for r in batch})
-    await uow.lock(locks)
+    states: dict[str, payout.PayoutState | None] = {}
+    if fresh:
+        await uow.lock(locks)
+    else:
+        await uow.lock(lead)
+        states = {r.cmd.payout_id: await uow.load_payout(r.cmd.payout_id) for r in batch}
+        await uow.lock(then)
     rows = await uow.conn.fetch(READ_STORED, SCOPE, keyed, [a for a, _ in payables], [c for _, c in payables])
     stored = {row["key"]: (row["request_hash"], row["status"], row["response"])
               for row in rows if row["key"] is not None}
@@ -116,7 +128,7 @@ async def request_payouts(uow: UnitOfWork, batch: Sequence[PayoutRequest]) -> li
                 outcomes[i] = (answer.status, answer.body)
                 continue
             payable = (accounts.payable(r.cmd.payee_id), r.cmd.currency)
-            decision = payout.decide_request(None, r.cmd, available.get(payable, 0))
+            decision = payout.decide_request(states.get(r.cmd.payout_id), r.cmd, available.get(payable, 0))
         except DomainError as exc:
             outcomes[i] = exc  # refused: adds nothing to the batch
             continue

@@ -40,10 +40,10 @@ async def refund_escrow(uow: UnitOfWork, cmd: escrow.RefundEscrow) -> dict[str, 
 
 
 async def request_payout(uow: UnitOfWork, cmd: payout.RequestPayout) -> dict[str, Any]:
-    """Reserve funds for a payout whose id is fresh (no stream holds it yet): a batch of one through
+    """Reserve funds for a payout under a caller-chosen id: a batch of one through
     payout_batch.request_payouts, the one path that writes payout requests (POST /api/payouts batches
-    them). Raises the typed error that refused it."""
-    [outcome] = await payout_batch.request_payouts(uow, [payout_batch.PayoutRequest(cmd, uow.meta)])
+    them). Raises the typed error that refused it (InvalidState for an id already used)."""
+    [outcome] = await payout_batch.request_payouts(uow, [payout_batch.PayoutRequest(cmd, uow.meta)], fresh=False)
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome[1]
