@@ -1,6 +1,6 @@
 """The sentinel job: `recent` (hourly) checks what was written since its last checkpoint, `full` (daily)
 checks everything. Findings raise alerts (once per (code, subject) while open); an open alert
-auto-resolves when this run checked its own condition and found it gone (sentinel_checks.Result.cleared),
+auto-resolves when this run checked its own condition and found it gone (check_result.Result.cleared),
 except LEDGER_UNBALANCED and HASH_CHAIN_BROKEN, which wait for a human. At most
 MAX_NEW_PER_CODE alerts are raised per code per run; the rest are summed up in one ALERTS_CAPPED alert.
 """
@@ -18,7 +18,8 @@ from periodya.handlers import alerts
 from periodya.handlers.unit_of_work import Meta, run_command
 from periodya.logging import get_logger
 from periodya.runners.base import Summary
-from periodya.runners.sentinel_checks import CHECKS, Result, Scope, remedy
+from periodya.runners.check_result import Result, Scope
+from periodya.runners.sentinel_checks import CHECKS, remedy
 
 MAX_NEW_PER_CODE = 50
 MAX_DIGEST_DAYS = 31  # daily digests recorded per full run, oldest first

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -23,6 +22,7 @@ from periodya.deps import Deps
 from periodya.domain.alerts import CRITICAL, WARNING
 from periodya.eventstore.verify import chain_breaks_in_db
 from periodya.projections import invariants
+from periodya.runners.check_result import Result, Scope
 from periodya.runners.webhook_check import CODE as WEBHOOK_CODE
 from periodya.runners.webhook_check import REMEDY as WEBHOOK_REMEDY
 from periodya.runners.webhook_check import webhook_signatures_failing
@@ -66,33 +66,6 @@ def remedy(code: str, details: dict[str, Any]) -> str:
     """The code's remedy with each `{key}` replaced by the alert's details[key] (the real ids); a key the
     details lack (none should) is left as written rather than failing the alert."""
     return _PLACEHOLDER.sub(lambda m: str(details.get(m.group(1), m.group(0))), REMEDY[code])
-
-
-@dataclass
-class Scope:
-    """What a run examines: everything (full) or the streams written since the last checkpoint (recent)."""
-
-    full: bool
-    streams: list[str] = field(default_factory=list)
-
-    @property
-    def groups(self) -> list[str]:
-        return [s[len("ledger-"):] for s in self.streams if s.startswith("ledger-")]
-
-
-@dataclass
-class Result:
-    code: str
-    severity: str
-    findings: dict[str, dict[str, Any]]
-    complete: bool
-    examined: int
-    checked: frozenset[str] = frozenset()
-    """Subjects examined by an incomplete check: their open alerts absent from `findings` are cleared."""
-
-    def cleared(self, subject: str) -> bool:
-        """Whether this run checked `subject`'s condition and found it gone."""
-        return subject not in self.findings and (self.complete or subject in self.checked)
 
 
 Check = Callable[[Deps, asyncpg.Connection, Scope], Awaitable[Result]]

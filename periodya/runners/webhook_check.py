@@ -8,16 +8,12 @@ the whole condition each run, so its alert resolves itself once the refusals sto
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import asyncpg
 
 from periodya.deps import Deps
 from periodya.domain.alerts import WARNING
 from periodya.handlers.webhook_refusals import refused_since
-
-if TYPE_CHECKING:
-    from periodya.runners.sentinel_checks import Result, Scope
+from periodya.runners.check_result import Result, Scope
 
 CODE = "WEBHOOK_SIGNATURES_FAILING"
 SUBJECT = "provider-webhooks"
@@ -31,8 +27,6 @@ REMEDY = ("Provider webhooks keep failing their signature check (details.lastRea
 
 
 async def webhook_signatures_failing(deps: Deps, conn: asyncpg.Connection, scope: Scope) -> Result:
-    from periodya.runners.sentinel_checks import Result
-
     refused, minutes, reason = await refused_since(conn, deps.minutes_ago(WINDOW_MINUTES))
     findings = {SUBJECT: {"refusedLast15m": refused, "minutesWithRefusals": minutes, "lastReason": reason}
                 } if minutes >= PERSIST_MINUTES else {}

@@ -20,11 +20,10 @@ from periodya.eventstore.verify import chain_breaks_in_db
 from periodya.handlers import platform
 from periodya.handlers.unit_of_work import run_command
 from periodya.runners import outbox, sentinel
+from periodya.runners.check_result import Result, Scope
 from periodya.runners.sentinel_checks import (
     REMEDY,
     Check,
-    Result,
-    Scope,
     balance_drift,
     balance_entries_drift,
     duplicate_payout,
