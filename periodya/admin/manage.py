@@ -34,9 +34,9 @@ from periodya.admin.users import (
     check_email,
     stream,
 )
-from periodya.catalog import REGISTRY
 from periodya.domain.errors import InvalidState, NotFound
 from periodya.domain.events import Event
+from periodya.event_registry import REGISTRY
 from periodya.eventstore import ANY, EventStore, StreamAppend
 from periodya.eventstore.hashing import lock_key
 from periodya.handlers.unit_of_work import Meta

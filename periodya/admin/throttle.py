@@ -23,8 +23,8 @@ from datetime import timedelta
 
 import asyncpg
 
-from periodya.catalog import REGISTRY
 from periodya.errors import PeriodyaError
+from periodya.event_registry import REGISTRY
 from periodya.eventstore import ANY, EventStore, StreamAppend
 from periodya.handlers.unit_of_work import Meta
 
