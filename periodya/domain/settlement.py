@@ -8,7 +8,10 @@
     anything else    -> nothing to do (pending, in transit: the final word is still to come).
 
 `settle` is used by every caller that hears the provider: the webhooks job, reconcile-pull, the
-operator's force-reconcile and force-finalize. It is pure (no I/O, no clock, no ids: group ids come
+operator's force-reconcile and force-finalize. `adopt` is `settle` for a provider payout found by our
+idempotency key (the payout id) for a payout that names none, because the create's answer was lost:
+it records the payout sent first (the provider id learned), whatever the word, once the payout found
+is for our amount and currency. It is pure (no I/O, no clock, no ids: group ids come
 from the stream and its version) and answers with a typed value instead of raising:
 
     Record(decision, state)   what to append (events and ledger groups) and the state after it
@@ -69,6 +72,10 @@ class ProviderOutcome:
     provider_event_id: str | None = None
     failure_code: str | None = None
     failure_message: str | None = None
+    amount: int | None = None
+    """The provider payout's amount and currency, when the answer carries them (a retrieve or a lookup
+    does, a webhook row does not): `adopt` checks them before naming the provider payout ours."""
+    currency: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,33 @@ def settle(state: PayoutState, outcome: ProviderOutcome, *, force: bool = False)
     if decision.is_noop:
         return NothingToDo(f"already recorded: {outcome.status}")
     return Record(decision, after)
+
+
+def adopt(state: PayoutState, found: ProviderOutcome, *, force: bool = False) -> Settlement:
+    """The provider's word `found` about the payout it holds under our idempotency key, for a payout that
+    may name no provider payout yet (a send whose answer was lost, then e.g. quarantined).
+
+    Names one already: exactly `settle`. Names none: the payout found must be for our amount and
+    currency (else Refused: it is not ours to record), then PayoutSent (the provider id learned; a
+    QUARANTINED payout stays QUARANTINED) and `settle` on the state after it. A word that is not final
+    still records the PayoutSent; under `force` anything but paid is refused and nothing is recorded."""
+    if state.provider_payout_id is not None:
+        return settle(state, found, force=force)
+    if force and found.status not in PAID_WORDS:
+        return Refused(refusal(state, "force-finalize", f"the provider says {found.status}"))
+    if (found.amount, found.currency) != (state.amount, state.currency):
+        return Refused(refusal(state, "record sent", f"provider payout {found.provider_payout_id} is for "
+                               f"{found.amount} {found.currency}, not {state.amount} {state.currency}"))
+    if state.status not in (SENDING, REQUESTED, QUARANTINED):
+        return Refused(refusal(state, "record sent", f"the provider holds {found.provider_payout_id}"))
+    sent = Decision((PayoutSent(provider_payout_id=found.provider_payout_id, source=found.source),))
+    after = _after(state, sent)
+    settled = settle(after, found, force=force)
+    if isinstance(settled, Record):
+        return Record(Decision(sent.events + settled.decision.events, settled.decision.groups), settled.state)
+    if isinstance(settled, NothingToDo):
+        return Record(sent, after)
+    return settled
 
 
 def _after(state: PayoutState, decision: Decision) -> PayoutState:
@@ -185,4 +219,4 @@ def decide_provider_failed(state: PayoutState | None, provider_payout_id: str | 
 
 
 __all__ = ["FAILED_WORDS", "PAID_WORDS", "NothingToDo", "ProviderOutcome", "Record", "Refused", "Settlement",
-           "decide_finalize", "decide_provider_failed", "decide_provider_paid", "settle"]
+           "adopt", "decide_finalize", "decide_provider_failed", "decide_provider_paid", "settle"]
