@@ -46,6 +46,7 @@ RUN_PREFIX = "/api/admin/ops/run/"
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 ALERT = ("OUTBOX_STUCK", "payout:walk-rerun-outbox")
 ALERT_ID = alerts.alert_id(*ALERT, 1)
+TARGET = "walk-target@example.com"  # the user the user-management routes change (not one the walk logs in as)
 SEED_META = Meta(actor="test:walk")
 
 
@@ -70,11 +71,18 @@ def concrete(path: str) -> str:
         return path.replace("walk-id", "walk-" + path.rsplit("/", 1)[1])
     if path == "/api/admin/payouts/walk-id":
         return "/api/admin/payouts/walk-rerun-outbox"
-    return (path.replace("walk-alert_id", ALERT_ID).replace("walk-account", "payable:walk-payee")
+    return (path.replace("walk-alert_id", ALERT_ID).replace("walk-user", TARGET)
+            .replace("walk-account", "payable:walk-payee")
             .replace("walk-escrow_id", "walk-escrow").replace("walk-payout_id", "walk-rerun-outbox"))
 
 
 def body_for(path: str) -> dict[str, Any]:
+    if path.endswith("/role"):
+        return {"role": "ops_viewer", "reason": "route walk"}
+    if path.endswith("/unlock"):
+        return {"email": TARGET, "reason": "route walk"}
+    if path.startswith("/api/admin/users/"):
+        return {"reason": "route walk"}
     if path.endswith(("/quarantine", "/cancel")):
         return {"reason": "route walk"}
     if path.endswith(("/ack", "/resolve")):
@@ -105,9 +113,15 @@ ANSWERS: dict[tuple[str, str], tuple[int, Any]] = {
     **{(m, f"{RUN_PREFIX}{job}"): (200, lambda b, job=job: b["job"].split(":")[0] == job)
        for job in JOBS for m in ("POST", "GET")},  # GET: the cron secret only
     ("GET", "/api/admin/jobs"): (200, lambda b: isinstance(b, dict | list)),
+    ("GET", "/api/admin/users"): (200, lambda b: TARGET in str(b) and "walk-admin@example.com" in str(b)),
+    **{("POST", f"/api/admin/users/walk-user/{act}"): (200, lambda b: TARGET in str(b["user"]))
+       for act in ("disable", "enable", "role")},
+    ("POST", "/api/admin/users/walk-user/reset-password"): (200, lambda b: len(b["generatedPassword"]) == 24),
+    ("POST", "/api/admin/login-throttle/unlock"): (200, lambda b: b["email"] == TARGET and "cleared" in b),
     ("GET", "/api/admin/payouts"): (200, lambda b: "walk-rerun-outbox" in str(b)),
     ("GET", "/api/admin/payouts/walk-id"): (200, lambda b: "walk-rerun-outbox" in str(b)),
-    **{("HEAD", p): (200, None) for p in ("/api/admin/jobs", "/api/admin/payouts", "/api/admin/payouts/walk-id",
+    **{("HEAD", p): (200, None) for p in ("/api/admin/jobs", "/api/admin/payouts", "/api/admin/users",
+                                          "/api/admin/payouts/walk-id",
                                           "/api/admin/audit/accounts/walk-account",
                                           "/api/admin/audit/escrows/walk-escrow_id",
                                           "/api/admin/audit/payouts/walk-payout_id", "/api/admin/ops/alerts",
@@ -179,6 +193,7 @@ async def walk(walk_database: str, tmp_path_factory: pytest.TempPathFactory) -> 
         password = "walk password 0123456789"
         await create_user(env, log_dir, "walk-admin@example.com", password)
         await create_user(env, log_dir, "walk-support@example.com", password, roles=("support",))
+        await create_user(env, log_dir, TARGET, password)
         async with aiohttp.ClientSession() as http:
             async def login(email: str) -> str:
                 async with http.post(f"{api}/api/auth/login", json={"email": email, "password": password}) as r:
