@@ -22,9 +22,10 @@ from typing import Any
 
 import asyncpg
 
-from periodya.audit.points import Point, above_horizon, resolve, rfc3339
+from periodya.audit.points import Point, above_horizon, resolve
 from periodya.domain.accounts import is_protected
 from periodya.eventstore.model import Position
+from periodya.eventstore.timeline import rfc3339
 
 _AS_OF = """
 SELECT x.account, x.currency, sum(x.credit) - sum(x.debit) AS balance, sum(x.debit) AS debits,

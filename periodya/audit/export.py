@@ -23,7 +23,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from periodya.audit.points import Point, position_of, rfc3339
+from periodya.audit.points import Point, position_of
+from periodya.eventstore.timeline import rfc3339
 
 _COLUMNS = ("seq, tx::text::bigint AS tx, stream_id, stream_version, event_type, data, metadata, recorded_at, "
             "prev_hash, hash")

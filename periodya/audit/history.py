@@ -9,18 +9,16 @@ index on them by design: audits are rare, appends are not).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Any
 
 import asyncpg
 
-from periodya.audit.points import rfc3339
 from periodya.domain import escrow, payout
 from periodya.domain.errors import NotFound
 from periodya.event_registry import REGISTRY
 from periodya.eventstore.store import EVENT_COLUMNS, row_to_event
+from periodya.eventstore.timeline import rfc3339, snapshot, timeline_item
 
 _PROVIDER_IDS = ("SELECT DISTINCT data->>'providerPayoutId' FROM periodya.events WHERE stream_id = $1 "
                  "AND data->>'providerPayoutId' IS NOT NULL")
@@ -42,18 +40,6 @@ SELECT {EVENT_COLUMNS} FROM periodya.events
  ORDER BY tx, seq"""
 
 
-def _kind(stream_id: str) -> str:
-    return stream_id.split("-", 1)[0]
-
-
-def timeline_item(row: asyncpg.Record) -> dict[str, Any]:
-    meta = row["metadata"]
-    return {"position": row["seq"], "tx": row["tx"], "stream": row["stream_id"], "kind": _kind(row["stream_id"]),
-            "version": row["stream_version"], "type": row["event_type"], "recordedAt": rfc3339(row["recorded_at"]),
-            "actor": meta.get("actor"), "reason": meta.get("reason"), "requestId": meta.get("requestId"),
-            "data": row["data"], "metadata": meta}
-
-
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(p.title() for p in rest)
@@ -63,14 +49,6 @@ def _state_json(state: Any) -> dict[str, Any] | None:
     if state is None:
         return None
     return {_camel(k): rfc3339(v) if hasattr(v, "tzinfo") else v for k, v in asdict(state).items()}
-
-
-@asynccontextmanager
-async def snapshot(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A connection in a read-only REPEATABLE READ transaction: every query sees one state of the log."""
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        await conn.execute("SET LOCAL statement_timeout = 0")
-        yield conn
 
 
 async def resolve_payout(conn: asyncpg.Connection, any_id: str) -> str:

@@ -17,6 +17,7 @@ import asyncpg
 
 from periodya.errors import PeriodyaError
 from periodya.eventstore.model import START, Position
+from periodya.eventstore.timeline import rfc3339
 
 _DIGITS = re.compile(r"^\d+$")
 _LAST_BEFORE = ("SELECT tx::text::bigint AS tx, seq FROM periodya.events "
@@ -38,13 +39,6 @@ class Point:
 
     def __str__(self) -> str:
         return f"position {self.seq}" if self.seq is not None else rfc3339(self.at)
-
-
-def rfc3339(moment: datetime | None) -> str:
-    """UTC, always with microseconds: 2026-01-05T10:00:00.000000Z."""
-    if moment is None:
-        return ""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_moment(text: str) -> datetime:

@@ -18,10 +18,10 @@ from typing import Any
 
 import asyncpg
 
-from periodya.audit.history import snapshot, timeline_item
 from periodya.domain import payout
 from periodya.errors import BadRequest
 from periodya.eventstore.store import EVENT_COLUMNS
+from periodya.eventstore.timeline import snapshot, timeline_item
 from periodya.handlers import views
 from periodya.handlers.views import rfc3339
 
