@@ -30,6 +30,20 @@ def test_bad_database_url(url: str, fragment: str) -> None:
     assert len(lines) == 1 and fragment in lines[0], result.stderr
 
 
+def test_a_reader_that_went_away_is_a_quiet_exit_not_a_traceback() -> None:
+    """`periodya ... | head`: the pipe's reader is gone before the command writes (here closed before it
+    starts): exit 141 (128 + SIGPIPE) and nothing on stderr."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, "-m", "periodya", "cron", "export", "--target", "crontab"],
+                                stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141, result.stderr
+    assert result.stderr == ""
+
+
 def test_bad_threshold() -> None:
     result = run_cli("migrate", env={"PERIODYA_SENT_STUCK_MINUTES": "soon"})
     assert result.returncode == 2
