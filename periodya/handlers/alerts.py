@@ -79,7 +79,7 @@ _HEALED = (_OPEN_STUCK + " AND CASE a.code "
            "ORDER BY a.code, a.subject")
 
 
-async def lock_stuck_alerts(uow: UnitOfWork, payout_ids: Sequence[str]) -> bool:
+async def lock_stuck_alerts(uow: UnitOfWork, payout_ids: Sequence[str]) -> frozenset[str]:
     """Before the transaction's first write (UnitOfWork.record): lock the streams of the open
     SENT_STUCK / OUTBOX_STUCK alerts of `payout_ids`, which the write may heal. An advisory lock assigns
     no xid, so a raise or resolve of those alerts either committed before this transaction got its xid
@@ -89,13 +89,14 @@ async def lock_stuck_alerts(uow: UnitOfWork, payout_ids: Sequence[str]) -> bool:
     call. That cannot deadlock: no transaction holds an alert stream's lock while it waits for another
     lock (raising, acknowledging and resolving alerts lock their alert stream only).
 
-    Returns False if the transaction already has its xid (it wrote something outside the unit of work
-    first): then nothing is locked, as a lock taken now would order nothing, and nothing is resolved."""
+    Returns the alert stream locks taken; none if the transaction already has its xid (it wrote
+    something outside the unit of work first), as a lock taken now would order nothing."""
     rows = await uow.conn.fetch(_OPEN_STUCK, list(payout_ids), list(STUCK_CODES))
     if rows and not rows[0]["unwritten"]:
-        return False
-    await uow.lock(stream_lock(alerts.stream(r["code"], r["subject"])) for r in rows)
-    return True
+        return frozenset()
+    names = frozenset(stream_lock(alerts.stream(r["code"], r["subject"])) for r in rows)
+    await uow.lock(names)
+    return names
 
 
 async def resolve_healed(uow: UnitOfWork, payout_ids: Sequence[str]) -> None:
@@ -107,10 +108,9 @@ async def resolve_healed(uow: UnitOfWork, payout_ids: Sequence[str]) -> None:
     resolved: locking one now, after the write, could append the resolve at a smaller xid than a raise
     that committed in between (a version gap in (tx, seq) order). The others are left open; the
     sentinel's next run sees their condition gone and auto-resolves them."""
-    before = uow.locked_before_write or frozenset()
     for row in await uow.conn.fetch(_HEALED, list(payout_ids), list(STUCK_CODES)):
         code, subject = row["code"], row["subject"]
-        if stream_lock(alerts.stream(code, subject)) not in before:
+        if stream_lock(alerts.stream(code, subject)) not in uow.healable:
             continue
         state = await load(uow, code, subject)
         await _commit(uow, code, subject, state, alerts.decide_resolve(

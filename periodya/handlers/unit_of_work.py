@@ -74,9 +74,10 @@ class UnitOfWork:
         self.store, self.conn, self.meta = store, conn, meta
         self.recorded: list[RecordedEvent] = []
         self._held: set[str] = set()
-        self.locked_before_write: frozenset[str] | None = None
-        """The lock names known to be held before this transaction's first write (None: record has not
-        run yet). Only a stream locked before the first write is safe to append to in (tx, seq) order."""
+        self.written = False
+        self.healable: frozenset[str] = frozenset()
+        """The alert stream locks taken before this transaction's first write (handlers.alerts
+        lock_stuck_alerts): only those alerts may be resolved by it, see `record`."""
 
     async def lock(self, names: Iterable[str]) -> None:
         """Take the advisory locks on `names` not already held in this transaction (one round trip).
@@ -159,13 +160,13 @@ class UnitOfWork:
         from periodya.handlers.alerts import lock_stuck_alerts, resolve_healed  # handlers.alerts imports us
 
         healing = healing_payouts(appends)
-        if self.locked_before_write is None:
-            unwritten = await lock_stuck_alerts(self, healing) if healing else True
-            self.locked_before_write = frozenset(self._held) if unwritten else frozenset()
+        if healing and not self.written:
+            self.healable = await lock_stuck_alerts(self, healing)
+        self.written = True
         recorded = await self.store.append(appends, conn=self.conn)
         await project(self.conn, recorded)
         self.recorded.extend(recorded)
-        if healing:
+        if healing and self.healable:
             await resolve_healed(self, healing)
         return recorded
 
