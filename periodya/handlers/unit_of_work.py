@@ -2,8 +2,10 @@
 
 Lock order (deadlock freedom): a command first locks its single aggregate stream (and, for
 idempotent HTTP commands, its idempotency key before that), then, after reading the state it needs to
-name them, every ledger account it will post to, sorted. Nobody ever holds an account lock while
-waiting for a stream lock, so no cycle can form. All locks come before the first write.
+name them, every ledger account it will post to, sorted; last, in `record`, the streams of the open
+stuck alerts its events may heal (handlers.alerts.lock_stuck_alerts). Nobody ever holds an account lock
+while waiting for a payout stream lock, nor an alert stream lock while waiting for any lock, so no cycle
+can form. All locks come before the first write (the transaction's xid: DESIGN.md, lock before you write).
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ class UnitOfWork:
         self.store, self.conn, self.meta = store, conn, meta
         self.recorded: list[RecordedEvent] = []
         self._held: set[str] = set()
+        self.written = False
+        self.healable: frozenset[str] = frozenset()
+        """The alert stream locks taken before this transaction's first write (handlers.alerts
+        lock_stuck_alerts): only those alerts may be resolved by it, see `record`."""
 
     async def lock(self, names: Iterable[str]) -> None:
         """Take the advisory locks on `names` not already held in this transaction (one round trip).
@@ -143,17 +149,32 @@ class UnitOfWork:
 
     async def record(self, appends: Sequence[StreamAppend]) -> list[RecordedEvent]:
         """Append `appends` in this transaction and project them inline. Every account they post to must
-        already be locked (lock_accounts), before this first write."""
+        already be locked (lock_accounts), before this first write.
+
+        A payout that moves on (HEALING_TYPES) closes its open SENT_STUCK/OUTBOX_STUCK alert in this same
+        transaction. Lock before you write (DESIGN.md, The event store): the transaction gets its xid at
+        its first write, so the alert streams it will resolve are looked up and locked HERE, before the
+        append, if this is the transaction's first write; after it, only those alerts are resolved. An
+        alert raised meanwhile, or whose payout is healed by a later record of the same transaction, is
+        left open and auto-resolved by the sentinel's next run (its condition is gone)."""
+        from periodya.handlers.alerts import lock_stuck_alerts, resolve_healed  # handlers.alerts imports us
+
+        healing = healing_payouts(appends)
+        if healing and not self.written:
+            self.healable = await lock_stuck_alerts(self, healing)
+        self.written = True
         recorded = await self.store.append(appends, conn=self.conn)
         await project(self.conn, recorded)
         self.recorded.extend(recorded)
-        healing = sorted({e.stream_id[len(_PAYOUT_PREFIX):] for e in recorded
-                          if e.type in HEALING_TYPES and e.stream_id.startswith(_PAYOUT_PREFIX)})
-        if healing:  # a stuck payout moved on: its SENT_STUCK/OUTBOX_STUCK alert closes in this transaction
-            from periodya.handlers.alerts import resolve_healed  # handlers.alerts imports this module
-
+        if healing and self.healable:
             await resolve_healed(self, healing)
         return recorded
+
+
+def healing_payouts(appends: Sequence[StreamAppend]) -> list[str]:
+    """The payouts (sorted ids) whose appends carry a HEALING_TYPES event."""
+    return sorted({a.stream_id[len(_PAYOUT_PREFIX):] for a in appends if a.stream_id.startswith(_PAYOUT_PREFIX)
+                   and any(e.type in HEALING_TYPES for e in a.events)})
 
 
 def decision_appends(stream_id: str, expected_version: int, decision: Decision,
