@@ -39,6 +39,7 @@ from periodya.domain.events import Event
 from periodya.event_registry import REGISTRY
 from periodya.eventstore import ANY, EventStore, StreamAppend
 from periodya.eventstore.hashing import lock_key
+from periodya.eventstore.store import stream_lock
 from periodya.handlers.unit_of_work import Meta
 
 CONSOLE_ROLES = (PLATFORM_ADMIN, OPS_VIEWER)
@@ -152,6 +153,13 @@ async def _guard(conn: asyncpg.Connection, target: asyncpg.Record, actor_email: 
         raise LastActiveAdmin(target["email"], command)
 
 
+async def _lock_stream(store: EventStore, conn: asyncpg.Connection, user_id: str) -> None:
+    """Lock the user's stream before this transaction's first write (DESIGN.md, "lock before you write"):
+    every change of one user then gets its transaction id in commit order, so the stream's versions are
+    in (tx, seq) order and replay and export see no gap."""
+    await store.lock(conn, [stream_lock(stream(user_id))])
+
+
 async def _record(store: EventStore, conn: asyncpg.Connection, user_id: str, event: Event, meta: Meta) -> None:
     await store.append([StreamAppend(stream(user_id), ANY, [REGISTRY.to_new(event, meta.as_metadata())])], conn=conn)
 
@@ -162,6 +170,7 @@ async def set_disabled(store: EventStore, ref: str, disabled: bool, *, actor_ema
     async with store.pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
         target = await _target(conn, ref)
+        await _lock_stream(store, conn, target["user_id"])
         if target["disabled"] == disabled:
             return Change(await user_view(conn, target["user_id"]), changed=False)
         revoked = 0
@@ -186,6 +195,7 @@ async def set_role(store: EventStore, ref: str, role: str, *, actor_email: str |
     async with store.pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
         target = await _target(conn, ref)
+        await _lock_stream(store, conn, target["user_id"])
         before = tuple(target["roles"])
         roles = (role, *(r for r in before if r not in CONSOLE_ROLES))
         if roles == before:
@@ -212,6 +222,7 @@ async def reset_password(store: EventStore, ref: str, password: str | None, *, m
     password_hash = await hash_password_async(new)  # before the transaction: argon2 takes a while
     async with store.pool.acquire() as conn, conn.transaction():
         target = await _target(conn, ref)
+        await _lock_stream(store, conn, target["user_id"])
         await conn.execute("UPDATE admin_users SET password_hash = $2 WHERE user_id = $1",
                            target["user_id"], password_hash)
         revoked = await revoke_all(conn, target["user_id"])

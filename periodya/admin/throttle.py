@@ -26,6 +26,7 @@ import asyncpg
 from periodya.errors import PeriodyaError
 from periodya.event_registry import REGISTRY
 from periodya.eventstore import ANY, EventStore, StreamAppend
+from periodya.eventstore.store import stream_lock
 from periodya.handlers.unit_of_work import Meta
 
 MAX_FAILURES_PER_EMAIL = 5
@@ -122,6 +123,7 @@ async def unlock(store: EventStore, email: str | None, address: str | None, *, m
     if email is None and address is None:
         raise ValueError("unlock needs an email or an address")
     async with store.pool.acquire() as conn, conn.transaction():
+        await store.lock(conn, [stream_lock(UNLOCK_STREAM)])  # before the first write
         cleared = len(await conn.fetch(
             "DELETE FROM login_failures WHERE ($1::text IS NULL OR email = $1) "
             "AND ($2::text IS NULL OR remote_addr = $2) RETURNING 1", email, address))

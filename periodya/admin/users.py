@@ -14,6 +14,7 @@ from periodya.domain.events import Event
 from periodya.errors import PeriodyaError
 from periodya.event_registry import REGISTRY
 from periodya.eventstore import ANY, NO_STREAM, EventStore, StreamAppend
+from periodya.eventstore.store import stream_lock
 from periodya.handlers.unit_of_work import Meta
 
 PLATFORM_ADMIN = "platform_admin"
@@ -188,6 +189,7 @@ async def revoke_sessions(store: EventStore, email: str, *, meta: Meta) -> tuple
     if user is None:
         raise UnknownAdminUser(f"no admin user with email {normalize_email(email)[:80]!r}")
     async with store.pool.acquire() as conn, conn.transaction():
+        await store.lock(conn, [stream_lock(stream(user.user_id))])  # before the first write
         revoked = await revoke_all(conn, user.user_id)
         event = REGISTRY.to_new(AdminSessionsRevoked(user_id=user.user_id, email=user.email, revoked=revoked),
                                 meta.as_metadata())

@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from periodya.admin import manage, throttle
+from periodya.admin import manage, throttle, users
 from periodya.eventstore import EventStore
 from periodya.handlers.unit_of_work import Meta
 from periodya.http.app import create_app
@@ -261,3 +261,26 @@ async def test_the_console_cookie_needs_its_csrf_token_for_a_change(pool: asyncp
                              headers={CSRF_HEADER: csrf_for(token)})
     assert resp.status == 200
     assert (await client.get("/api/admin/users", cookies=cookies)).status == 200
+
+
+async def test_concurrent_changes_of_one_user_keep_its_stream_in_commit_order(pool: asyncpg.Pool) -> None:
+    """Lock before you write: every change of one user (disable, enable, reset, revoke) and every throttle
+    unlock takes its stream's lock before its transaction's first write, so the stream's versions read
+    in (tx, seq) order, as replay and export read them, are 1..n with no gap (a change that wrote its row
+    first and locked the stream after could land at a lower transaction id than a later version)."""
+    store = EventStore(pool)
+    await make_user(pool, A)
+    bob = await make_user(pool, B)
+    meta = Meta(actor=f"admin:{A}", reason="race")
+    for i in range(8):
+        await asyncio.gather(
+            manage.reset_password(store, B, None, meta=meta),
+            manage.set_disabled(store, B, i % 2 == 0, actor_email=A, meta=meta),
+            users.revoke_sessions(store, B, meta=meta),
+            throttle.unlock(store, B, None, meta=meta),
+            throttle.unlock(store, None, "10.0.0.1", meta=meta),
+        )
+    for stream_id in (users.stream(bob), throttle.UNLOCK_STREAM):
+        versions = [r["stream_version"] for r in await pool.fetch(
+            "SELECT stream_version FROM events WHERE stream_id = $1 ORDER BY tx, seq", stream_id)]
+        assert versions == list(range(1, len(versions) + 1)), (stream_id, versions)
