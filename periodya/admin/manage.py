@@ -128,10 +128,16 @@ async def resolve_user_id(pool: asyncpg.Pool, ref: str) -> str:
     return user_id
 
 
-async def _target(conn: asyncpg.Connection, ref: str) -> asyncpg.Record:
+async def _target(store: EventStore, conn: asyncpg.Connection, ref: str) -> asyncpg.Record:
+    """The user `ref` names, its row locked; the user's stream is locked FIRST (DESIGN.md, "lock before you
+    write"): a row lock, like a write, gives the transaction its id, so every change of one user then gets
+    its id in commit order, its stream's versions are in (tx, seq) order, and replay and export see no gap."""
     column, value = check_user_ref(ref)
-    row = await conn.fetchrow(
-        f"SELECT user_id, email, roles, disabled FROM admin_users WHERE {column} = $1 FOR UPDATE", value)
+    user_id = await conn.fetchval(f"SELECT user_id FROM admin_users WHERE {column} = $1", value)
+    if user_id is not None:
+        await store.lock(conn, [stream_lock(stream(user_id))])
+    row = None if user_id is None else await conn.fetchrow(
+        "SELECT user_id, email, roles, disabled FROM admin_users WHERE user_id = $1 FOR UPDATE", user_id)
     if row is None:
         raise NoSuchUser(f"no admin user {value[:80]!r}")
     return row
@@ -153,13 +159,6 @@ async def _guard(conn: asyncpg.Connection, target: asyncpg.Record, actor_email: 
         raise LastActiveAdmin(target["email"], command)
 
 
-async def _lock_stream(store: EventStore, conn: asyncpg.Connection, user_id: str) -> None:
-    """Lock the user's stream before this transaction's first write (DESIGN.md, "lock before you write"):
-    every change of one user then gets its transaction id in commit order, so the stream's versions are
-    in (tx, seq) order and replay and export see no gap."""
-    await store.lock(conn, [stream_lock(stream(user_id))])
-
-
 async def _record(store: EventStore, conn: asyncpg.Connection, user_id: str, event: Event, meta: Meta) -> None:
     await store.append([StreamAppend(stream(user_id), ANY, [REGISTRY.to_new(event, meta.as_metadata())])], conn=conn)
 
@@ -169,8 +168,7 @@ async def set_disabled(store: EventStore, ref: str, disabled: bool, *, actor_ema
     """Disable (revoking every session at once) or re-enable the user `ref` (user id or email)."""
     async with store.pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
-        target = await _target(conn, ref)
-        await _lock_stream(store, conn, target["user_id"])
+        target = await _target(store, conn, ref)
         if target["disabled"] == disabled:
             return Change(await user_view(conn, target["user_id"]), changed=False)
         revoked = 0
@@ -194,8 +192,7 @@ async def set_role(store: EventStore, ref: str, role: str, *, actor_email: str |
         raise ValueError(f"role must be one of {CONSOLE_ROLES}")  # the route validates first
     async with store.pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
-        target = await _target(conn, ref)
-        await _lock_stream(store, conn, target["user_id"])
+        target = await _target(store, conn, ref)
         before = tuple(target["roles"])
         roles = (role, *(r for r in before if r not in CONSOLE_ROLES))
         if roles == before:
@@ -221,8 +218,7 @@ async def reset_password(store: EventStore, ref: str, password: str | None, *, m
     new = check_new_password(generate_password() if password is None else password)
     password_hash = await hash_password_async(new)  # before the transaction: argon2 takes a while
     async with store.pool.acquire() as conn, conn.transaction():
-        target = await _target(conn, ref)
-        await _lock_stream(store, conn, target["user_id"])
+        target = await _target(store, conn, ref)
         await conn.execute("UPDATE admin_users SET password_hash = $2 WHERE user_id = $1",
                            target["user_id"], password_hash)
         revoked = await revoke_all(conn, target["user_id"])
